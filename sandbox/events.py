@@ -1,0 +1,69 @@
+"""The event model shared by every part that produces evidence.
+
+Producers (shell, network gateway and resolver, process monitor, GPU monitor, guard) never
+touch the store directly: they get an `Emit` callable bound to their session, so they can
+be tested with a plain list and the session decides what reaches the store and the rules.
+
+Event kinds in use (`detail` keys in brackets):
+- session.start / session.end / session.warning      [profile, reason, exit_code]
+- command.blocked                                     [text, rule, message]
+- shell.marker_forged / shell.marker_missing          [marker, command]
+- net.attempt  [dst_ip, dst_port, protocol, name, verdict ("allow"|"deny"), reason,
+                bytes_up, bytes_down, duration]
+- net.scan     [distinct_targets, ports, window_s]
+- net.dropped  [counter values from nftables: udp, icmp, ipv6, other]
+- dns.query    [name, qtype, verdict, answers]   dns.tunnel [name, reason]
+- proc.exec    [pid, ppid, argv, exe, uid]
+- resource.sample [cpu_percent, mem_bytes, pids]   resource.breach [limit, value]
+- gpu.sample / gpu.breach / gpu.unauthorized / gpu.orphan  [gpu, pid, mem_bytes, util]
+- guard.verdict [rule, pack, action, evidence, attack]  (rule decisions)
+- honeytoken.touched [token, where]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+Severity = str  # one of store.SEVERITIES: info < warning < alert < critical
+Action = str  # one of store.ACTIONS: record < flag < block < kill
+
+
+class Emit(Protocol):
+    """Records one event for the session it is bound to."""
+
+    def __call__(
+        self,
+        kind: str,
+        detail: dict[str, Any],
+        *,
+        severity: str = "info",
+        action: str = "record",
+        rule: str | None = None,
+    ) -> None: ...
+
+
+class ListEmit:
+    """An `Emit` that keeps events in a list: for tests and for users' own tests."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(
+        self,
+        kind: str,
+        detail: dict[str, Any],
+        *,
+        severity: str = "info",
+        action: str = "record",
+        rule: str | None = None,
+    ) -> None:
+        self.events.append(
+            {"kind": kind, "detail": detail, "severity": severity, "action": action, "rule": rule}
+        )
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["kind"] == kind]
+
+
+KillFn = Callable[[str], None]  # kill(reason): ends the session from a monitor thread

@@ -1,0 +1,343 @@
+"""Declarative profiles: TOML in, a frozen, validated `Profile` out.
+
+A profile file may say `extends = "default"`; the parent is loaded first and the child's
+tables are merged over it key by key (lists replace, they do not append, so a child can
+always narrow a parent). Every file is validated on its own before merging, so an error
+names the file that holds the bad key, the key, and what is allowed there.
+
+Search order for a name: the shipped profiles, then the user dir (see `paths`), then, for
+anything that looks like a path (`./x.toml`, `/etc/x.toml`), that file.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from . import paths
+from .errors import NotFound, ProfileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the owner asked for tomli below 3.11
+    import tomli as tomllib
+
+Action = Literal["record", "flag", "block", "kill"]
+
+
+def _doc(text: str, default: Any = None, factory: Any = None) -> Any:
+    meta = {"doc": text}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class FilesystemSection:
+    """What the jail can see and write besides the workspace."""
+
+    hide: list[str] = _doc(
+        "Extra host paths to hide (on top of the built-in secret list); `~` is the host HOME.",
+        factory=list,
+    )
+    writable: list[str] = _doc(
+        "Extra host directories the agent may write (the workspace always is).", factory=list
+    )
+
+
+@dataclass(frozen=True)
+class EnvSection:
+    """The jail's environment: cleared, then only these (no host tokens leak in)."""
+
+    # Security choice: the allowlist is short; AWS_*, GITHUB_TOKEN & co never pass.
+    passthrough: list[str] = _doc(
+        "Host variables copied in when set.", factory=lambda: ["TERM", "LANG", "LC_ALL", "TZ"]
+    )
+    set: dict[str, str] = _doc("Variables set inside the jail.", factory=dict)
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    """Resource limits: rlimits through firejail, cgroup limits through the supervisor."""
+
+    processes: int = _doc("RLIMIT_NPROC for the agent user (fork bombs).", 512)
+    open_files: int = _doc("RLIMIT_NOFILE.", 1024)
+    file_size_mib: int = _doc("RLIMIT_FSIZE: the largest file a command may write.", 4096)
+    address_space_mib: int = _doc("RLIMIT_AS per process; 0 = unlimited.", 0)
+    memory_mib: int = _doc("cgroup memory limit for the whole session; 0 = none.", 4096)
+    cpu_percent: int = _doc("cgroup CPU quota for the whole session (100 = one core).", 200)
+    pids: int = _doc("cgroup pids limit for the whole session.", 1024)
+    command_timeout_s: float = _doc("Default per-command timeout in the API.", 600.0)
+
+
+@dataclass(frozen=True)
+class RecordingSection:
+    """How much of each command is kept in the store."""
+
+    max_output_bytes: int = _doc(
+        "Per-command output kept (head and tail); the rest is cut and marked.", 1_048_576
+    )
+    head_hash_file: str = _doc(
+        "Append each finished session's chain head to this file (off-box copy).", ""
+    )
+    head_hash_command: str = _doc(
+        "Run this command with the head hash as $SANDBOX_HEAD (e.g. logger).", ""
+    )
+
+
+@dataclass(frozen=True)
+class NetworkSection:
+    """Egress. `none` = no interfaces at all; `allowlist` = transparent gateway (root)."""
+
+    # Security choice: default deny; `none` needs no root and has no attack surface.
+    mode: Literal["none", "allowlist"] = _doc("`none` or `allowlist`.", "none")
+    allow: list[str] = _doc(
+        'Allowed `host:port[,port]` patterns, e.g. "pypi.org:443", "*.github.com:443,22".',
+        factory=list,
+    )
+    protocols: dict[str, list[str]] = _doc(
+        "Per allow pattern, the protocols allowed (tls, http, ssh); default from the port.",
+        factory=dict,
+    )
+    deny: list[str] = _doc(
+        "Patterns or CIDRs always denied (metadata, link-local, LAN are denied anyway).",
+        factory=list,
+    )
+    dns: bool = _doc("Answer DNS for allowed names.", True)
+    upstream_dns: str = _doc("Upstream resolver; empty = the host's (/etc/resolv.conf).", "")
+    address_pool: str = _doc("IPv4 pool for the per-session veth /30s.", "100.96.0.0/16")
+
+
+@dataclass(frozen=True)
+class GuardSection:
+    """Guard rules: which packs run, action overrides, and profile-defined rules."""
+
+    packs: list[str] = _doc(
+        "Built-in rule packs to enable.",
+        factory=lambda: ["tunnels", "recon", "mining", "secrets", "tamper", "escape"],
+    )
+    actions: dict[str, str] = _doc(
+        "Override the action of a rule id or a whole pack: record, flag, block or kill.",
+        factory=dict,
+    )
+    rules: list[dict[str, Any]] = _doc("Extra rules (see the guard docs).", factory=list)
+
+
+@dataclass(frozen=True)
+class GpuSection:
+    """GPU grant; its absence means no GPU at all."""
+
+    devices: list[str] = _doc("Granted GPUs by index or UUID.", factory=list)
+    count: int = _doc("Or: grant this many GPUs (the first free ones).", 0)
+    memory_limit_mib: int = _doc("Per-device memory quota; 0 = none.", 0)
+    utilization_limit_percent: int = _doc("Sustained utilisation quota; 0 = none.", 0)
+    utilization_window_s: float = _doc("How long utilisation may stay over quota.", 10.0)
+    on_breach: Literal["flag", "kill"] = _doc("What a breach does.", "kill")
+    require: bool = _doc("Refuse to start when NVML or the devices are missing.", True)
+    poll_interval_s: float = _doc("NVML poll interval (the enforcement window).", 1.0)
+
+
+@dataclass(frozen=True)
+class HoneytokensSection:
+    """Decoy credentials planted in the workspace HOME; touching them raises an alert."""
+
+    ssh_key: bool = _doc("Plant ~/.ssh/id_rsa.", False)
+    aws_credentials: bool = _doc("Plant ~/.aws/credentials.", False)
+    env_token: str = _doc("Name of an env var that holds a decoy token; empty = none.", "")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A resolved profile: every section filled, every value checked."""
+
+    name: str = _doc("The profile's name (its file name without .toml).", "default")
+    description: str = _doc("One line shown by `sandbox profiles`.", "")
+    extends: str = _doc("Parent profile name or path.", "")
+    sources: list[str] = _doc("Files merged to make this profile, parent first.", factory=list)
+    filesystem: FilesystemSection = field(default_factory=FilesystemSection)
+    env: EnvSection = field(default_factory=EnvSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    recording: RecordingSection = field(default_factory=RecordingSection)
+    network: NetworkSection = field(default_factory=NetworkSection)
+    guard: GuardSection = field(default_factory=GuardSection)
+    # Security choice: no [gpu] table = no GPU (device nodes hidden, CUDA_VISIBLE_DEVICES="").
+    gpu: GpuSection | None = None
+    honeytokens: HoneytokensSection = field(default_factory=HoneytokensSection)
+
+
+_TOP_KEYS_NOT_IN_FILES = {"name", "sources"}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise ProfileError(f"{where}: {value!r} is not allowed; use one of {_type_name(tp)}")
+        return value
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProfileError(f"{where}: expected a number, got {type(value).__name__}")
+        return float(value)
+    if tp in (int, str, bool):
+        if type(value) is not tp:
+            raise ProfileError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ProfileError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ProfileError(f"{where}: expected a table, got {type(value).__name__}")
+        return {k: _check_value(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    raise ProfileError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+def _section_type(tp: Any) -> type | None:
+    if isinstance(tp, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp if isinstance(tp, type) and is_dataclass(tp) else None
+
+
+def _validate_table(data: dict[str, Any], cls: type, where: str, file: str) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    allowed = {f.name for f in fields(cls)} - (_TOP_KEYS_NOT_IN_FILES if cls is Profile else set())
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if key not in allowed:
+            raise ProfileError(
+                f"{file}: unknown key {name!r}; allowed here: {', '.join(sorted(allowed))}"
+            )
+        section = _section_type(hints[key])
+        if section is not None:
+            if not isinstance(value, dict):
+                raise ProfileError(f"{file}: {name!r} must be a table ([{name}])")
+            out[key] = _validate_table(value, section, name, file)
+        else:
+            try:
+                out[key] = _check_value(value, hints[key], name)
+            except ProfileError as e:
+                raise ProfileError(f"{file}: {e}") from None
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in (
+            "set", "actions", "protocols"
+        ):
+            merged[key] = _merge(merged[key], value)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        section = _section_type(hints[key])
+        kwargs[key] = _build(section, value) if section is not None else value
+    return cls(**kwargs)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse and validate one profile file (no merging)."""
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError as e:
+        raise NotFound(f"profile file not found: {path}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{path}: invalid TOML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{path}: not UTF-8: {e}") from e
+    return _validate_table(raw, Profile, "", str(path))
+
+
+def search_path() -> list[Path]:
+    """Directories searched for profile names, in order."""
+    return [paths.builtin_profile_dir(), paths.user_profile_dir()]
+
+
+def _looks_like_path(ref: str) -> bool:
+    return "/" in ref or ref.endswith(".toml")
+
+
+def find(ref: str) -> Path:
+    """Resolve a profile name or path to a file."""
+    if _looks_like_path(ref):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise NotFound(f"profile file not found: {path}")
+        return path.resolve()
+    for directory in search_path():
+        candidate = directory / f"{ref}.toml"
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(sorted(available())) or "none"
+    raise NotFound(f"unknown profile {ref!r}; available: {names} (or pass ./file.toml)")
+
+
+def available() -> dict[str, Path]:
+    """Every profile name on the search path (later directories win)."""
+    found: dict[str, Path] = {}
+    for directory in search_path():
+        if directory.is_dir():
+            for p in sorted(directory.glob("*.toml")):
+                found[p.stem] = p
+    return found
+
+
+def load(ref: str = "default") -> Profile:
+    """Load a profile by name or path, following `extends`, and validate it."""
+    chain: list[Path] = []
+    data: dict[str, Any] = {}
+    current: str | None = ref
+    while current:
+        path = find(current)
+        if path in chain:
+            loop = " -> ".join(str(p) for p in [*chain, path])
+            raise ProfileError(f"profile extends loop: {loop}")
+        chain.append(path)
+        raw = read_file(path)
+        data = _merge(raw, data)
+        parent = raw.get("extends", "")
+        if parent and _looks_like_path(parent) and not Path(parent).is_absolute():
+            parent = str((path.parent / parent).resolve())
+        current = parent or None
+    data["name"] = Path(ref).stem if _looks_like_path(ref) else ref
+    data["sources"] = [str(p) for p in reversed(chain)]
+    data["extends"] = data.get("extends", "") if len(chain) > 1 else ""
+    return typing.cast(Profile, _build(Profile, data))
+
+
+def to_dict(obj: Any) -> Any:
+    """A profile (or section) as plain data, for `profiles show` and the store."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj

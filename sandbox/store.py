@@ -1,0 +1,429 @@
+"""The event store: SQLite in WAL mode, outside every jail.
+
+Tables: `sessions` (one row per session, with live counters the TUI reads cheaply),
+`commands` and `events` (append-only, hash-chained per session, see `chain`), and
+`controls` (kill requests from any process, acted on by the session's owner).
+
+Many processes write at once: each write is one short `BEGIN IMMEDIATE` transaction and
+SQLite's busy timeout queues writers, so nothing is lost. One `Store` object is safe to
+share between threads (a lock guards its connection).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import chain, paths
+from .errors import NotFound, StoreError
+
+SCHEMA_VERSION = 1
+
+SEVERITIES = ("info", "warning", "alert", "critical")
+ACTIONS = ("record", "flag", "block", "kill")
+LIVE_STATES = ("starting", "running")
+FINAL_STATES = ("exited", "killed", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    profile TEXT NOT NULL,
+    kind TEXT NOT NULL,               -- api | run | shell
+    state TEXT NOT NULL,              -- starting | running | exited | killed | failed
+    reason TEXT,
+    created REAL NOT NULL,
+    ended REAL,
+    exit_code INTEGER,
+    owner_pid INTEGER NOT NULL,
+    owner_start TEXT NOT NULL,        -- /proc start time: pid reuse cannot fool gc
+    host TEXT NOT NULL,
+    user TEXT NOT NULL,
+    agent_uid INTEGER,
+    workdir TEXT NOT NULL,
+    argv TEXT NOT NULL,               -- JSON
+    jail_name TEXT,
+    jail_pid INTEGER,
+    resources TEXT NOT NULL DEFAULT '{}',  -- JSON: netns, veth, cgroup ... for cleanup
+    current_command TEXT,
+    n_commands INTEGER NOT NULL DEFAULT 0,
+    n_events INTEGER NOT NULL DEFAULT 0,
+    n_alerts INTEGER NOT NULL DEFAULT 0,
+    n_denied INTEGER NOT NULL DEFAULT 0,
+    max_severity TEXT NOT NULL DEFAULT 'info',
+    cpu_percent REAL,
+    mem_bytes INTEGER,
+    gpu_mem_bytes INTEGER,
+    gpu_util REAL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    head_hash TEXT NOT NULL DEFAULT '""" + chain.GENESIS + """',
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    seq INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    output TEXT NOT NULL,
+    exit_code INTEGER,
+    started REAL NOT NULL,
+    duration REAL NOT NULL,
+    timed_out INTEGER NOT NULL,
+    truncated INTEGER NOT NULL,
+    output_bytes INTEGER NOT NULL,
+    source TEXT NOT NULL,             -- api | shell | run
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS commands_session ON commands(session_id, seq);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    action TEXT NOT NULL,
+    rule TEXT,
+    detail TEXT NOT NULL,             -- JSON
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_session ON events(session_id, seq);
+CREATE TABLE IF NOT EXISTS controls (
+    id INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    action TEXT NOT NULL,             -- kill
+    requested_by TEXT NOT NULL,
+    handled REAL
+);
+CREATE INDEX IF NOT EXISTS controls_pending ON controls(session_id, handled);
+"""
+
+_SESSION_UPDATABLE = {
+    "state", "reason", "ended", "exit_code", "agent_uid", "jail_name", "jail_pid",
+    "resources", "current_command", "cpu_percent", "mem_bytes", "gpu_mem_bytes", "gpu_util",
+}
+
+
+def is_alert(action: str, severity: str) -> bool:
+    """An alert is anything a rule flagged, blocked or killed, or any warning-or-worse."""
+    return action != "record" or SEVERITIES.index(severity) >= SEVERITIES.index("alert")
+
+
+class Store:
+    """The event store. `Store()` opens the default database under the state dir."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else paths.db_path()
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(
+                str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash; only a power cut
+            # can lose the last transactions. Keeps a command's record well under 1 ms.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._migrate()
+        except sqlite3.Error as e:
+            raise StoreError(
+                f"cannot open the event store {self.path}: {e} "
+                "(check permissions, or set SANDBOX_STATE_DIR)"
+            ) from e
+        try:
+            os.chmod(self.path, 0o600)
+        except OSError:
+            pass
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        # executescript commits on its own, so it runs outside the transaction helper.
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema {row[0]}, newer than this sandbox ({SCHEMA_VERSION}); "
+                "upgrade sandbox"
+            )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def create_session(
+        self,
+        session_id: str,
+        *,
+        profile: str,
+        kind: str,
+        workdir: str,
+        argv: list[str],
+        owner_pid: int,
+        owner_start: str,
+        host: str,
+        user: str,
+    ) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions(id, profile, kind, state, created, owner_pid, owner_start,"
+                " host, user, workdir, argv, updated) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                (session_id, profile, kind, "starting", now, owner_pid, owner_start, host, user,
+                 workdir, json.dumps(argv), now),
+            )
+
+    def update_session(self, session_id: str, **values: Any) -> None:
+        bad = set(values) - _SESSION_UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        if "resources" in values and not isinstance(values["resources"], str):
+            values["resources"] = json.dumps(values["resources"])
+        cols = ", ".join(f"{k}=?" for k in values)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE sessions SET {cols}, updated=? WHERE id=?",
+                (*values.values(), time.time(), session_id),
+            )
+
+    def finish_session(
+        self, session_id: str, state: str, reason: str | None = None,
+        exit_code: int | None = None,
+    ) -> bool:
+        """Move a live session to a final state; False when it was already final."""
+        assert state in FINAL_STATES
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE sessions SET state=?, reason=?, exit_code=?, ended=?, updated=?,"
+                " current_command=NULL WHERE id=? AND state IN ('starting','running')",
+                (state, reason, exit_code, now, now, session_id),
+            )
+            return cur.rowcount == 1
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        rows = self._query("SELECT * FROM sessions WHERE id=?", (session_id,))
+        if not rows:
+            rows = self._query(
+                "SELECT * FROM sessions WHERE id LIKE ? ORDER BY created DESC", (session_id + "%",)
+            )
+            if len(rows) != 1:
+                what = "ambiguous" if rows else "unknown"
+                raise NotFound(f"{what} session id {session_id!r}; see `sandbox ls`")
+        return _decode_session(rows[0])
+
+    def list_sessions(
+        self, *, live_only: bool = False, limit: int = 200, since_updated: float = 0.0
+    ) -> list[dict[str, Any]]:
+        where = ["updated >= ?"]
+        if live_only:
+            where.append("state IN ('starting','running')")
+        sql = (
+            f"SELECT * FROM sessions WHERE {' AND '.join(where)} "
+            "ORDER BY created DESC LIMIT ?"
+        )
+        return [_decode_session(r) for r in self._query(sql, (since_updated, limit))]
+
+    # -- the chain ------------------------------------------------------------------------
+
+    def _append(
+        self, kind: str, session_id: str, row: dict[str, Any],
+        detail: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        with self._tx() as db:
+            head = db.execute(
+                "SELECT last_seq, head_hash FROM sessions WHERE id=?", (session_id,)
+            ).fetchone()
+            if head is None:
+                raise NotFound(f"unknown session id {session_id!r}")
+            row["session_id"] = session_id
+            row["seq"] = head["last_seq"] + 1
+            row["prev_hash"] = head["head_hash"]
+            row["hash"] = chain.link(head["head_hash"], kind, row)
+            table = "commands" if kind == "command" else "events"
+            cols = list(row)
+            cur = db.execute(
+                f"INSERT INTO {table}({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
+                tuple(row[c] for c in cols),
+            )
+            row["id"] = cur.lastrowid
+            counters = "n_commands=n_commands+1" if kind == "command" else "n_events=n_events+1"
+            extra: tuple[Any, ...] = ()
+            if kind == "event":
+                if is_alert(row["action"], row["severity"]):
+                    counters += ", n_alerts=n_alerts+1"
+                if (detail or {}).get("verdict") == "deny":
+                    counters += ", n_denied=n_denied+1"
+                counters += (
+                    ", max_severity=CASE WHEN instr(?, ','||max_severity||',') > 0 "
+                    "THEN ? ELSE max_severity END"
+                )
+                rank = SEVERITIES.index(row["severity"])
+                lower = "," + ",".join(SEVERITIES[:rank]) + ","
+                extra = (lower, row["severity"])
+            db.execute(
+                f"UPDATE sessions SET last_seq=?, head_hash=?, updated=?, {counters} WHERE id=?",
+                (row["seq"], row["hash"], time.time(), *extra, session_id),
+            )
+        return row
+
+    def add_command(
+        self,
+        session_id: str,
+        *,
+        text: str,
+        output: str,
+        exit_code: int | None,
+        started: float,
+        duration: float,
+        timed_out: bool = False,
+        truncated: bool = False,
+        output_bytes: int | None = None,
+        source: str = "api",
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "text": text, "output": output, "exit_code": exit_code, "started": started,
+            "duration": duration, "timed_out": int(timed_out), "truncated": int(truncated),
+            "output_bytes": len(output.encode()) if output_bytes is None else output_bytes,
+            "source": source,
+        }
+        return self._append("command", session_id, row)
+
+    def add_event(
+        self,
+        session_id: str,
+        kind: str,
+        detail: dict[str, Any] | None = None,
+        *,
+        severity: str = "info",
+        action: str = "record",
+        rule: str | None = None,
+        ts: float | None = None,
+    ) -> dict[str, Any]:
+        if severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}")
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}")
+        detail = detail or {}
+        row: dict[str, Any] = {
+            "ts": time.time() if ts is None else ts, "kind": kind, "severity": severity,
+            "action": action, "rule": rule, "detail": json.dumps(detail, sort_keys=True,
+                                                                  default=str),
+        }
+        out = self._append("event", session_id, row, detail)
+        out["detail"] = detail
+        return out
+
+    def commands(self, session_id: str, since_seq: int = 0) -> list[dict[str, Any]]:
+        return self._query(
+            "SELECT * FROM commands WHERE session_id=? AND seq>? ORDER BY seq",
+            (session_id, since_seq),
+        )
+
+    def events(
+        self, session_id: str | None = None, since_id: int = 0, *, alerts_only: bool = False,
+        limit: int = 10_000, kinds: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
+        where, args = ["id>?"], [since_id]
+        if session_id is not None:
+            where.append("session_id=?")
+            args.append(session_id)  # type: ignore[arg-type]
+        if alerts_only:
+            where.append("(action != 'record' OR severity IN ('alert','critical'))")
+        if kinds:
+            where.append(f"kind IN ({','.join('?' * len(kinds))})")
+            args.extend(kinds)  # type: ignore[arg-type]
+        rows = self._query(
+            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            (*args, limit),
+        )
+        for r in rows:
+            r["detail"] = json.loads(r["detail"])
+        return rows
+
+    def chain_rows(self, session_id: str) -> list[tuple[str, dict[str, Any]]]:
+        rows: list[tuple[str, dict[str, Any]]] = [("command", r) for r in self.commands(session_id)]
+        rows += [
+            ("event", r) for r in self._query(
+                "SELECT * FROM events WHERE session_id=? ORDER BY seq", (session_id,)
+            )
+        ]
+        rows.sort(key=lambda kr: (kr[1]["seq"], kr[1]["id"]))
+        return rows
+
+    def verify(self, session_id: str) -> tuple[bool, str]:
+        """Check a session's hash chain, and that it ends at the recorded head."""
+        session = self.get_session(session_id)
+        ok, message, head = chain.verify_rows(self.chain_rows(session["id"]))
+        if ok and (head != session["head_hash"] or
+                   len(self.chain_rows(session["id"])) != session["last_seq"]):
+            return False, (
+                f"chain ends at {head} but the session's head is {session['head_hash']} "
+                f"after {session['last_seq']} rows (rows deleted at the end)"
+            )
+        return ok, message
+
+    # -- controls -------------------------------------------------------------------------
+
+    def request_kill(self, session_id: str, requested_by: str) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO controls(session_id, ts, action, requested_by) VALUES(?,?,?,?)",
+                (session_id, time.time(), "kill", requested_by),
+            )
+            return int(cur.lastrowid or 0)
+
+    def pending_controls(self, session_id: str) -> list[dict[str, Any]]:
+        return self._query(
+            "SELECT * FROM controls WHERE session_id=? AND handled IS NULL ORDER BY id",
+            (session_id,),
+        )
+
+    def mark_controls_handled(self, session_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE controls SET handled=? WHERE session_id=? AND handled IS NULL",
+                (time.time(), session_id),
+            )
+
+
+def _decode_session(row: dict[str, Any]) -> dict[str, Any]:
+    row["argv"] = json.loads(row["argv"])
+    row["resources"] = json.loads(row["resources"] or "{}")
+    return row
