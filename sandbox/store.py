@@ -415,6 +415,16 @@ class Store:
             (session_id,),
         )
 
+    def pending_kills(self, session_ids: list[str]) -> list[tuple[str, str]]:
+        """(session id, requested_by) of unhandled kill requests among `session_ids`."""
+        marks = ",".join("?" * len(session_ids))
+        rows = self._query(
+            f"SELECT session_id, requested_by FROM controls WHERE handled IS NULL "
+            f"AND action='kill' AND session_id IN ({marks}) ORDER BY id",
+            tuple(session_ids),
+        )
+        return [(r["session_id"], r["requested_by"]) for r in rows]
+
     def mark_controls_handled(self, session_id: str) -> None:
         with self._tx() as db:
             db.execute(

@@ -1,0 +1,80 @@
+"""The Python API for agent frameworks.
+
+    with Sandbox(profile="default", workdir=path) as sb:
+        r = sb.run("pytest -q", timeout=600)
+        r.exit_code, r.output, r.duration, r.timed_out, r.alerts
+
+Many sandboxes may live in one process; each runs one command at a time and is safe to
+share between threads (commands queue on a lock).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .profile import Profile
+from .result import CommandResult
+from .session import Session
+from .store import Store
+
+
+class Sandbox:
+    """A jailed, recorded shell. Start with `with` or `.start()`; end with `.close()`."""
+
+    def __init__(
+        self,
+        profile: Profile | str = "default",
+        workdir: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+        *,
+        store: Store | None = None,
+    ) -> None:
+        self._session = Session(profile, workdir=workdir, env=env, kind="api", store=store)
+
+    @property
+    def id(self) -> str:
+        return self._session.id
+
+    @property
+    def state(self) -> str:
+        return self._session.state
+
+    @property
+    def profile(self) -> Profile:
+        return self._session.profile
+
+    def start(self) -> Sandbox:
+        self._session.start()
+        return self
+
+    def run(self, command: str, timeout: float | None = None, *, check: bool = False
+            ) -> CommandResult:
+        """Run `command` in the sandbox's bash (state such as `cd` and variables persist).
+
+        Never raises for a non-zero exit or a timeout unless `check=True`; raises
+        SessionClosed when the session has ended (killed, exited).
+        """
+        return self._session.run(command, timeout, check=check)
+
+    def kill(self, reason: str = "killed by API") -> None:
+        self._session.kill(reason)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def head_hash(self) -> str:
+        """The session's hash-chain head (send it off-box to make rewrites detectable)."""
+        return self._session.head_hash()
+
+    def report(self) -> dict[str, Any]:
+        """The per-episode verdict (see `sandbox export --format report`)."""
+        from .export import report
+
+        return report(self._session.store, self.id)
+
+    def __enter__(self) -> Sandbox:
+        return self.start() if self._session.state == "new" else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

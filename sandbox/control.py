@@ -1,0 +1,108 @@
+"""The kill path shared by the CLI, the TUI and the API.
+
+`sandbox kill ID` writes a control request into the store; the process that owns the
+session sees it (one watcher thread per process polls every 50 ms) and ends the jail.
+When the owner is dead, the requester ends the jail itself and cleans up (same as gc).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from . import owners
+from .store import FINAL_STATES, Store
+
+POLL_S = 0.05
+
+
+class ControlWatcher:
+    """One thread per process that turns kill requests into calls on live sessions."""
+
+    _instance: ControlWatcher | None = None
+    _guard = threading.Lock()
+
+    def __init__(self, store_path: str) -> None:
+        self.store = Store(store_path)
+        self.sessions: dict[str, Callable[[str], None]] = {}
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._loop, name="sandbox-control", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def get(cls, store_path: str) -> ControlWatcher:
+        with cls._guard:
+            if cls._instance is None or cls._instance.store.path.as_posix() != store_path:
+                cls._instance = ControlWatcher(store_path)
+            return cls._instance
+
+    def register(self, session_id: str, on_kill: Callable[[str], None]) -> None:
+        with self.lock:
+            self.sessions[session_id] = on_kill
+
+    def unregister(self, session_id: str) -> None:
+        with self.lock:
+            self.sessions.pop(session_id, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(POLL_S)
+            with self.lock:
+                ids = list(self.sessions)
+            if not ids:
+                continue
+            try:
+                pending = self.store.pending_kills(ids)
+            except Exception:  # a locked or busy store must not kill the watcher
+                continue
+            for session_id, requested_by in pending:
+                with self.lock:
+                    on_kill = self.sessions.pop(session_id, None)
+                if on_kill is not None:
+                    threading.Thread(
+                        target=on_kill, args=(f"killed by {requested_by}",), daemon=True
+                    ).start()
+
+
+def kill_jail(jail_pid: int | None, jail_name: str | None) -> bool:
+    """SIGKILL firejail's first process: its PID namespace, and every process in it, dies."""
+    if not jail_pid:
+        return False
+    try:
+        with open(f"/proc/{jail_pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except OSError:
+        return False
+    # Only kill what is really that jail: the pid may have been reused.
+    if jail_name and f"--name={jail_name}".encode() not in cmdline:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(jail_pid, signal.SIGKILL)
+        return True
+    return False
+
+
+def kill_session(store: Store, session_id: str, requested_by: str, wait_s: float = 3.0) -> str:
+    """Kill one session from any process; returns its final state (or 'pending')."""
+    from . import gc  # gc imports control; keep the cycle lazy
+
+    session = store.get_session(session_id)
+    if session["state"] in FINAL_STATES:
+        return str(session["state"])
+    store.request_kill(session["id"], requested_by)
+    deadline = time.monotonic() + wait_s
+    owner_alive = owners.alive(session["owner_pid"], session["owner_start"])
+    while owner_alive and time.monotonic() < deadline:
+        state = store.get_session(session["id"])["state"]
+        if state in FINAL_STATES:
+            return str(state)
+        time.sleep(0.01)
+        owner_alive = owners.alive(session["owner_pid"], session["owner_start"])
+    # The owner is gone (or stuck): end the jail ourselves.
+    gc.reap(store, store.get_session(session["id"]), state="killed",
+            reason=f"killed by {requested_by} (owner not responding)")
+    return str(store.get_session(session["id"])["state"])

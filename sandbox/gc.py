@@ -1,0 +1,60 @@
+"""Clean up after sessions whose owner died: `sandbox gc`, and every session start.
+
+A session's owner records every host resource it makes (jail pid, netns, veth, nft
+table, cgroup) in the store before using it, so a crashed owner leaves a list of what
+to remove. `reap` ends the jail, removes those resources, and closes the session row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from . import control, owners
+from .store import Store
+
+# name -> cleanup(resources) for each kind of host resource; parts register here.
+CLEANERS: dict[str, Callable[[dict[str, Any]], None]] = {}
+
+
+def register_cleaner(name: str, fn: Callable[[dict[str, Any]], None]) -> None:
+    CLEANERS[name] = fn
+
+
+def cleanup_resources(resources: dict[str, Any]) -> list[str]:
+    """Run every registered cleaner on a session's resource record; returns errors."""
+    errors = []
+    for name, fn in CLEANERS.items():
+        if name in resources:
+            try:
+                fn(resources[name])
+            except Exception as e:  # keep going: one stuck part must not block the rest
+                errors.append(f"{name}: {e}")
+    return errors
+
+
+def reap(store: Store, session: dict[str, Any], *, state: str, reason: str) -> None:
+    """End a session's jail and host resources from outside its owner."""
+    control.kill_jail(session.get("jail_pid"), session.get("jail_name"))
+    errors = cleanup_resources(session.get("resources") or {})
+    if store.finish_session(session["id"], state, reason):
+        with contextlib.suppress(Exception):
+            store.add_event(
+                session["id"], "session.end",
+                {"state": state, "reason": reason, "cleanup_errors": errors},
+                severity="warning" if state == "failed" else "info",
+            )
+    store.mark_controls_handled(session["id"])
+
+
+def collect(store: Store) -> list[str]:
+    """Reap every live session whose owner process is gone; returns their ids."""
+    reaped = []
+    for session in store.list_sessions(live_only=True, limit=10_000):
+        if owners.alive(session["owner_pid"], session["owner_start"]):
+            continue
+        reap(store, session, state="failed",
+             reason=f"owner process {session['owner_pid']} died without closing the session")
+        reaped.append(session["id"])
+    return reaped

@@ -1,0 +1,260 @@
+"""One session's lifecycle: starting -> running -> exited | killed | failed.
+
+    create row -> gc -> agent user -> workspace -> network -> cgroup -> jail -> RUNNING
+    run(cmd): guard check -> shell -> record -> result
+    close/kill: jail dies (its PID namespace with it) -> host resources removed -> final row
+
+Every step that makes a host resource records it in the session row *before* relying on
+it, so a crash leaves `sandbox gc` a list of what to remove. Any failure while starting
+tears down what was made and marks the session failed with the reason (fail closed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import gc, jail, owners, paths, users
+from .control import ControlWatcher
+from .errors import CommandBlocked, CommandTimeout, SessionClosed, SetupError
+from .hooks import Hooks
+from .profile import Profile, load
+from .result import CommandResult
+from .shell import Shell
+from .store import Store
+
+
+def new_id() -> str:
+    return secrets.token_hex(5)
+
+
+class Session:
+    """A jailed, recorded session. Used by the API (`Sandbox`) and by the CLI."""
+
+    def __init__(
+        self,
+        profile: Profile | str = "default",
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+        kind: str = "api",
+        store: Store | None = None,
+        argv: list[str] | None = None,
+    ) -> None:
+        self.profile = load(profile) if isinstance(profile, str) else profile
+        self.id = new_id()
+        self.kind = kind
+        self.store = store or Store()
+        self.workdir = Path(workdir or os.getcwd()).resolve()
+        self.extra_env = dict(env or {})
+        self.argv = list(argv or [])
+        self.state = "new"
+        self.reason: str | None = None
+        self.shell: Shell | None = None
+        self.jail_pid: int | None = None
+        self.resources: dict[str, Any] = {}
+        self.hooks = Hooks(self)
+        self._end_lock = threading.Lock()
+        self._ended = threading.Event()
+        self.started_at = 0.0
+
+    # -- events -----------------------------------------------------------------------
+
+    def emit(
+        self, kind: str, detail: dict[str, Any], *, severity: str = "info",
+        action: str = "record", rule: str | None = None,
+    ) -> None:
+        """Record an event (thread-safe); rules see it through the hooks."""
+        row = self.store.add_event(
+            self.id, kind, detail, severity=severity, action=action, rule=rule)
+        self.hooks.on_event(row)
+
+    def _record_resources(self) -> None:
+        self.store.update_session(self.id, resources=self.resources)
+
+    # -- start ------------------------------------------------------------------------
+
+    def spec(self) -> jail.JailSpec:
+        return self._spec
+
+    def start(self) -> Session:
+        """Set everything up and start the jail; raises SetupError and leaves nothing."""
+        self.started_at = time.time()
+        pid, token = owners.me()
+        self.store.create_session(
+            self.id, profile=self.profile.name, kind=self.kind, workdir=str(self.workdir),
+            argv=self.argv, owner_pid=pid, owner_start=token, host=socket.gethostname(),
+            user=getpass.getuser(),
+        )
+        try:
+            self._start()
+        except BaseException as e:
+            self._teardown()
+            reason = str(e) or type(e).__name__
+            self.store.finish_session(self.id, "failed", reason)
+            self.state = "failed"
+            self.reason = reason
+            with contextlib.suppress(Exception):
+                self.emit("session.end", {"state": "failed", "reason": reason},
+                          severity="warning")
+            raise
+        return self
+
+    def _start(self) -> None:
+        gc.collect(self.store)
+        jail.check_firejail()
+        if not self.workdir.is_dir():
+            raise SetupError(f"workspace {self.workdir} is not a directory: create it first")
+        agent = users.resolve_agent()
+        if agent is not None:
+            users.grant_workspace(self.workdir, agent)
+        self.store.update_session(self.id, agent_uid=agent.uid if agent else os.getuid(),
+                                  jail_name=jail.jail_name(self.id))
+        state_dir = paths.db_path().parent if self.store.path else paths.state_dir()
+        self._spec = jail.JailSpec(
+            session_id=self.id, workdir=self.workdir, state_dir=state_dir.resolve(),
+            host_home=Path(os.environ.get("HOME") or Path.home()), agent=agent,
+            extra_hide=(str(self.store.path.parent.resolve()),),
+        )
+        self.emit("session.start", {
+            "profile": self.profile.name, "sources": self.profile.sources,
+            "workdir": str(self.workdir), "kind": self.kind, "argv": self.argv,
+            "agent_uid": agent.uid if agent else os.getuid(),
+        })
+        self._spec = self.hooks.before_jail(self._spec)
+        self._record_resources()
+        if self.kind in ("api", "shell"):
+            self._start_shell()
+        ControlWatcher.get(self.store.path.as_posix()).register(self.id, self.kill)
+
+    def _env(self) -> dict[str, str]:
+        env = jail.build_env(self.profile, self._spec, dict(os.environ))
+        env.update(self.extra_env)
+        return env
+
+    def _start_shell(self) -> None:
+        program = ["bash", "--noprofile", "--norc", "-i"]
+        if self.kind == "api":
+            program.insert(3, "--noediting")
+        argv = jail.build_argv(self.profile, self._spec, program)
+        self.shell = Shell(
+            argv, self._env(), str(self.workdir), mode=self.kind,
+            max_output=self.profile.recording.max_output_bytes,
+            preexec_fn=self.hooks.preexec(),
+        )
+        self.jail_pid = self.shell.pid
+        self.store.update_session(self.id, jail_pid=self.jail_pid)
+        self.hooks.jail_started(self.jail_pid)
+        self.shell.start()
+        self.state = "running"
+        self.store.update_session(self.id, state="running")
+
+    def mark_running(self, jail_pid: int) -> None:
+        """For the wrapper: the jail process exists."""
+        self.jail_pid = jail_pid
+        self.store.update_session(self.id, jail_pid=jail_pid, state="running")
+        self.hooks.jail_started(jail_pid)
+        self.state = "running"
+
+    # -- commands ---------------------------------------------------------------------
+
+    def run(self, command: str, timeout: float | None = None, *, check: bool = False
+            ) -> CommandResult:
+        """Run one command in the session's shell and record it."""
+        if self.shell is None or self.state != "running":
+            raise SessionClosed(f"session {self.id} is {self.state}: {self.reason or ''}".strip())
+        blocked = self.hooks.check_command(command)
+        if blocked is not None:
+            if check:
+                raise CommandBlocked(blocked.output)
+            return blocked
+        timeout = self.profile.limits.command_timeout_s if timeout is None else timeout
+        self.store.update_session(self.id, current_command=command[:500])
+        raw = self.shell.run(command, timeout)
+        output = raw.output.decode("utf-8", errors="replace")
+        row = self.store.add_command(
+            self.id, text=command, output=output, exit_code=raw.exit_code, started=raw.started,
+            duration=raw.duration, timed_out=raw.timed_out, truncated=raw.truncated,
+            output_bytes=raw.output_bytes, source="api",
+        )
+        for marker in raw.forged:
+            self.hooks.tamper("shell.marker_forged", {
+                "marker": marker.decode(errors="replace"), "command": command[:500]})
+        alerts = self.hooks.drain_alerts()
+        result = CommandResult(
+            exit_code=raw.exit_code, output=output, duration=raw.duration,
+            timed_out=raw.timed_out, truncated=raw.truncated, alerts=alerts,
+            command=command, seq=row["seq"],
+        )
+        if raw.shell_exited:
+            if self.state == "running":
+                if not raw.timed_out and raw.exit_code is None and "exit" not in command:
+                    self.hooks.tamper("shell.marker_missing", {"command": command[:500]})
+                self._finish("exited", "the shell exited", None)
+            if self.state == "killed":
+                raise SessionClosed(f"session {self.id} was killed: {self.reason}")
+        else:
+            self.store.update_session(self.id, current_command=None)
+        if check and raw.timed_out:
+            raise CommandTimeout(f"{command!r} timed out after {timeout}s")
+        return result
+
+    def record_command(self, text: str, output: bytes, exit_code: int | None,
+                       started: float, duration: float, source: str,
+                       truncated: bool = False, output_bytes: int | None = None) -> None:
+        self.store.add_command(
+            self.id, text=text, output=output.decode("utf-8", errors="replace"),
+            exit_code=exit_code, started=started, duration=duration, truncated=truncated,
+            output_bytes=len(output) if output_bytes is None else output_bytes, source=source,
+        )
+
+    # -- end --------------------------------------------------------------------------
+
+    def kill(self, reason: str = "killed") -> None:
+        """End the session now; its whole process tree dies. Safe from any thread."""
+        self._finish("killed", reason, None)
+
+    def close(self, exit_code: int | None = None) -> None:
+        """End the session normally."""
+        self._finish("exited", "closed", exit_code)
+
+    def _finish(self, state: str, reason: str, exit_code: int | None) -> None:
+        with self._end_lock:
+            if self._ended.is_set():
+                return
+            self._ended.set()
+            self.state = state
+            self.reason = reason
+        with contextlib.suppress(Exception):
+            ControlWatcher.get(self.store.path.as_posix()).unregister(self.id)
+        self._teardown()
+        if self.store.finish_session(self.id, state, reason, exit_code):
+            self.emit("session.end", {"state": state, "reason": reason, "exit_code": exit_code},
+                      severity="warning" if state == "killed" else "info")
+        self.store.mark_controls_handled(self.id)
+        self.hooks.session_ended()
+
+    def _teardown(self) -> None:
+        if self.shell is not None:
+            self.shell.close()
+        elif self.jail_pid:
+            from .control import kill_jail
+
+            kill_jail(self.jail_pid, jail.jail_name(self.id))
+        self.hooks.teardown()
+
+    def head_hash(self) -> str:
+        return str(self.store.get_session(self.id)["head_hash"])
+
+    def __enter__(self) -> Session:
+        return self if self.state == "running" else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
