@@ -1,0 +1,49 @@
+"""The `sandbox` command: argument parsing and dispatch. Each verb lives in a sibling."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import SandboxError
+from . import admin, inspect, running
+
+EPILOG = """\
+examples:
+  sandbox run -- sh -c 'echo hi; exit 3'        wrap a command; exit code is its own
+  sandbox run --profile strict -- python agent.py
+  sandbox shell                                 recorded interactive shell
+  sandbox ls                                    live and recent sessions
+  sandbox show ID                               commands, exit codes, events
+  sandbox kill ID | --all                       end sessions (and their processes)
+  sandbox doctor                                check firejail, kernel, state dir
+State: $SANDBOX_STATE_DIR, else /var/lib/sandbox (root) or ~/.local/state/sandbox.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sandbox",
+        description="A terminal sandbox with guardrails for AI agents: every command runs "
+        "under firejail and is recorded where the agent cannot reach it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    running.add_parsers(sub)
+    inspect.add_parsers(sub)
+    admin.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SandboxError as e:
+        print(f"sandbox: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

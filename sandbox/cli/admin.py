@@ -1,0 +1,105 @@
+"""`sandbox kill | gc | doctor | profiles | tui`: operating the host."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from typing import Any
+
+from .. import doctor, gc
+from .. import profile as profiles
+from ..control import kill_session
+from ..store import Store
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("kill", help="kill a session (or --all live ones) and its processes")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--all", action="store_true", help="every live session on this host")
+    p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("gc", help="clean up sessions whose owner process died")
+    p.set_defaults(func=cmd_gc)
+
+    p = sub.add_parser("doctor", help="check firejail, kernel, state dir; say each fix")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("profiles", help="list profiles, or `profiles show NAME`")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profiles)
+
+    p = sub.add_parser("tui", help="the operator TUI: live sessions, alerts, kill switch")
+    p.set_defaults(func=cmd_tui)
+
+
+def _who() -> str:
+    return f"{getpass.getuser()} (pid {os.getpid()})"
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    store = Store()
+    if args.all:
+        ids = [s["id"] for s in store.list_sessions(live_only=True, limit=10_000)]
+    elif args.id:
+        ids = [store.get_session(args.id)["id"]]
+    else:
+        print("sandbox kill: give a session id or --all", file=sys.stderr)
+        return 2
+    for sid in ids:
+        print(f"{sid} {kill_session(store, sid, _who())}")
+    if not ids:
+        print("no live sessions")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    reaped = gc.collect(Store())
+    print(f"reaped {len(reaped)} session(s) whose owner died" +
+          (": " + " ".join(reaped) if reaped else ""))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    checks = doctor.run_checks()
+    if args.json:
+        print(json.dumps([c.__dict__ for c in checks]))
+    else:
+        for c in checks:
+            mark = "ok  " if c.ok else ("FAIL" if c.required else "warn")
+            print(f"[{mark}] {c.name:<14} {c.detail}" + (f"\n       fix: {c.fix}" if c.fix
+                                                           and not c.ok else ""))
+    return 0 if all(c.ok for c in checks if c.required) else 1
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        if not args.name:
+            print("sandbox profiles show NAME", file=sys.stderr)
+            return 2
+        data = profiles.to_dict(profiles.load(args.name))
+        print(json.dumps(data, indent=2))
+        return 0
+    found = profiles.available()
+    if args.json:
+        print(json.dumps({n: str(p) for n, p in found.items()}))
+        return 0
+    for name, path in found.items():
+        try:
+            desc = profiles.load(name).description
+        except Exception as e:  # show broken user profiles instead of hiding them
+            desc = f"(invalid: {e})"
+        print(f"{name:<10} {desc}\n{'':<10} {path}")
+    return 0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    # Imported here: the core never imports Textual at import time.
+    from sandbox_tui.app import run
+
+    return run()

@@ -1,0 +1,167 @@
+"""`sandbox ls | show | logs | verify | export`: reading the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from .. import export
+from ..store import FINAL_STATES, Store
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("ls", help="list live and recent sessions")
+    p.add_argument("--live", action="store_true", help="only live sessions")
+    p.add_argument("-n", type=int, default=50, help="at most N sessions (default 50)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("show", help="a session's commands (with exit codes) and events")
+    p.add_argument("id", help="session id (a unique prefix is enough)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--output", action="store_true", help="print each command's output too")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("logs", help="a session's commands and events as they happen")
+    p.add_argument("id")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("verify", help="check a session's hash chain (exit 1 when broken)")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("export", help="export a session: jsonl, asciicast (v2) or report")
+    p.add_argument("id")
+    p.add_argument("--format", "-f", choices=["jsonl", "asciicast", "report"], default="jsonl")
+    p.add_argument("--output", "-o", help="file (default stdout)")
+    p.set_defaults(func=cmd_export)
+
+
+def _ts(t: float | None) -> str:
+    return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else "-"
+
+
+def _age(s: dict[str, Any]) -> str:
+    secs = (s["ended"] or time.time()) - s["created"]
+    return f"{secs:.1f}s" if secs < 120 else f"{secs / 60:.0f}m"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    rows = Store().list_sessions(live_only=args.live, limit=args.n)
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return 0
+    if not rows:
+        print("no sessions yet: try `sandbox run -- echo hi`")
+        return 0
+    print(f"{'ID':<11} {'PROFILE':<9} {'STATE':<8} {'STARTED':<9} {'AGE':>6} {'CMDS':>5} "
+          f"{'ALERTS':>6} {'DENIED':>6} {'EXIT':>4}  NOW / REASON")
+    for s in rows:
+        now = s["current_command"] or s["reason"] or ""
+        print(f"{s['id']:<11} {s['profile'][:9]:<9} {s['state']:<8} {_ts(s['created']):<9} "
+              f"{_age(s):>6} {s['n_commands']:>5} {s['n_alerts']:>6} {s['n_denied']:>6} "
+              f"{'' if s['exit_code'] is None else s['exit_code']:>4}  {now[:60]}")
+    return 0
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    detail = json.dumps(e["detail"], default=str, sort_keys=True)
+    rule = f" {e['rule']}" if e["rule"] else ""
+    return (f"  {_ts(e['ts'])} #{e['seq']:<4} {e['severity']:<8} {e['action']:<6} "
+            f"{e['kind']}{rule} {detail[:160]}")
+
+
+def _command_line(c: dict[str, Any], with_output: bool) -> str:
+    flags = (" timed-out" if c["timed_out"] else "") + (" truncated" if c["truncated"] else "")
+    code = "-" if c["exit_code"] is None else c["exit_code"]
+    line = (f"  {_ts(c['started'])} #{c['seq']:<4} exit {code!s:<4} {c['duration']:7.3f}s "
+            f"{c['text'][:120]}{flags}")
+    if with_output and c["output"]:
+        line += "\n" + "\n".join("      " + ln for ln in c["output"].rstrip("\n").split("\n"))
+    return line
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = Store()
+    s = store.get_session(args.id)
+    commands = store.commands(s["id"])
+    events = store.events(s["id"])
+    if args.json:
+        print(json.dumps({"session": s, "commands": commands, "events": events}, default=str))
+        return 0
+    print(f"session {s['id']}  profile {s['profile']}  {s['state']}"
+          f"{' (' + s['reason'] + ')' if s['reason'] else ''}  exit {s['exit_code']}")
+    print(f"  workdir {s['workdir']}  owner pid {s['owner_pid']}  agent uid {s['agent_uid']}"
+          f"  started {_ts(s['created'])}  age {_age(s)}")
+    if s["gpu_mem_bytes"] is not None:
+        print(f"  gpu {s['gpu_mem_bytes'] >> 20} MiB, {s['gpu_util'] or 0:.0f}% util")
+    print(f"  head {s['head_hash']}")
+    print(f"commands ({len(commands)}):")
+    for c in commands:
+        print(_command_line(c, args.output))
+    net = [e for e in events if e["kind"].startswith(("net.", "dns."))]
+    if net:
+        print(f"network ({len(net)}):")
+        for e in net:
+            print(_event_line(e))
+    other = [e for e in events if not e["kind"].startswith(("net.", "dns.", "proc."))]
+    print(f"events ({len(other)}):")
+    for e in other:
+        print(_event_line(e))
+    procs = [e for e in events if e["kind"] == "proc.exec"]
+    if procs:
+        print(f"processes ({len(procs)} execs):")
+        for e in procs[:200]:
+            print(f"  {_ts(e['ts'])} pid {e['detail'].get('pid')} "
+                  f"{' '.join(e['detail'].get('argv') or [])[:120]}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    store = Store()
+    sid = store.get_session(args.id)["id"]
+    last_seq, last_event = 0, 0
+    deadline_idle = 0.0
+    while True:
+        for c in store.commands(sid, since_seq=last_seq):
+            print(_command_line(c, True), flush=True)
+            last_seq = c["seq"]
+        for e in store.events(sid, since_id=last_event):
+            print(_event_line(e), flush=True)
+            last_event = e["id"]
+        if not args.follow:
+            return 0
+        if store.get_session(sid)["state"] in FINAL_STATES:
+            deadline_idle += 1
+            if deadline_idle > 1:  # one more pass picks up the final rows
+                return 0
+        time.sleep(0.2)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    ok, message = Store().verify(args.id)
+    print(message)
+    return 0 if ok else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = Store()
+    if args.format == "report":
+        lines = iter([json.dumps(export.report(store, args.id), indent=2, default=str)])
+    elif args.format == "asciicast":
+        lines = export.asciicast(store, args.id)
+    else:
+        lines = export.jsonl(store, args.id)
+    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for line in lines:
+            out.write(line + "\n")
+    finally:
+        if args.output:
+            out.close()
+    return 0

@@ -1,0 +1,141 @@
+"""`sandbox run` and `sandbox shell`: the wrapper door."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from ..errors import SandboxError
+from ..export import report
+from ..session import Session
+from ..store import Store
+from ..wrapper import run_wrapped
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", "-p", default="default",
+                   help="profile name or ./file.toml (see `sandbox profiles`)")
+    p.add_argument("--workdir", "-w", default=None,
+                   help="the workspace, the only writable tree (default: current directory)")
+    p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a variable inside (the host environment is not passed)")
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "run", help="run a command in a sandbox (exit code is the command's)",
+        description="Run CMD under firejail with the profile's limits; its stdin, stdout "
+        "and stderr pass through, and a one-screen summary goes to stderr at the end.",
+    )
+    _common(p)
+    p.add_argument("--timeout", type=float, default=None, help="kill after SECONDS (exit 124)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no summary")
+    p.add_argument("--json", action="store_true", help="summary as JSON on stderr")
+    p.add_argument("--report", metavar="FILE", help="write the per-episode report JSON here")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command and its arguments")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("shell", help="a recorded interactive shell in a sandbox")
+    _common(p)
+    p.set_defaults(func=cmd_shell)
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"sandbox: --env wants KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def summary(store: Store, session_id: str) -> dict[str, Any]:
+    s = store.get_session(session_id)
+    return {
+        "session": s["id"], "profile": s["profile"], "state": s["state"],
+        "reason": s["reason"], "exit_code": s["exit_code"],
+        "duration": round((s["ended"] or time.time()) - s["created"], 3),
+        "commands": s["n_commands"], "events": s["n_events"], "alerts": s["n_alerts"],
+        "denied": s["n_denied"], "head_hash": s["head_hash"],
+    }
+
+
+def format_summary(info: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
+    lines = [
+        f"sandbox: session {info['session']} ({info['profile']}) {info['state']}"
+        f" exit {info['exit_code']} in {info['duration']:.2f}s · {info['commands']} commands"
+        f" · {info['events']} events · {info['alerts']} alerts"
+        f" · {info['denied']} denied connections",
+    ]
+    for a in alerts[:8]:
+        lines.append(f"  ! {a['severity']:<8} {a['action']:<5} {a['rule'] or a['kind']}: "
+                     f"{json.dumps(a['detail'], default=str)[:100]}")
+    if len(alerts) > 8:
+        lines.append(f"  ... {len(alerts) - 8} more: sandbox show {info['session']}")
+    lines.append(f"  head {info['head_hash']}  (sandbox show {info['session']})")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        print("sandbox run: give a command after --, e.g. sandbox run -- python agent.py",
+              file=sys.stderr)
+        return 2
+    store = Store()
+    session = Session(args.profile, workdir=args.workdir, env=_env(args.env), kind="run",
+                      store=store, argv=cmd)
+    session.start()
+    try:
+        code = run_wrapped(session, cmd, args.timeout)
+    except BaseException:
+        session.kill("the wrapper was interrupted")
+        raise
+    if session.state == "killed":
+        code = 137 if code == 0 else code
+    info = summary(store, session.id)
+    if args.report:
+        with open(args.report, "w") as fh:
+            json.dump(report(store, session.id), fh, indent=2, default=str)
+    if not args.quiet:
+        if args.json:
+            print(json.dumps(info), file=sys.stderr)
+        else:
+            alerts = store.events(session.id, alerts_only=True, limit=50)
+            print(format_summary(info, alerts), file=sys.stderr)
+    return code
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    if not sys.stdin.isatty():
+        print("sandbox shell needs a terminal; for scripts use `sandbox run` or the API",
+              file=sys.stderr)
+        return 2
+    store = Store()
+    session = Session(args.profile, workdir=args.workdir, env=_env(args.env), kind="shell",
+                      store=store)
+    session.start()
+    print(f"sandbox: session {session.id} ({session.profile.name}); exit the shell to end it",
+          file=sys.stderr)
+    shell = session.shell
+    assert shell is not None
+
+    def on_command(text: str, output: bytes, code: int | None, started: float,
+                   duration: float) -> None:
+        session.record_command(text, output, code, started, duration, "shell")
+
+    try:
+        shell.interact(on_command)
+    except (OSError, SandboxError):
+        pass
+    finally:
+        if session.state == "running":
+            session.close(0)
+    print(format_summary(summary(store, session.id), []), file=sys.stderr)
+    return 0

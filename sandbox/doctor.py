@@ -1,0 +1,105 @@
+"""`sandbox doctor`: check every dependency and say the fix for each missing one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import jail, paths
+from .errors import SandboxError
+from .store import Store
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _which(program: str, package: str, why: str, required: bool = True) -> Check:
+    path = shutil.which(program)
+    return Check(program, path is not None, path or f"not found ({why})",
+                 "" if path else f"apt-get install {package}", required)
+
+
+def _firejail() -> list[Check]:
+    try:
+        version = jail.check_firejail()
+    except SandboxError as e:
+        return [Check("firejail", False, str(e), "apt-get install firejail")]
+    out = [Check("firejail", True, "version " + ".".join(map(str, version)))]
+    proc = subprocess.run(
+        ["firejail", "--quiet", "--noprofile", "--net=none", "--", "true"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    out.append(Check(
+        "firejail runs", proc.returncode == 0,
+        "a --net=none jail ran `true`" if proc.returncode == 0 else proc.stderr.strip()[-300:],
+        "" if proc.returncode == 0 else "check /etc/firejail/firejail.config and kernel "
+        "namespaces (unprivileged_userns_clone, user.max_user_namespaces)",
+    ))
+    return out
+
+
+def _kernel() -> list[Check]:
+    status = Path("/proc/self/status").read_text()
+    seccomp = "Seccomp:" in status
+    ns = all(Path(f"/proc/self/ns/{n}").exists() for n in ("net", "pid", "mnt", "ipc", "uts"))
+    return [
+        Check("seccomp", seccomp, "kernel supports seccomp" if seccomp else "missing",
+              "" if seccomp else "use a kernel built with CONFIG_SECCOMP_FILTER"),
+        Check("namespaces", ns, "net, pid, mnt, ipc, uts" if ns else "missing",
+              "" if ns else "use a kernel with namespaces enabled"),
+    ]
+
+
+def _state() -> Check:
+    try:
+        store = Store()
+        store.close()
+        return Check("state dir", True, str(paths.db_path()))
+    except SandboxError as e:
+        return Check("state dir", False, str(e), "set SANDBOX_STATE_DIR to a writable dir")
+
+
+def _cgroups() -> Check:
+    v1 = Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists() or Path(
+        "/sys/fs/cgroup/unified/cgroup.controllers").exists()
+    kinds = [k for k, ok in (("v1", v1), ("v2", v2)) if ok]
+    return Check("cgroups", bool(kinds), " + ".join(kinds) or "none mounted",
+                 "" if kinds else "mount cgroup2 at /sys/fs/cgroup", required=False)
+
+
+def _gpu() -> Check:
+    try:
+        from .gpu import get_backend
+
+        backend = get_backend()
+        devices = backend.devices()
+        names = ", ".join(f"{d.index}:{d.name} ({d.memory_total >> 20} MiB)" for d in devices)
+        return Check("nvml", True, names or "NVML works, no GPUs", required=False)
+    except Exception as e:
+        return Check("nvml", False, f"no GPU use possible: {e}",
+                     "install the NVIDIA driver (needed only for profiles with [gpu])",
+                     required=False)
+
+
+def run_checks() -> list[Check]:
+    checks = [*_firejail(), *_kernel(), _state(), _cgroups()]
+    root = os.geteuid() == 0
+    checks.append(_which("setpriv", "util-linux", "drops root to the agent user", root))
+    checks.append(_which("setfacl", "acl", "opens the workspace to the agent user", root))
+    checks.append(_which("ip", "iproute2", "allowlist networking", False))
+    checks.append(_which("nft", "nftables", "allowlist networking", False))
+    checks.append(Check(
+        "root", root, "running as root: allowlist networking and cgroups available" if root
+        else "not root: `none` network mode only (allowlist needs root)", required=False))
+    checks.append(_gpu())
+    return checks
