@@ -8,6 +8,7 @@ to remove. `reap` ends the jail, removes those resources, and closes the session
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -15,11 +16,20 @@ from . import control, owners
 from .store import Store
 
 # name -> cleanup(resources) for each kind of host resource; parts register here.
-CLEANERS: dict[str, Callable[[dict[str, Any]], None]] = {}
+CLEANERS: dict[str, Callable[[Any], None]] = {}
 
 
-def register_cleaner(name: str, fn: Callable[[dict[str, Any]], None]) -> None:
+def register_cleaner(name: str, fn: Callable[[Any], None]) -> None:
     CLEANERS[name] = fn
+
+
+def _remove_workspace(path: str) -> None:
+    # Only fresh workspaces are recorded as resources; never anything the user passed.
+    if path.startswith("/var/lib/sandbox-agent/work/"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+register_cleaner("workspace", _remove_workspace)
 
 
 def cleanup_resources(resources: dict[str, Any]) -> list[str]:

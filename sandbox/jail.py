@@ -88,6 +88,13 @@ def hidden_paths(profile: Profile, spec: JailSpec) -> list[str]:
     return unique
 
 
+def _tmp_flags(workdir: Path) -> list[str]:
+    """A private /tmp; a workspace under /tmp is whitelisted into it (else it would vanish)."""
+    if workdir == Path("/tmp") or Path("/tmp") in workdir.parents:
+        return [f"--whitelist={workdir}"]
+    return ["--private-tmp"]
+
+
 def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
     """The firejail options, without the program."""
     lim = profile.limits
@@ -96,12 +103,13 @@ def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
         "--noprofile",  # no host-provided profile: everything is stated here
         f"--name={jail_name(spec.session_id)}",
         "--deterministic-shutdown",  # the whole tree dies with the first child (nohup too)
+        "--deterministic-exit-code",  # exit with the program's status, not a late child's
         "--caps.drop=all",
         "--seccomp",
         "--nonewprivs",
         "--restrict-namespaces",  # no unshare/nsenter from inside
         "--ipc-namespace",
-        "--private-tmp",
+        *_tmp_flags(spec.workdir),
         "--disable-mnt",
         "--dbus-user=none",
         "--dbus-system=none",

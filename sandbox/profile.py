@@ -21,9 +21,9 @@ from typing import Any, Literal
 from . import paths
 from .errors import NotFound, ProfileError
 
-if sys.version_info >= (3, 11):
+if sys.version_info >= (3, 11):  # noqa: UP036 - the owner asked for tomli below 3.11
     import tomllib
-else:  # pragma: no cover - the owner asked for tomli below 3.11
+else:  # pragma: no cover
     import tomli as tomllib
 
 Action = Literal["record", "flag", "block", "kill"]

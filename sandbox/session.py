@@ -52,7 +52,9 @@ class Session:
         self.id = new_id()
         self.kind = kind
         self.store = store or Store()
-        self.workdir = Path(workdir or os.getcwd()).resolve()
+        self.requested_workdir = Path(workdir) if workdir is not None else None
+        self.workdir = (self.requested_workdir or Path.cwd()).resolve()
+        self.placement: users.Placement | None = None
         self.extra_env = dict(env or {})
         self.argv = list(argv or [])
         self.state = "new"
@@ -110,13 +112,16 @@ class Session:
     def _start(self) -> None:
         gc.collect(self.store)
         jail.check_firejail()
-        if not self.workdir.is_dir():
-            raise SetupError(f"workspace {self.workdir} is not a directory: create it first")
-        agent = users.resolve_agent()
-        if agent is not None:
-            users.grant_workspace(self.workdir, agent)
+        if self.requested_workdir is not None and not self.requested_workdir.is_dir():
+            raise SetupError(
+                f"workspace {self.requested_workdir} is not a directory: create it first")
+        self.placement = users.place(self.requested_workdir, self.id)
+        if self.placement.fresh:
+            self.resources["workspace"] = str(self.placement.workdir)
+        agent = self.placement.agent
+        self.workdir = self.placement.workdir
         self.store.update_session(self.id, agent_uid=agent.uid if agent else os.getuid(),
-                                  jail_name=jail.jail_name(self.id))
+                                  jail_name=jail.jail_name(self.id), workdir=str(self.workdir))
         state_dir = paths.db_path().parent if self.store.path else paths.state_dir()
         self._spec = jail.JailSpec(
             session_id=self.id, workdir=self.workdir, state_dir=state_dir.resolve(),
@@ -249,6 +254,8 @@ class Session:
 
             kill_jail(self.jail_pid, jail.jail_name(self.id))
         self.hooks.teardown()
+        if self.placement is not None:
+            users.remove_fresh(self.placement)
 
     def head_hash(self) -> str:
         return str(self.store.get_session(self.id)["head_hash"])

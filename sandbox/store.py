@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ CREATE INDEX IF NOT EXISTS controls_pending ON controls(session_id, handled);
 """
 
 _SESSION_UPDATABLE = {
-    "state", "reason", "ended", "exit_code", "agent_uid", "jail_name", "jail_pid",
+    "workdir", "state", "reason", "ended", "exit_code", "agent_uid", "jail_name", "jail_pid",
     "resources", "current_command", "cpu_percent", "mem_bytes", "gpu_mem_bytes", "gpu_util",
 }
 
@@ -142,10 +142,8 @@ class Store:
                 f"cannot open the event store {self.path}: {e} "
                 "(check permissions, or set SANDBOX_STATE_DIR)"
             ) from e
-        try:
+        with suppress(OSError):
             os.chmod(self.path, 0o600)
-        except OSError:
-            pass
 
     # -- plumbing ---------------------------------------------------------------------
 

@@ -1,10 +1,17 @@
-"""Who the agent runs as.
+"""Who the agent runs as, and which workspace it gets.
 
-A non-root supervisor runs the jail as itself (firejail is setuid and drops what it must).
-A root supervisor never lets the agent be uid 0: it uses the sudo invoker when there is
-one (their files, their workspace), else a system user `sandbox-agent` that it creates on
-first use. The workspace is then opened to that user with POSIX ACLs, which add an entry
-instead of changing the owner of the user's files.
+Firejail makes a directory writable (`--read-write`) only for the user who owns it, so
+the agent and its workspace always belong together:
+
+- a non-root supervisor runs the jail as itself; the workspace must be its own;
+- a root supervisor never lets the agent be uid 0 (a root shell with every capability
+  dropped still reads /etc/shadow). It runs the agent as the sudo invoker when there is
+  one, else as the owner of the given workspace when that is not root, else as the
+  system user `sandbox-agent` (created on first use) in a fresh workspace of its own
+  under /var/lib/sandbox-agent/work/, removed when the session ends.
+
+A root-owned `--workdir` is refused with the fix, rather than chown'd behind the user's
+back.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DependencyMissing, SetupError
@@ -22,18 +30,22 @@ AGENT_USER = "sandbox-agent"
 AGENT_HOME = Path("/var/lib/sandbox-agent")
 
 
+@dataclass(frozen=True)
+class Placement:
+    """The agent user (None = the supervisor itself) and its workspace."""
+
+    agent: Agent | None
+    workdir: Path
+    fresh: bool  # a workspace made for this session, removed at its end
+
+
 def _run(argv: list[str], what: str) -> None:
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     except FileNotFoundError as e:
-        raise DependencyMissing(f"{argv[0]} not found ({what}): apt-get install {_pkg(argv[0])}") \
-            from e
+        raise DependencyMissing(f"{argv[0]} not found ({what}): apt-get install passwd") from e
     if proc.returncode != 0:
         raise SetupError(f"{what} failed: {' '.join(argv)}: {proc.stderr.strip()}")
-
-
-def _pkg(program: str) -> str:
-    return {"setfacl": "acl", "useradd": "passwd", "setpriv": "util-linux"}.get(program, program)
 
 
 def ensure_agent_user(name: str = AGENT_USER) -> Agent:
@@ -48,67 +60,57 @@ def ensure_agent_user(name: str = AGENT_USER) -> Agent:
         )
         pw = pwd.getpwnam(name)
     # firejail starts programs through the user's login shell: nologin would refuse.
-    if pw.pw_shell.endswith("nologin") or pw.pw_shell.endswith("false"):
+    if pw.pw_shell.endswith(("nologin", "false")):
         _run(["usermod", "--shell", "/bin/bash", name], f"giving {name} a shell")
-    return Agent(uid=pw.pw_uid, gid=pw.pw_gid, name=name)
+    return _agent(pw)
 
 
-def resolve_agent() -> Agent | None:
-    """None when we are not root (the jail runs as us), else the unprivileged agent."""
+def _agent(pw: pwd.struct_passwd) -> Agent:
+    return Agent(uid=pw.pw_uid, gid=pw.pw_gid, name=pw.pw_name)
+
+
+def _owner_error(workdir: Path, owner: int, who: str) -> SetupError:
+    return SetupError(
+        f"workspace {workdir} belongs to uid {owner}, but the agent runs as {who}; firejail "
+        f"makes only the agent's own directories writable. Fix: chown -R {who} {workdir}, "
+        "or pass a --workdir the agent owns" + (
+            ", or leave out --workdir for a fresh workspace" if os.geteuid() == 0 else "")
+    )
+
+
+def place(workdir: Path | None, session_id: str) -> Placement:
+    """Decide the agent user and workspace for a session (see the module docstring)."""
     if os.geteuid() != 0:
-        return None
-    sudo_uid = os.environ.get("SUDO_UID")
-    if sudo_uid and sudo_uid.isdigit() and int(sudo_uid) != 0:
-        pw = pwd.getpwuid(int(sudo_uid))
-        return Agent(uid=pw.pw_uid, gid=pw.pw_gid, name=pw.pw_name)
-    return ensure_agent_user()
+        wd = (workdir or Path.cwd()).resolve()
+        if wd.is_dir() and wd.stat().st_uid != os.getuid():
+            raise _owner_error(wd, wd.stat().st_uid, pwd.getpwuid(os.getuid()).pw_name)
+        return Placement(None, wd, False)
+    sudo_uid = os.environ.get("SUDO_UID", "")
+    if sudo_uid.isdigit() and int(sudo_uid) != 0:
+        agent = _agent(pwd.getpwuid(int(sudo_uid)))
+        wd = (workdir or Path.cwd()).resolve()
+        if wd.is_dir() and wd.stat().st_uid != agent.uid:
+            raise _owner_error(wd, wd.stat().st_uid, agent.name)
+        return Placement(agent, wd, False)
+    if workdir is not None:
+        wd = workdir.resolve()
+        if not wd.is_dir():
+            raise SetupError(f"workspace {wd} is not a directory: create it first")
+        owner = wd.stat().st_uid
+        if owner == 0:
+            raise _owner_error(wd, 0, AGENT_USER)
+        return Placement(_agent(pwd.getpwuid(owner)), wd, False)
+    cwd = Path.cwd().resolve()
+    if cwd.stat().st_uid != 0 and len(cwd.parts) > 2:
+        return Placement(_agent(pwd.getpwuid(cwd.stat().st_uid)), cwd, False)
+    agent = ensure_agent_user()
+    fresh = AGENT_HOME / "work" / session_id
+    fresh.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fresh.mkdir(mode=0o700)
+    os.chown(fresh, agent.uid, agent.gid)
+    return Placement(agent, fresh, True)
 
 
-def _dangerous(path: Path) -> bool:
-    home = Path.home().resolve()
-    return len(path.parts) < 3 or path in (home, Path("/root"), Path("/home"))
-
-
-def agent_can_write(path: Path, agent: Agent) -> bool:
-    """Ask the kernel (ACLs included) whether the agent can enter and write `path`."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.setgroups([])
-            os.setgid(agent.gid)
-            os.setuid(agent.uid)
-            ok = os.access(path, os.W_OK | os.X_OK | os.R_OK)
-        except OSError:
-            ok = False
-        os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
-
-
-def grant_workspace(workdir: Path, agent: Agent) -> bool:
-    """Open `workdir` to the agent (rwX, recursive, default ACL) and its parents (x).
-
-    Returns True when ACLs were added. Refuses `/`, top-level directories and HOME:
-    handing those to an agent is never what the operator meant.
-    """
-    workdir = workdir.resolve()
-    if agent_can_write(workdir, agent):
-        return False
-    if _dangerous(workdir):
-        raise SetupError(
-            f"refusing to open {workdir} to the agent user {agent.name}: pass "
-            "--workdir with a project directory (e.g. --workdir $(mktemp -d -p /srv))"
-        )
-    if shutil.which("setfacl") is None:
-        raise DependencyMissing(
-            f"the agent user {agent.name} cannot write {workdir} and setfacl is missing: "
-            "apt-get install acl, or pass --workdir with a directory the agent owns"
-        )
-    spec = f"u:{agent.uid}:rwX"
-    _run(["setfacl", "-R", "-m", spec, "-m", f"d:{spec}", str(workdir)],
-         f"opening {workdir} to {agent.name}")
-    for parent in workdir.parents:
-        if not parent.stat().st_mode & 0o001:
-            _run(["setfacl", "-m", f"u:{agent.uid}:x", str(parent)],
-                 f"letting {agent.name} traverse {parent}")
-    return True
+def remove_fresh(placement: Placement) -> None:
+    if placement.fresh:
+        shutil.rmtree(placement.workdir, ignore_errors=True)

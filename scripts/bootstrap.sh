@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything sandbox needs on a fresh Debian/Ubuntu machine (run as root) and a
+# virtualenv in .venv. Idempotent and quiet when there is nothing to do, so the `sandbox`
+# and `test` launchers call it every time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: firejail (the jail), nftables + iproute2 (allowlist networking),
+# acl + util-linux (setfacl/setpriv: the unprivileged agent user), tmux/asciinema (tests).
+PKGS=(firejail nftables iproute2 acl util-linux passwd procps psmisc openssl curl tmux
+      asciinema python3 python3-venv python3-pip ca-certificates)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "bootstrap: missing packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "bootstrap: apt-get install ${missing[*]}" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python >= 3.11. Prefer the system interpreter: it is readable by every user, which the
+# agent user and the tests' throwaway users need (a pyenv under /root is not).
+PY=""
+for cand in /usr/bin/python3 /usr/bin/python3.12 /usr/bin/python3.11 "$(command -v python3 || true)"; do
+  if [[ -x "$cand" ]] && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PY="$cand"; break
+  fi
+done
+if [[ -z "$PY" ]]; then
+  echo "bootstrap: installing python3.11 (Python >= 3.11 is required)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11 python3.11-venv >/dev/null
+  PY=/usr/bin/python3.11
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  echo "bootstrap: installing sandbox and its Python dependencies into .venv" >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  touch "$stamp"
+fi

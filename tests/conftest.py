@@ -1,0 +1,63 @@
+"""Shared fixtures: a private store and workspace per test, outside /tmp.
+
+Workspaces and state live under /var/lib/sandbox-tests, not /tmp: the jail's private
+/tmp would hide anything under /tmp anyway, and a test that passes only because of
+that could not fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TEST_ROOT = Path("/var/lib/sandbox-tests")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.geteuid() != 0:
+        raise pytest.UsageError("the suite needs root: sudo scripts/test")
+
+
+@pytest.fixture
+def test_dir() -> Iterator[Path]:
+    path = TEST_ROOT / uuid.uuid4().hex[:10]
+    path.mkdir(parents=True, mode=0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def state_dir(test_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own store: SANDBOX_STATE_DIR for API, CLI and child processes."""
+    state = test_dir / "state"
+    monkeypatch.setenv("SANDBOX_STATE_DIR", str(state))
+    monkeypatch.delenv("SANDBOX_DB", raising=False)
+    return state
+
+
+@pytest.fixture
+def workspace(test_dir: Path) -> Path:
+    """A workspace owned by the agent user (firejail makes only the owner's dirs writable)."""
+    from tests.helpers import make_workspace
+
+    return make_workspace(test_dir / "ws")
+
+
+@pytest.fixture
+def sb(workspace: Path) -> Iterator[object]:
+    from sandbox import Sandbox
+
+    box = Sandbox(workdir=workspace)
+    box.start()
+    try:
+        yield box
+    finally:
+        box.close()

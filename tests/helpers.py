@@ -1,0 +1,56 @@
+"""Helpers for tests that drive the real `sandbox` command and real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+
+def sandbox_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+                **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run the real `sandbox` command (python -m sandbox) as a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})}, check=False, **kw,  # type: ignore[arg-type]
+    )
+
+
+def make_workspace(path: Path) -> Path:
+    """Create `path` owned by the agent user a root supervisor runs commands as."""
+    from sandbox.users import ensure_agent_user
+
+    agent = ensure_agent_user()
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, agent.uid, agent.gid)
+    return path
+
+
+def wait_for(pred: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> object:
+    """Poll `pred` until it is truthy or `timeout` passes (bounded: never spins forever)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    return pred()
+
+
+def procs_matching(needle: str) -> list[psutil.Process]:
+    """Host processes whose command line contains `needle`."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if needle in " ".join(p.info["cmdline"] or []):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
