@@ -41,9 +41,11 @@ else
     local s=$? c
     if [ "$__sbx_active" = 1 ]; then
       __sbx_active=0
-      c=$(HISTTIMEFORMAT= fc -ln -1 2>/dev/null)
+      # `history 1`, not `fc -ln -1`: in a command substitution fc lags one entry.
+      c=$(HISTTIMEFORMAT= history 1)
+      read -r _ c <<<"$c"
       c=${c//[$'\a\e']/}
-      printf '\e]133;D;%s;%s;%s\a' "$s" "$__sbx_n" "${c#"${c%%[![:space:]]*}"}"
+      printf '\e]133;D;%s;%s;%s\a' "$s" "$__sbx_n" "$c"
     fi
   }
 fi
