@@ -16,6 +16,7 @@ import getpass
 import os
 import secrets
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -244,7 +245,29 @@ class Session:
             self.emit("session.end", {"state": state, "reason": reason, "exit_code": exit_code},
                       severity="warning" if state == "killed" else "info")
         self.store.mark_controls_handled(self.id)
+        self._ship_head()
         self.hooks.session_ended()
+
+    def _ship_head(self) -> None:
+        """Send the chain head off-box, so a rewrite of the whole database is detectable."""
+        rec = self.profile.recording
+        if not (rec.head_hash_file or rec.head_hash_command):
+            return
+        head = self.head_hash()
+        line = f"{time.time():.3f} {self.id} {self.store.get_session(self.id)['last_seq']} {head}\n"
+        try:
+            if rec.head_hash_file:
+                with open(rec.head_hash_file, "a") as fh:
+                    fh.write(line)
+            if rec.head_hash_command:
+                subprocess.run(
+                    rec.head_hash_command, shell=True, timeout=30, check=True,
+                    env={**os.environ, "SANDBOX_HEAD": head, "SANDBOX_SESSION": self.id},
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                )
+        except (OSError, subprocess.SubprocessError) as e:
+            self.emit("session.warning", {"reason": f"could not ship the head hash: {e}"},
+                      severity="warning")
 
     def _teardown(self) -> None:
         if self.shell is not None:

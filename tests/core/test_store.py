@@ -93,3 +93,18 @@ def test_counters_for_the_tui(test_dir: Path) -> None:
     st.add_event("d", "guard.verdict", {}, severity="alert", action="kill", rule="mining.x")
     row = st.get_session("d")
     assert row["n_denied"] == 1 and row["n_alerts"] == 1 and row["max_severity"] == "alert"
+
+
+def test_head_hash_is_shipped_off_box(test_dir: Path) -> None:
+    """recording.head_hash_file gets one line per finished session with its head hash."""
+    from sandbox import Sandbox
+    from tests.helpers import make_workspace
+
+    heads = test_dir / "heads.log"
+    prof = test_dir / "p.toml"
+    prof.write_text(f'extends = "default"\n[recording]\nhead_hash_file = "{heads}"\n')
+    with Sandbox(profile=str(prof), workdir=make_workspace(test_dir / "w")) as box:
+        box.run("echo x")
+    line = heads.read_text().split()
+    assert line[1] == box.id and line[3] == box.head_hash()
+    assert Store().verify(box.id)[0]
