@@ -1,0 +1,90 @@
+"""End to end in a real terminal: `sandbox tui` in tmux kills a real `sandbox run` session."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sandbox.store import Store
+
+from ..helpers import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None,
+                                                    reason="needs tmux")]
+
+
+def capture(name: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True,
+                          text=True, check=False).stdout
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def sleeper(state_dir: Path, workspace: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real session: `sandbox run -- sleep 1000` in the background, owned by its own process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "run", "-q", "--workdir", str(workspace), "--",
+         "sleep", "1000"],
+        env={**os.environ, "SANDBOX_STATE_DIR": str(state_dir)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def tmux_name() -> Iterator[str]:
+    name = f"sbtui-{uuid.uuid4().hex[:8]}"
+    try:
+        yield name
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
+
+
+def test_k_in_a_real_terminal_kills_a_real_session(state_dir: Path, sleeper, tmux_name: str) -> None:
+    """The row shows in `sandbox tui`; k then y ends the jail and every process in it, and
+    the store says killed."""
+    store = Store()
+    session = wait_for(lambda: next((s for s in store.list_sessions()
+                                     if s["state"] == "running" and s["jail_pid"]), None), 20)
+    assert session, "the sandbox never started"
+    sid, jail_pid = session["id"], session["jail_pid"]
+    tree = [jail_pid, *(c.pid for c in psutil.Process(jail_pid).children(recursive=True))]
+    assert wait_for(lambda: any("sleep" in " ".join(psutil.Process(p).cmdline())
+                                for p in tree if alive(p)), 5)
+
+    sandbox = shutil.which("sandbox")
+    cmd = shlex.join([sandbox, "tui"] if sandbox else [sys.executable, "-m", "sandbox", "tui"])
+    subprocess.run(["tmux", "new-session", "-d", "-s", tmux_name, "-x", "160", "-y", "48",
+                    f"env SANDBOX_STATE_DIR={shlex.quote(str(state_dir))} {cmd}"], check=True)
+    assert wait_for(lambda: sid in capture(tmux_name) and "running" in capture(tmux_name), 20), \
+        capture(tmux_name)
+
+    subprocess.run(["tmux", "send-keys", "-t", tmux_name, "k"], check=True)
+    assert wait_for(lambda: "Kill session" in capture(tmux_name), 10), capture(tmux_name)
+    subprocess.run(["tmux", "send-keys", "-t", tmux_name, "y"], check=True)
+
+    assert wait_for(lambda: store.get_session(sid)["state"] == "killed", 10)
+    assert wait_for(lambda: not any(alive(p) for p in tree), 10), [p for p in tree if alive(p)]
+    assert wait_for(lambda: "killed" in capture(tmux_name), 5), capture(tmux_name)
+    assert sleeper.wait(timeout=10) != 0  # the wrapper saw its program die
+    assert "via tui" in store.get_session(sid)["reason"]
