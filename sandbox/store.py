@@ -356,8 +356,9 @@ class Store:
 
     def events(
         self, session_id: str | None = None, since_id: int = 0, *, alerts_only: bool = False,
-        limit: int = 10_000, kinds: tuple[str, ...] = (),
+        limit: int = 10_000, kinds: tuple[str, ...] = (), newest: bool = False,
     ) -> list[dict[str, Any]]:
+        """Events after `since_id`, oldest first; `newest=True` takes the last `limit`."""
         where, args = ["id>?"], [since_id]
         if session_id is not None:
             where.append("session_id=?")
@@ -367,10 +368,13 @@ class Store:
         if kinds:
             where.append(f"kind IN ({','.join('?' * len(kinds))})")
             args.extend(kinds)  # type: ignore[arg-type]
+        order = "DESC" if newest else "ASC"
         rows = self._query(
-            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?",
             (*args, limit),
         )
+        if newest:
+            rows.reverse()
         for r in rows:
             r["detail"] = json.loads(r["detail"])
         return rows

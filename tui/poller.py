@@ -38,6 +38,14 @@ class FleetPoller:
         self._seen = 0
 
     def poll(self) -> FleetSnapshot:
+        if self._since_id == 0:
+            # First poll: start from the newest alerts, not from the beginning of history.
+            rows = self.store.events(alerts_only=True, limit=self._alerts.maxlen or 200,
+                                     newest=True)
+            if rows:
+                self._since_id = rows[-1]["id"]
+                self._seen += len(rows)
+                self._alerts.extend(rows)
         for _ in range(MAX_BATCHES):
             rows = self.store.events(since_id=self._since_id, alerts_only=True, limit=BATCH)
             if rows:
