@@ -32,8 +32,24 @@ def _remove_workspace(path: str) -> None:
 register_cleaner("workspace", _remove_workspace)
 
 
+def _load_cleaners() -> None:
+    # Imported here: gc runs in processes (`sandbox kill`, `sandbox gc`) that never
+    # started a session, so the parts' own registrations have not happened there.
+    from . import cgroups
+
+    CLEANERS.setdefault("cgroup", cgroups.cleanup)
+    try:
+        from . import network
+    except ImportError:  # pragma: no cover - network part not built
+        return
+    cleanup = getattr(network, "cleanup", None)
+    if cleanup is not None:
+        CLEANERS.setdefault("network", cleanup)
+
+
 def cleanup_resources(resources: dict[str, Any]) -> list[str]:
     """Run every registered cleaner on a session's resource record; returns errors."""
+    _load_cleaners()
     errors = []
     for name, fn in CLEANERS.items():
         if name in resources:
@@ -67,4 +83,22 @@ def collect(store: Store) -> list[str]:
         reap(store, session, state="failed",
              reason=f"owner process {session['owner_pid']} died without closing the session")
         reaped.append(session["id"])
+    _empty_leftover_cgroups(store)
     return reaped
+
+
+def _empty_leftover_cgroups(store: Store) -> None:
+    """Remove empty cgroups of sessions that are not live here.
+
+    Only empty ones: a cgroup with processes may belong to a live session recorded in
+    another store (another SANDBOX_STATE_DIR); those are reaped through their own store.
+    """
+    from . import cgroups
+
+    live = {s["id"] for s in store.list_sessions(live_only=True, limit=10_000)}
+    with contextlib.suppress(Exception):
+        for sid, res in cgroups.leftovers(live).items():
+            group = cgroups.SessionCgroup.from_resources(res)
+            if not group.pids():
+                group.remove()
+            del sid

@@ -1,11 +1,14 @@
 """Where the optional parts plug into a session: guard, network, cgroups, monitors.
 
-`Session` calls these at fixed points of its lifecycle; each part stays in its own
-module and the session module stays small. Every method is cheap when the part is off.
+`Session` calls these at fixed points of its lifecycle; each part stays in its own module
+under `sandbox/parts/` and the session module stays small. Parts run in a fixed order:
+limits first (the cgroup must exist before anything joins it), then the process
+monitor, network, GPU, and the guard last (it sees what the others produce).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -14,33 +17,71 @@ from .store import is_alert
 
 if TYPE_CHECKING:
     from .jail import JailSpec
+    from .parts import Part
     from .result import CommandResult
     from .session import Session
 
 
+def _default_parts(session: Session) -> list[Part]:
+    from .parts.guard import GuardPart
+    from .parts.limits import LimitsPart
+    from .parts.network import NetworkPart
+    from .parts.procs import ProcsPart
+
+    parts: list[Part] = [LimitsPart(session), ProcsPart(session), NetworkPart(session)]
+    if session.profile.gpu is not None or session.gpu_backend is not None:
+        from .parts.gpu import GpuPart
+
+        parts.append(GpuPart(session))
+    parts.append(GuardPart(session))
+    return parts
+
+
 class Hooks:
-    """The session's extension points."""
+    """The session's extension points, fanned out to its parts."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self._alerts: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self.parts: list[Part] = []
+
+    def load(self) -> None:
+        self.parts = _default_parts(self.session)
+
+    def part(self, name: str) -> Part | None:
+        return next((p for p in self.parts if p.name == name), None)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def before_jail(self, spec: JailSpec) -> JailSpec:
-        """Set up host resources the jail needs (netns, cgroup, GPU grant)."""
+        """Set up host resources the jail needs (cgroup, netns, GPU grant)."""
+        self.load()
+        for part in self.parts:
+            spec = part.before_jail(spec)
         return spec
 
     def preexec(self) -> Callable[[], None] | None:
         """Runs in the jail's child process before exec (e.g. join the cgroup)."""
-        return None
+        steps = [fn for fn in (p.preexec() for p in self.parts) if fn is not None]
+        if not steps:
+            return None
+
+        def run_all() -> None:
+            for step in steps:
+                step()
+
+        return run_all
 
     def jail_started(self, jail_pid: int) -> None:
-        """The jail process exists: start watching its process tree."""
+        for part in self.parts:
+            part.jail_started(jail_pid)
 
     def teardown(self) -> None:
-        """Remove host resources (idempotent)."""
+        """Remove host resources, in reverse order (idempotent)."""
+        for part in reversed(self.parts):
+            with contextlib.suppress(Exception):
+                part.teardown()
 
     def session_ended(self) -> None:
         """After the final row is written."""
@@ -49,6 +90,10 @@ class Hooks:
 
     def check_command(self, text: str) -> CommandResult | None:
         """Guard rules on the command text; a CommandResult when the command is blocked."""
+        for part in self.parts:
+            blocked = part.check_command(text)
+            if blocked is not None:
+                return blocked
         return None
 
     def tamper(self, kind: str, detail: dict[str, Any]) -> None:
@@ -60,6 +105,8 @@ class Hooks:
                 self._alerts.append(
                     {k: row.get(k) for k in ("kind", "rule", "action", "severity", "detail")}
                 )
+        for part in self.parts:
+            part.on_event(row)
 
     def drain_alerts(self) -> list[dict[str, Any]]:
         with self._lock:

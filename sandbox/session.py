@@ -63,6 +63,7 @@ class Session:
         self.shell: Shell | None = None
         self.jail_pid: int | None = None
         self.resources: dict[str, Any] = {}
+        self.gpu_backend: Any = None  # a GpuBackend to use instead of NVML (tests, FakeNvml)
         self.hooks = Hooks(self)
         self._end_lock = threading.Lock()
         self._ended = threading.Event()

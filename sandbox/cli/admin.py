@@ -99,7 +99,13 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    # Imported here: the core never imports Textual at import time.
-    from sandbox_tui.app import run
+    # Imported by name, here: the core never imports Textual (or the TUI) at import time.
+    import importlib
 
-    return run()
+    try:
+        app = importlib.import_module("sandbox_tui.app")
+    except ImportError as e:
+        print(f"sandbox tui: the TUI is not installed ({e}); pip install textual, or run "
+              "scripts/bootstrap.sh", file=sys.stderr)
+        return 2
+    return int(app.run())

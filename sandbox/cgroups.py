@@ -1,0 +1,398 @@
+"""One cgroup per session: CPU, memory and pids limits, usage samples, and a sure kill.
+
+Layout: `<mount>/sandbox/<session_id>`. With cgroup v2 (when the v2 hierarchy has the
+memory, cpu and pids controllers) that is one directory; on hybrid or v1-only hosts it is
+one directory in each v1 hierarchy we use:
+
+    memory   memory.limit_in_bytes (+ memsw), failcnt, oom_control's oom_kill counter
+    cpu      cpu.cfs_quota_us / cpu.cfs_period_us
+    cpuacct  cpuacct.usage (CPU time, for cpu_percent)
+    pids     pids.max, pids.current, pids.events
+    freezer  freezer.state: stop everything before killing, so a fork bomb cannot outrun it
+
+The jail joins the group before it execs (`enter_current_process` in a preexec_fn), so
+every process it ever starts, including double-forked daemons that leave its process
+tree, stays in the group: `kill()` ends them all and `pids()` still finds them.
+
+Groups live at the root of each hierarchy, not under the supervisor's own group, so a
+`sandbox gc` started from any shell finds them (`leftovers`). `resources` is what the
+session stores for crash cleanup; `cleanup(resources)` removes it from any process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SetupError
+from .profile import LimitsSection
+
+PARENT = "sandbox"
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
+V2_CONTROLLERS = ("memory", "cpu", "pids")
+CFS_PERIOD_US = 100_000
+_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FIX = "run the supervisor as root on a host with cgroups (see `sandbox doctor`)"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the cgroup hierarchies are mounted: v2 `{"": dir}` or v1 controller -> dir."""
+
+    version: int
+    mounts: dict[str, Path] = field(default_factory=dict)
+
+
+def _mountinfo() -> list[tuple[str, str, list[str]]]:
+    """(fstype, mount point, super options) of every cgroup mount."""
+    out: list[tuple[str, str, list[str]]] = []
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        pre, sep, post = line.partition(" - ")
+        if not sep:
+            continue
+        fstype, _source, opts = [*post.split(), "", ""][:3]
+        if fstype in ("cgroup", "cgroup2"):
+            point = pre.split()[4].replace("\\040", " ")
+            out.append((fstype, point, opts.split(",")))
+    return out
+
+
+def detect() -> Layout | None:
+    """v2 when a cgroup2 mount has memory, cpu and pids; else the v1 hierarchies; else None."""
+    mounts = _mountinfo()
+    for fstype, point, _opts in mounts:
+        if fstype != "cgroup2":
+            continue
+        try:
+            have = Path(point, "cgroup.controllers").read_text().split()
+        except OSError:
+            continue
+        if all(c in have for c in V2_CONTROLLERS):
+            return Layout(2, {"": Path(point)})
+    v1 = {c: Path(point) for fstype, point, opts in mounts if fstype == "cgroup"
+          for c in opts if c in V1_CONTROLLERS}
+    return Layout(1, v1) if v1 else None
+
+
+def available() -> tuple[bool, str]:
+    """(True, what will be used) or (False, what is missing and how to fix it)."""
+    if os.geteuid() != 0:
+        return False, f"cgroup limits need root (running as uid {os.geteuid()}): {_FIX}"
+    layout = detect()
+    if layout is None:
+        return False, f"no cgroup hierarchy is mounted: mount cgroup2 at /sys/fs/cgroup; {_FIX}"
+    if layout.version == 1:
+        missing = [c for c in V1_CONTROLLERS if c not in layout.mounts]
+        if missing:
+            return False, f"cgroup v1 controllers not mounted: {', '.join(missing)}; {_FIX}"
+    unwritable = [str(p) for p in layout.mounts.values() if not os.access(p, os.W_OK)]
+    if unwritable:
+        return False, f"cgroup hierarchy read-only: {', '.join(unwritable)}; {_FIX}"
+    if layout.version == 1:
+        return True, "cgroup v1 (" + ", ".join(V1_CONTROLLERS) + ")"
+    return True, f"cgroup v2 at {layout.mounts['']}"
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(value)
+
+
+def _read_int(path: Path, default: int = 0) -> int:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return default
+    return default if text in ("", "max") else int(text)
+
+
+def _read_keyed(path: Path) -> dict[str, int]:
+    """'key value' lines (memory.events, pids.events, oom_control, cpu.stat)."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                out[key] = int(value)
+    return out
+
+
+class SessionCgroup:
+    """A session's cgroup (v2: one dir; v1: one dir per controller)."""
+
+    def __init__(self, session_id: str, version: int, dirs: dict[str, Path]) -> None:
+        self.session_id = session_id
+        self.version = version
+        self.dirs = dirs
+        self.rel_path = f"/{PARENT}/{session_id}"
+        """The path /proc/<pid>/cgroup shows for members (in every hierarchy)."""
+        # Precomputed so the preexec_fn does nothing but open/write/close.
+        self._procs_files = [os.fsencode(d / "cgroup.procs")
+                             for d in dict.fromkeys(self.dirs.values())]
+        self._last_cpu: tuple[float, int] | None = None
+
+    # -- create / join ------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, session_id: str, limits: LimitsSection) -> SessionCgroup:
+        """Make `sandbox/<session_id>` with the profile's limits; SetupError when impossible."""
+        if not _SESSION_ID.match(session_id):
+            raise SetupError(f"session id {session_id!r} cannot name a cgroup")
+        ok, reason = available()
+        layout = detect()
+        if not ok or layout is None:
+            raise SetupError(reason)
+        dirs = {c: m / PARENT / session_id for c, m in layout.mounts.items()}
+        group = cls(session_id, layout.version, dirs)
+        try:
+            group._make(layout)
+            group._limit(limits)
+        except OSError as e:
+            group.remove()
+            raise SetupError(f"cannot set up cgroup {group.rel_path}: {e}; {_FIX}") from e
+        return group
+
+    def _make(self, layout: Layout) -> None:
+        if self.version == 2:
+            root = layout.mounts[""]
+            want = " ".join(f"+{c}" for c in V2_CONTROLLERS)
+            _write(root / "cgroup.subtree_control", want)
+            (root / PARENT).mkdir(exist_ok=True)
+            _write(root / PARENT / "cgroup.subtree_control", want)
+        for d in dict.fromkeys(self.dirs.values()):
+            d.parent.mkdir(exist_ok=True)
+            d.mkdir(exist_ok=False)
+
+    def _limit(self, limits: LimitsSection) -> None:
+        mem = limits.memory_mib << 20 if limits.memory_mib > 0 else 0
+        quota = limits.cpu_percent * CFS_PERIOD_US // 100 if limits.cpu_percent > 0 else 0
+        pids = str(limits.pids) if limits.pids > 0 else "max"
+        if self.version == 2:
+            d = self.dirs[""]
+            if mem:
+                _write(d / "memory.max", str(mem))
+                if (d / "memory.swap.max").exists():
+                    _write(d / "memory.swap.max", "0")  # swap would make the limit soft
+            _write(d / "cpu.max", f"{quota or 'max'} {CFS_PERIOD_US}")
+            _write(d / "pids.max", pids)
+            return
+        if mem:
+            _write(self.dirs["memory"] / "memory.limit_in_bytes", str(mem))
+            memsw = self.dirs["memory"] / "memory.memsw.limit_in_bytes"
+            if memsw.exists():  # swap accounting on: cap memory+swap too
+                _write(memsw, str(mem))
+        _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(quota or -1))
+        _write(self.dirs["pids"] / "pids.max", pids)
+
+    def enter_current_process(self) -> None:
+        """Move the calling process into the group. Safe in a preexec_fn: os calls only.
+
+        Must run before the child drops root. Raises OSError when a write fails, which
+        makes the spawn fail (fail closed) rather than run the jail unconfined.
+        """
+        for path in self._procs_files:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")  # 0 = the writing process itself
+            finally:
+                os.close(fd)
+
+    def add(self, pid: int) -> None:
+        """Move an existing process into the group (every hierarchy)."""
+        for path in self._procs_files:
+            _write(Path(os.fsdecode(path)), str(pid))
+
+    # -- observe ------------------------------------------------------------------------
+
+    def _dir(self, controller: str) -> Path:
+        return self.dirs[""] if self.version == 2 else self.dirs[controller]
+
+    def pids(self) -> list[int]:
+        """Every process in the group now (any hierarchy would do; pids is always there)."""
+        try:
+            text = (self._dir("pids") / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def exists(self) -> bool:
+        return any(d.is_dir() for d in self.dirs.values())
+
+    def sample(self) -> dict[str, Any]:
+        """Usage now: cpu_percent (since the last sample), mem_bytes, pids, limit counters."""
+        if self.version == 2:
+            d = self.dirs[""]
+            usage_ns = _read_keyed(d / "cpu.stat").get("usage_usec", 0) * 1000
+            events = _read_keyed(d / "memory.events")
+            mem = _read_int(d / "memory.current")
+            mem_max = _read_int(d / "memory.max")
+            oom_kills, failcnt = events.get("oom_kill", 0), events.get("max", 0)
+        else:
+            usage_ns = _read_int(self.dirs["cpuacct"] / "cpuacct.usage")
+            md = self.dirs["memory"]
+            mem = _read_int(md / "memory.usage_in_bytes")
+            mem_max = _read_int(md / "memory.limit_in_bytes")
+            oom_kills = _read_keyed(md / "memory.oom_control").get("oom_kill", 0)
+            failcnt = _read_int(md / "memory.failcnt")
+        pd = self._dir("pids")
+        now = time.monotonic()
+        last = self._last_cpu
+        self._last_cpu = (now, usage_ns)
+        cpu = 0.0
+        if last is not None and now > last[0]:
+            cpu = max(0.0, (usage_ns - last[1]) / 1e9 / (now - last[0]) * 100)
+        return {
+            "cpu_percent": round(cpu, 1),
+            "cpu_seconds": round(usage_ns / 1e9, 3),
+            "mem_bytes": mem,
+            "mem_limit": mem_max if mem_max < 1 << 60 else 0,
+            "pids": _read_int(pd / "pids.current"),
+            "pids_limit": _read_int(pd / "pids.max"),
+            "pids_max_hits": _read_keyed(pd / "pids.events").get("max", 0),
+            "oom_kills": oom_kills,
+            "mem_failcnt": failcnt,
+        }
+
+    # -- end ----------------------------------------------------------------------------
+
+    def kill(self, timeout: float = 5.0) -> int:
+        """SIGKILL every process in the group; returns how many were signalled.
+
+        v2 uses cgroup.kill when the kernel has it. Otherwise the group is frozen first
+        (nothing can fork while we list and kill), then thawed so the kills land; the
+        loop is bounded by `timeout`.
+        """
+        deadline = time.monotonic() + timeout
+        if self.version == 2 and (self.dirs[""] / "cgroup.kill").exists():
+            n = len(self.pids())
+            with contextlib.suppress(OSError):
+                _write(self.dirs[""] / "cgroup.kill", "1")
+            self._wait_empty(deadline)
+            return n
+        killed: set[int] = set()
+        while time.monotonic() < deadline:
+            pids = self.pids()
+            if not pids:
+                break
+            frozen = self._freeze(True, deadline)
+            for pid in self.pids() if frozen else pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+            if frozen:
+                self._freeze(False, deadline)
+            self._wait_empty(min(deadline, time.monotonic() + 0.5))
+        return len(killed)
+
+    def _freeze(self, frozen: bool, deadline: float) -> bool:
+        state = self._freezer_state()
+        if state is None:
+            return False
+        want = "FROZEN" if frozen else "THAWED"
+        try:
+            if self.version == 2:
+                _write(self.dirs[""] / "cgroup.freeze", "1" if frozen else "0")
+            else:
+                _write(self.dirs["freezer"] / "freezer.state", want)
+        except OSError:
+            return False
+        while time.monotonic() < deadline:
+            if self._freezer_state() == want:
+                return True
+            time.sleep(0.005)
+        return False
+
+    def _freezer_state(self) -> str | None:
+        if self.version == 2:
+            ev = _read_keyed(self.dirs[""] / "cgroup.events")
+            if "frozen" not in ev:
+                return None
+            return "FROZEN" if ev["frozen"] else "THAWED"
+        if "freezer" not in self.dirs:
+            return None
+        try:
+            return (self.dirs["freezer"] / "freezer.state").read_text().strip()
+        except OSError:
+            return None
+
+    def _wait_empty(self, deadline: float) -> bool:
+        while self.pids():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def remove(self, *, retries: int = 100) -> None:
+        """Kill what is left and remove the directories. Idempotent; bounded retries."""
+        if self.pids():
+            self.kill()
+        for d in dict.fromkeys(self.dirs.values()):
+            for _ in range(retries):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # EBUSY while the last members finish exiting
+                    with contextlib.suppress(OSError):
+                        if (d / "cgroup.procs").read_text().split():
+                            self.kill(timeout=1.0)
+                    time.sleep(0.02)
+            else:
+                raise SetupError(f"cannot remove cgroup {d}: processes are still in it")
+
+    # -- crash cleanup ------------------------------------------------------------------
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        """JSON-able record for the store: what `cleanup` needs after a crash."""
+        return {"session_id": self.session_id, "version": self.version,
+                "dirs": {c: str(d) for c, d in self.dirs.items()}}
+
+    @classmethod
+    def from_resources(cls, resources: dict[str, Any]) -> SessionCgroup:
+        """Rebuild from `resources`, refusing any path that is not one of our groups."""
+        sid = str(resources["session_id"])
+        layout = detect()
+        mounts = {str(m) for m in (layout.mounts.values() if layout else ())}
+        dirs: dict[str, Path] = {}
+        for c, raw in dict(resources["dirs"]).items():
+            d = Path(raw)
+            if (d.name != sid or d.parent.name != PARENT or ".." in d.parts
+                    or str(d.parent.parent) not in mounts or not _SESSION_ID.match(sid)):
+                raise SetupError(f"refusing to clean up {raw!r}: not a sandbox cgroup")
+            dirs[str(c)] = d
+        return cls(sid, int(resources["version"]), dirs)
+
+
+def cleanup(resources: dict[str, Any]) -> None:
+    """Kill and remove a crashed session's cgroup (for gc's cleaner registry)."""
+    SessionCgroup.from_resources(resources).remove()
+
+
+def leftovers(live: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """session_id -> resources of every `sandbox/<id>` group on the host, except `live` ones."""
+    layout = detect()
+    if layout is None:
+        return {}
+    skip = set(live)
+    found: dict[str, dict[str, Path]] = {}
+    for c, mount in layout.mounts.items():
+        with contextlib.suppress(OSError):
+            for d in (mount / PARENT).iterdir():
+                if d.is_dir() and d.name not in skip and _SESSION_ID.match(d.name):
+                    found.setdefault(d.name, {})[c] = d
+    return {sid: SessionCgroup(sid, layout.version, dirs).resources
+            for sid, dirs in sorted(found.items())}

@@ -1,0 +1,54 @@
+"""Every exec in the session's process tree, recorded from outside (proc connector)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from ..jail import JailSpec
+from ..procmon import ProcessMonitor
+from ..proctree import ProcInfo
+from . import Part
+
+_monitor: ProcessMonitor | None = None
+_lock = threading.Lock()
+# session id -> exec callback (the guard); the one monitor thread serves every session.
+_on_exec: dict[str, Callable[[ProcInfo], None]] = {}
+
+
+def _dispatch(session_id: str, info: ProcInfo) -> None:
+    fn = _on_exec.get(session_id)
+    if fn is not None:
+        fn(info)
+
+
+def monitor() -> ProcessMonitor:
+    global _monitor
+    with _lock:
+        if _monitor is None:
+            _monitor = ProcessMonitor(on_exec=_dispatch).start()
+        return _monitor
+
+
+class ProcsPart(Part):
+    name = "procs"
+
+    def before_jail(self, spec: JailSpec) -> JailSpec:
+        limits = self.session.hooks.part("limits")
+        cgroup = getattr(limits, "cgroup", None)
+        # Registered before the spawn, so firejail's own first exec is already seen.
+        monitor().register(self.session.id, None, cgroup, emit=self.session.emit)
+        return spec
+
+    def jail_started(self, jail_pid: int) -> None:
+        monitor().register(self.session.id, jail_pid)
+
+    def on_exec(self, fn: Callable[[ProcInfo], None]) -> None:
+        _on_exec[self.session.id] = fn
+
+    def known_pids(self) -> set[int]:
+        return monitor().known_pids(self.session.id)
+
+    def teardown(self) -> None:
+        _on_exec.pop(self.session.id, None)
+        monitor().unregister(self.session.id)
