@@ -43,13 +43,13 @@ def wait_for(pred: Callable[[], object], timeout: float = 10.0, step: float = 0.
 
 
 def procs_matching(needle: str) -> list[psutil.Process]:
-    """Host processes whose command line contains `needle`."""
+    """Host processes whose command line starts with `needle`."""
     out = []
     for p in psutil.process_iter(["cmdline", "status"]):
         try:
             if p.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
-            if needle in " ".join(p.info["cmdline"] or []):
+            if " ".join(p.info["cmdline"] or []).startswith(needle):
                 out.append(p)
         except psutil.Error:
             continue

@@ -74,8 +74,8 @@ def _expand_vars(text: str) -> str:
     for _ in range(3):
         before = text
         for name, value in assigned.items():
-            text = re.sub(r"\$\{" + name + r"\}|\$" + name + r"(?![A-Za-z0-9_])",
-                          lambda _m, v=value: v, text)
+            pattern = re.compile(r"\$\{" + name + r"\}|\$" + name + r"(?![A-Za-z0-9_])")
+            text = pattern.sub(value.replace("\\", "\\\\"), text)
         if text == before:
             break
     return text
