@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -25,11 +27,17 @@ def register_cleaner(name: str, fn: Callable[[Any], None]) -> None:
 
 def _remove_workspace(path: str) -> None:
     # Only fresh workspaces are recorded as resources; never anything the user passed.
-    if path.startswith("/var/lib/sandbox-agent/work/"):
+    if path.startswith("/srv/sandbox/work/"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_home(path: str) -> None:
+    if "/sandbox/homes/" in path:
         shutil.rmtree(path, ignore_errors=True)
 
 
 register_cleaner("workspace", _remove_workspace)
+register_cleaner("home", _remove_home)
 
 
 def _load_cleaners() -> None:
@@ -90,15 +98,18 @@ def collect(store: Store) -> list[str]:
 def _empty_leftover_cgroups(store: Store) -> None:
     """Remove empty cgroups of sessions that are not live here.
 
-    Only empty ones: a cgroup with processes may belong to a live session recorded in
-    another store (another SANDBOX_STATE_DIR); those are reaped through their own store.
+    Only empty ones older than a minute: a cgroup may belong to a live session recorded
+    in another store (another SANDBOX_STATE_DIR), and one that was just created is empty
+    until its jail joins it; those are reaped through their own store.
     """
     from . import cgroups
 
     live = {s["id"] for s in store.list_sessions(live_only=True, limit=10_000)}
+    now = time.time()
     with contextlib.suppress(Exception):
-        for sid, res in cgroups.leftovers(live).items():
+        for res in cgroups.leftovers(live).values():
             group = cgroups.SessionCgroup.from_resources(res)
-            if not group.pids():
+            dirs = [Path(d) for d in res.get("dirs", {}).values()]
+            old = all(now - d.stat().st_ctime > 60 for d in dirs if d.exists())
+            if old and not group.pids():
                 group.remove()
-            del sid

@@ -174,6 +174,7 @@ def build_env(profile: Profile, spec: JailSpec, host_env: dict[str, str]) -> dic
         "GIT_PAGER": "cat",
         "SANDBOX": "1",
         "SANDBOX_SESSION": spec.session_id,
+        "SANDBOX_WORKDIR": str(spec.workdir),
     }
     for name in profile.env.passthrough:
         if name in host_env:

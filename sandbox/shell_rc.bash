@@ -50,4 +50,4 @@ else
   }
 fi
 PROMPT_COMMAND=__sbx_prompt
-cd "$HOME" 2>/dev/null
+cd "${SANDBOX_WORKDIR:-$HOME}" 2>/dev/null

@@ -8,7 +8,8 @@ the agent and its workspace always belong together:
   dropped still reads /etc/shadow). It runs the agent as the sudo invoker when there is
   one, else as the owner of the given workspace when that is not root, else as the
   system user `sandbox-agent` (created on first use) in a fresh workspace of its own
-  under /var/lib/sandbox-agent/work/, removed when the session ends.
+  under /srv/sandbox/work/, removed when the session ends. (Not under /var: firejail
+  mounts /var noexec, and agents must be able to run what they build.)
 
 A root-owned `--workdir` is refused with the fix, rather than chown'd behind the user's
 back.
@@ -28,6 +29,7 @@ from .jail import Agent
 
 AGENT_USER = "sandbox-agent"
 AGENT_HOME = Path("/var/lib/sandbox-agent")
+WORK_ROOT = Path("/srv/sandbox")
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def place(workdir: Path | None, session_id: str) -> Placement:
     if cwd.stat().st_uid != 0 and len(cwd.parts) > 2:
         return Placement(_agent(pwd.getpwuid(cwd.stat().st_uid)), cwd, False)
     agent = ensure_agent_user()
-    fresh = AGENT_HOME / "work" / session_id
+    fresh = WORK_ROOT / "work" / session_id
     fresh.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     fresh.mkdir(mode=0o700)
     os.chown(fresh, agent.uid, agent.gid)

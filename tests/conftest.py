@@ -1,8 +1,8 @@
 """Shared fixtures: a private store and workspace per test, outside /tmp.
 
-Workspaces and state live under /var/lib/sandbox-tests, not /tmp: the jail's private
-/tmp would hide anything under /tmp anyway, and a test that passes only because of
-that could not fail.
+Workspaces and state live under /srv/sandbox-tests, not /tmp: the jail's private
+/tmp would hide anything under /tmp anyway (and firejail mounts /var noexec), and a test
+that passes only because of that could not fail.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-TEST_ROOT = Path("/var/lib/sandbox-tests")
+TEST_ROOT = Path("/srv/sandbox-tests")
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -137,8 +137,7 @@ def resolve_grant(section: GpuSection | None,
     try:
         if backend is None:
             raise NvmlUnavailable("no GPU backend configured")
-        be = backend() if callable(backend) and not isinstance(backend, GpuBackend) else backend
-        assert isinstance(be, GpuBackend)
+        be = backend if isinstance(backend, GpuBackend) else backend()
         devices = tuple(be.devices())
         return Grant(section=section, devices=select_devices(section, devices, in_use),
                      all_devices=devices)

@@ -1,9 +1,149 @@
-"""Guard rules over command text, process execs, network attempts and samples."""
+"""Guard rules over command text, process execs, network attempts, samples and tamper.
+
+Command text is checked before it is sent: `block` refuses it (the agent gets a result
+with the reason), `kill` refuses it and ends the session. Every other event the session
+records (proc.exec from the monitor, net.* and dns.* from the gateway, resource.* and
+gpu.* samples, shell marker signals) is turned into evidence and checked as it arrives:
+`block` on a process kills that process, `kill` ends the session. Each verdict is an
+event with the rule, the evidence and the action.
+
+Honeytokens (profile `[honeytokens]`) are planted in a private HOME for the session, so
+decoys never land in the user's workspace.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..guard import Engine, Token, Verdict, block_message, build_engine, plant
+from ..jail import JailSpec
+from ..result import CommandResult
 from . import Part
+
+
+_JAIL_HELPERS = ("/run/firejail/", "/usr/lib/x86_64-linux-gnu/firejail/", "/usr/lib/firejail/")
+
+
+def _home_root() -> Path:
+    if os.geteuid() == 0:
+        return Path("/srv/sandbox/homes")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sandbox" / "homes"
 
 
 class GuardPart(Part):
     name = "guard"
+
+    def __init__(self, session: Any) -> None:
+        super().__init__(session)
+        self.tokens: list[Token] = []
+        self.engine: Engine = build_engine(session.profile.guard)
+        self.home: Path | None = None
+        self._killing = threading.Event()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def before_jail(self, spec: JailSpec) -> JailSpec:
+        ht = self.session.profile.honeytokens
+        if ht.ssh_key or ht.aws_credentials or ht.env_token:
+            spec = self._plant(spec)
+        self.engine = build_engine(self.session.profile.guard, honeytokens=self.tokens)
+        procs = self.session.hooks.part("procs")
+        if procs is not None:
+            procs.on_exec(self._on_exec)  # type: ignore[attr-defined]
+        return spec
+
+    def _plant(self, spec: JailSpec) -> JailSpec:
+        from dataclasses import replace
+
+        home = _home_root() / self.session.id
+        home.mkdir(parents=True, mode=0o700)
+        self.home = home
+        self.session.resources["home"] = str(home)
+        self.tokens = plant(home, self.session.profile.honeytokens)
+        agent = spec.agent
+        if agent is not None:
+            for path in [home, *home.rglob("*")]:
+                os.chown(path, agent.uid, agent.gid)
+        for t in self.tokens:
+            if t.env_name:
+                self.session.extra_env.setdefault(t.env_name, t.env_value)
+        self.session.emit("honeytoken.planted", {
+            "tokens": [{"kind": t.kind, "marker": t.marker, "path": t.home_path or t.env_name}
+                       for t in self.tokens]})
+        return replace(spec, home=home, extra_writable=(*spec.extra_writable, str(home)))
+
+    # -- command text -----------------------------------------------------------------------
+
+    def check_command(self, text: str) -> CommandResult | None:
+        verdicts = self.engine.check_command(text)
+        if not verdicts:
+            return None
+        self._record(verdicts)
+        top = verdicts[0]
+        if not top.stops:
+            return None
+        message = block_message(verdicts)
+        row = self.session.store.add_command(
+            self.session.id, text=text, output=message, exit_code=None, started=time.time(),
+            duration=0.0, source="blocked")
+        alerts = self.session.hooks.drain_alerts()
+        if top.action == "kill":
+            self.session.kill(f"guard rule {top.rule_id}: {top.message}")
+        return CommandResult(exit_code=126, output=message, duration=0.0, blocked=True,
+                             alerts=alerts, command=text, seq=row["seq"])
+
+    # -- everything else ------------------------------------------------------------------------
+
+    def on_event(self, row: dict[str, Any]) -> None:
+        if row["kind"] in ("proc.exec", "guard.verdict", "honeytoken.touched"):
+            return  # execs come through _on_exec with the full process info
+        try:
+            verdicts = self.engine.evaluate_event(row)
+        except Exception as e:  # a rule bug must not break recording
+            self.session.emit("session.warning", {"reason": f"guard error: {e}"},
+                              severity="warning")
+            return
+        if verdicts:
+            self._act(verdicts, pid=None)
+
+    def _on_exec(self, info: Any) -> None:
+        # The jail's own set-up (our direct child: setpriv -> firejail; its helpers) is
+        # recorded but not judged: firejail's argv names every hidden secret path.
+        if info.ppid == os.getpid() or str(info.exe).startswith(_JAIL_HELPERS):
+            return
+        event = {"kind": "proc.exec", "detail": info.detail()}
+        verdicts = self.engine.evaluate_event(event)
+        if verdicts:
+            self._act(verdicts, pid=info.pid)
+
+    def _act(self, verdicts: list[Verdict], pid: int | None) -> None:
+        self._record(verdicts)
+        top = verdicts[0]
+        if top.action == "kill":
+            self._kill(f"guard rule {top.rule_id}: {top.message}")
+        elif top.action == "block" and pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _kill(self, reason: str) -> None:
+        if self._killing.is_set():
+            return
+        self._killing.set()
+        # Off the monitor's thread: teardown unregisters from that same monitor.
+        threading.Thread(target=self.session.kill, args=(reason,), daemon=True).start()
+
+    def _record(self, verdicts: list[Verdict]) -> None:
+        for v in verdicts:
+            v.emit(self.session.emit)
+
+    def teardown(self) -> None:
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)

@@ -83,3 +83,10 @@ def test_store_is_not_visible_inside(sb: Sandbox, state_dir: Path) -> None:
         r = sb.run(cmd)
         assert r.exit_code != 0, cmd
         assert "SQLite" not in r.output
+
+
+def test_agent_can_run_what_it_builds(sb: Sandbox) -> None:
+    """The workspace is writable and executable: build-and-run works (firejail mounts /var
+    noexec, so workspaces never live there)."""
+    r = sb.run("cp /bin/echo ./built && ./built made-here")
+    assert r.output == "made-here\n", r.output

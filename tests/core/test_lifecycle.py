@@ -112,6 +112,6 @@ def test_fresh_workspace_when_none_given(test_dir: Path, monkeypatch: object) ->
     """Root without --workdir in a root-owned cwd: a fresh workspace, removed at the end."""
     with Sandbox() as box:
         wd = box.run("pwd").output.strip()
-        assert wd.startswith("/var/lib/sandbox-agent/work/")
+        assert wd.startswith("/srv/sandbox/work/")
         assert box.run("echo x > f && cat f").output == "x\n"
     assert not Path(wd).exists()

@@ -1,0 +1,266 @@
+"""The transparent TCP gateway: every TCP connection from the sandbox ends here first.
+
+It runs in the session owner's process, outside the sandbox, listening on the host end of
+the veth. For each connection: original destination from conntrack (SO_ORIGINAL_DST), a
+cheap IP pre-check (most scans and IP literals end here, without waiting for bytes), then
+the client's first bytes within SNIFF_TIMEOUT_S, a decision by name and protocol, and then
+either a relay to the real destination or a reset. Every attempt is one `net.attempt`
+event (emitted when a denied attempt is reset, or when an allowed one closes, with byte
+counts); bursts of denied destinations become one `net.scan` event per window.
+
+SSH carries no name: it is matched by the names the resolver handed out for the
+destination IP. TLS without SNI and HTTP without Host carry none either, but those are IP
+literals and stay denied unless an explicit IP entry allows them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..events import Emit
+from .policy import Decision, Policy
+from .sniff import MAX_SNIFF, Sniffed, sniff
+
+SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, level SOL_IP
+SNIFF_TIMEOUT_S = 2.0
+PEEK_TIMEOUT_S = 0.3  # after an IP pre-check deny: classify for the record, decide nothing
+CONNECT_TIMEOUT_S = 10.0
+RELAY_BUFFER = 256 * 1024
+MAX_CONNECTIONS = 512
+SCAN_TARGETS = 15  # distinct denied (ip, port) pairs within SCAN_WINDOW_S make a scan
+SCAN_WINDOW_S = 10.0
+SCAN_COOLDOWN_S = 30.0
+
+
+class Names(Protocol):
+    """What the gateway needs from the resolver."""
+
+    def ips_for(self, name: str) -> set[str]: ...
+    def names_for(self, ip: str) -> set[str]: ...
+    def known_ips(self) -> set[str]: ...
+
+
+def original_dst(conn: socket.socket) -> tuple[str, int]:
+    """The address the sandbox asked for, before the nftables redirect."""
+    raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    port, packed = struct.unpack_from("!2xH4s", raw)
+    return socket.inet_ntoa(packed), port
+
+
+def reset(conn: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0): the client sees 'connection reset', not a clean EOF."""
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
+class ScanDetector:
+    """Many distinct denied targets in a short window -> one `net.scan`, then a cooldown."""
+
+    def __init__(self, emit: Emit, clock: Callable[[], float] = time.monotonic) -> None:
+        self.emit = emit
+        self.clock = clock
+        self._hits: deque[tuple[float, str, int]] = deque()
+        self._quiet_until = 0.0
+        self._lock = threading.Lock()
+
+    def denied(self, ip: str, port: int) -> None:
+        with self._lock:
+            now = self.clock()
+            self._hits.append((now, ip, port))
+            while self._hits and now - self._hits[0][0] > SCAN_WINDOW_S:
+                self._hits.popleft()
+            targets = {(i, p) for _, i, p in self._hits}
+            if len(targets) < SCAN_TARGETS or now < self._quiet_until:
+                return
+            self._quiet_until = now + SCAN_COOLDOWN_S
+            hosts = sorted({i for i, _ in targets})
+            ports = sorted({p for _, p in targets})
+        self.emit("net.scan", {
+            "distinct_targets": len(targets), "hosts": len(hosts), "ports": len(ports),
+            "sample_hosts": hosts[:10], "sample_ports": ports[:20], "window_s": SCAN_WINDOW_S,
+        }, severity="alert", action="flag")
+
+
+class Gateway:
+    """Accepts redirected connections on `address`; `start()` binds, `close()` ends all."""
+
+    def __init__(self, policy: Policy, names: Names, emit: Emit, *, address: str) -> None:
+        self.policy = policy
+        self.names = names
+        self.emit = emit
+        self.address = address
+        self.scans = ScanDetector(emit)
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._live: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.address, 0))
+        sock.listen(256)
+        self._listener = sock
+        self.port = sock.getsockname()[1]
+        threading.Thread(target=self._accept_loop, name=f"gateway:{self.port}",
+                         daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        with self._lock:
+            live = list(self._live)
+        for s in live:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                full = len(self._live) >= MAX_CONNECTIONS
+                if not full:
+                    self._live.add(conn)
+            if full:
+                reset(conn)
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _forget(self, *socks: socket.socket) -> None:
+        with self._lock:
+            for s in socks:
+                self._live.discard(s)
+
+    def _read_first(self, conn: socket.socket, timeout: float) -> tuple[Sniffed, bytes]:
+        data = b""
+        deadline = time.monotonic() + timeout
+        seen = sniff(data)
+        while seen.need_more and len(data) < MAX_SNIFF:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return Sniffed(seen.protocol if data else "none", seen.name, seen.detail
+                               or f"no complete first message in {timeout}s"), data
+            conn.settimeout(left)
+            try:
+                chunk = conn.recv(MAX_SNIFF - len(data))
+            except TimeoutError:
+                continue
+            except OSError:  # reset by the client: same as closing
+                chunk = b""
+            if not chunk:
+                return Sniffed(seen.protocol if data else "none", seen.name,
+                               seen.detail or "client closed before sending"), data
+            data += chunk
+            seen = sniff(data)
+        return seen, data
+
+    def _decide(self, seen: Sniffed, ip: str, port: int) -> Decision:
+        if seen.protocol == "ssh":
+            # No name on the wire: try each allowed name that resolved to this IP.
+            first: Decision | None = None
+            for name in sorted(self.names.names_for(ip)):
+                d = self.policy.decide(name, "ssh", ip, port, self.names.ips_for(name))
+                if d.allowed:
+                    return d
+                first = first or d
+            return first or self.policy.decide(None, "ssh", ip, port, ())
+        ips = self.names.ips_for(seen.name) if seen.name else set()
+        return self.policy.decide(seen.name, seen.protocol, ip, port, ips)
+
+    def _handle(self, conn: socket.socket) -> None:
+        t0 = time.monotonic()
+        info: dict[str, Any] = {"dst_ip": "", "dst_port": 0, "protocol": "none", "name": None}
+        try:
+            ip, port = original_dst(conn)
+            info.update(dst_ip=ip, dst_port=port)
+            decision = self.policy.precheck(ip, port, self.names.known_ips())
+            # Denied already: still look briefly at the first bytes, for the record only
+            # (a miner sends mining.subscribe at once; a scanner closes at once).
+            seen, data = self._read_first(
+                conn, PEEK_TIMEOUT_S if decision is not None else SNIFF_TIMEOUT_S
+            )
+            info.update(protocol=seen.protocol, name=seen.name, detail=seen.detail)
+            if decision is None:
+                decision = self._decide(seen, ip, port)
+                info["name"] = decision.name or seen.name
+        except OSError as e:
+            decision = Decision("deny", f"gateway error before decision: {e}")
+            data = b""
+        if not decision.allowed:
+            reset(conn)
+            self._forget(conn)
+            self._record(info, decision, 0, 0, t0)
+            if info["dst_ip"]:
+                self.scans.denied(info["dst_ip"], info["dst_port"])
+            return
+        self._relay(conn, data, info, decision, t0)
+
+    def _relay(self, conn: socket.socket, first: bytes, info: dict[str, Any],
+               decision: Decision, t0: float) -> None:
+        try:
+            upstream = socket.create_connection((info["dst_ip"], info["dst_port"]),
+                                                timeout=CONNECT_TIMEOUT_S)
+        except OSError as e:
+            reset(conn)
+            self._forget(conn)
+            self._record(info, Decision("allow", f"{decision.reason}; upstream failed: {e}"),
+                         0, 0, t0)
+            return
+        with self._lock:
+            self._live.add(upstream)
+        conn.settimeout(None)
+        upstream.settimeout(None)
+        counts = [len(first), 0]
+        with contextlib.suppress(OSError):  # a failed send shows up in the pumps
+            upstream.sendall(first)
+        down = threading.Thread(target=_pump, args=(upstream, conn, counts, 1), daemon=True)
+        down.start()
+        _pump(conn, upstream, counts, 0)
+        down.join()
+        for s in (conn, upstream):
+            s.close()
+        self._forget(conn, upstream)
+        self._record(info, decision, counts[0], counts[1], t0)
+
+    def _record(self, info: dict[str, Any], d: Decision, up: int, down: int, t0: float) -> None:
+        mining = info.get("protocol") == "mining"
+        self.emit("net.attempt", {
+            **info, "verdict": d.verdict, "reason": d.reason, "bytes_up": up,
+            "bytes_down": down, "duration": round(time.monotonic() - t0, 4),
+        }, severity="info" if d.allowed else ("alert" if mining else "warning"),
+           action="record" if d.allowed else "block")
+
+
+def _pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int) -> None:
+    """Copy src -> dst until EOF or error, then half-close dst so the peer sees EOF."""
+    buf = bytearray(RELAY_BUFFER)
+    view = memoryview(buf)
+    try:
+        while True:
+            n = src.recv_into(buf)
+            if not n:
+                break
+            dst.sendall(view[:n])
+            counts[slot] += n
+    except OSError:
+        # One side broke: wake the other pump too.
+        with contextlib.suppress(OSError):
+            src.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)

@@ -1,0 +1,268 @@
+"""Egress policy: allow entries, deny entries, built-in denies, and the one decision.
+
+Pure: no sockets, no files. The gateway asks `Policy.decide` with what it saw on the wire
+(name from SNI/Host or, for nameless protocols, the name the resolver handed out for the
+destination IP), and the resolver asks `Policy.name_allowed` before it answers.
+
+Order of a decision, first match wins:
+1. built-in denies on the destination IP (metadata/link-local, loopback, multicast,
+   this host's own addresses and connected subnets, the veth pool, RFC1918/CGNAT LAN);
+   an explicit IP/CIDR allow entry lifts only the LAN category, never the others;
+2. the profile's deny list (names, IPs, CIDRs, optional ports);
+3. mining protocols, always;
+4. an allow entry that matches name, port and protocol, *and* the destination IP is one
+   the resolver gave this sandbox for that name (no domain fronting onto other IPs);
+   or an explicit IP/CIDR entry that contains the destination.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+PROTOCOLS = frozenset({"tls", "http", "ssh"})
+
+# Security choice: these are denied whatever the profile says (only LAN can be lifted by
+# an explicit IP entry). 169.254.169.254 is the cloud metadata service on most platforms.
+BUILTIN_DENY: dict[str, tuple[str, ...]] = {
+    "link-local/metadata": ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"),
+    "loopback": ("127.0.0.0/8", "::1/128"),
+    "unspecified": ("0.0.0.0/8", "::/128"),
+    "multicast/broadcast": ("224.0.0.0/4", "240.0.0.0/4", "ff00::/8"),
+    "lan": ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"),
+}
+
+
+def default_protocols(port: int) -> frozenset[str]:
+    """What a port implies when the profile does not say: 443 tls, 80 http, 22 ssh."""
+    return {443: frozenset({"tls"}), 80: frozenset({"http"}), 22: frozenset({"ssh"})}.get(
+        port, frozenset({"tls", "http"})
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict ("allow" or "deny") and the reason recorded with it."""
+
+    verdict: str
+    reason: str
+    name: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict == "allow"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One parsed entry: a host pattern or an IP network, ports (empty = any), protocols."""
+
+    text: str
+    pattern: str | None = None
+    network: IPNet | None = None
+    ports: frozenset[int] = frozenset()
+    protocols: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    any_protocols: frozenset[str] = frozenset()
+
+    def port_ok(self, port: int) -> bool:
+        return not self.ports or port in self.ports
+
+    def protocols_for(self, port: int) -> frozenset[str]:
+        return self.protocols.get(port, self.any_protocols)
+
+
+def normalize_name(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """`*.example.org` matches any subdomain (any depth) but not the apex; others exactly."""
+    name = normalize_name(name)
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:]) and len(name) > len(pattern) - 1
+    return name == pattern
+
+
+def _parse_ports(text: str, entry: str) -> frozenset[int]:
+    ports = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or not 0 < int(part) < 65536:
+            raise ValueError(f"network entry {entry!r}: bad port {part!r}")
+        ports.add(int(part))
+    return frozenset(ports)
+
+
+def _split(entry: str) -> tuple[str, str | None]:
+    """'host:443,22' -> ('host', '443,22'); '[2001:db8::1]:443' and bare IPv6 handled."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else None
+    if entry.count(":") > 1:  # bare IPv6 address or network, no port
+        return entry, None
+    host, sep, ports = entry.partition(":")
+    return host, ports if sep else None
+
+
+def _as_network(host: str) -> IPNet | None:
+    try:
+        return ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        return None
+
+
+def _check_pattern(host: str, entry: str) -> str:
+    host = normalize_name(host)
+    label_chars = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+    bare = host[2:] if host.startswith("*.") else host
+    if not bare or not set(bare) <= label_chars or "*" in bare or ".." in bare:
+        raise ValueError(f"network entry {entry!r}: {host!r} is not a host name or *.domain")
+    return host
+
+
+def parse_rule(
+    entry: str, protocols: Mapping[str, Iterable[str]] | None = None, *, need_port: bool = True
+) -> Rule:
+    """Parse one allow (need_port) or deny entry; `protocols` is NetworkSection.protocols."""
+    host, port_text = _split(entry)
+    if port_text is None and need_port:
+        raise ValueError(f"network allow entry {entry!r} needs a port, e.g. {host}:443")
+    ports = _parse_ports(port_text, entry) if port_text is not None else frozenset()
+    net = _as_network(host)
+    pattern = None if net is not None else _check_pattern(host, entry)
+    chosen: frozenset[str] | None = None
+    for key in (entry.strip(), host, pattern or host):
+        if protocols and key in protocols:
+            chosen = frozenset(p.lower() for p in protocols[key])
+            if not chosen <= PROTOCOLS:
+                bad = ", ".join(sorted(chosen - PROTOCOLS))
+                raise ValueError(f"network protocols for {key!r}: unknown {bad} (tls, http, ssh)")
+            break
+    per_port = {p: chosen if chosen is not None else default_protocols(p) for p in ports}
+    return Rule(
+        text=entry, pattern=pattern, network=net, ports=ports, protocols=per_port,
+        any_protocols=chosen if chosen is not None else PROTOCOLS,
+    )
+
+
+def _in(ip: IPAddr, nets: Iterable[IPNet]) -> bool:
+    return any(ip.version == n.version and ip in n for n in nets)
+
+
+class Policy:
+    """The parsed allow/deny lists plus this host's addresses; `decide` is the only verdict."""
+
+    def __init__(
+        self,
+        allow: Iterable[str],
+        deny: Iterable[str] = (),
+        protocols: Mapping[str, Iterable[str]] | None = None,
+        *,
+        host_networks: Iterable[str] = (),
+        pool: str = "100.96.0.0/16",
+    ) -> None:
+        self.allow = [parse_rule(e, protocols) for e in allow]
+        self.deny = [parse_rule(e, need_port=False) for e in deny]
+        builtin = {k: [ipaddress.ip_network(n) for n in v] for k, v in BUILTIN_DENY.items()}
+        # Security choice: this host's addresses and connected subnets, and every other
+        # session's veth, are never reachable through the gateway.
+        own = [ipaddress.ip_network(n, strict=False) for n in host_networks]
+        builtin["this host/its subnets"] = [*own, ipaddress.ip_network(pool, strict=False)]
+        self.builtin = builtin
+
+    def builtin_denied(self, ip: IPAddr) -> str | None:
+        """The built-in category that denies `ip`, or None."""
+        for category, nets in self.builtin.items():
+            if _in(ip, nets):
+                if category == "lan" and self._explicit_ip_rule(ip) is not None:
+                    continue
+                return category
+        return None
+
+    def _explicit_ip_rule(self, ip: IPAddr, port: int | None = None) -> Rule | None:
+        for rule in self.allow:
+            if rule.network is not None and _in(ip, [rule.network]) and (
+                port is None or rule.port_ok(port)
+            ):
+                return rule
+        return None
+
+    def name_denied(self, name: str, port: int | None = None) -> str | None:
+        for rule in self.deny:
+            if rule.pattern and name_matches(rule.pattern, name) and (
+                port is None or rule.port_ok(port)
+            ):
+                return rule.text
+        return None
+
+    def name_allowed(self, name: str) -> bool:
+        """May the resolver answer for `name` (some allow entry names it, none denies it)?"""
+        if self.name_denied(name) is not None:
+            return False
+        return any(r.pattern and name_matches(r.pattern, name) for r in self.allow)
+
+    def precheck(self, dst_ip: str, dst_port: int, known_ips: Iterable[str]) -> Decision | None:
+        """Deny before reading a byte when no name or entry could ever allow this IP."""
+        ip = ipaddress.ip_address(dst_ip)
+        category = self.builtin_denied(ip)
+        if category:
+            return Decision("deny", f"built-in deny: {category}")
+        for rule in self.deny:
+            if rule.network is not None and _in(ip, [rule.network]) and rule.port_ok(dst_port):
+                return Decision("deny", f"deny entry {rule.text}")
+        if dst_ip in set(known_ips) or self._explicit_ip_rule(ip, dst_port):
+            return None
+        return Decision("deny", "destination IP was not resolved for an allowed name")
+
+    def decide(
+        self,
+        name: str | None,
+        protocol: str,
+        dst_ip: str,
+        dst_port: int,
+        resolved_ips_for_name: Iterable[str],
+    ) -> Decision:
+        """Allow only a matching name+port+protocol to an IP resolved for that name."""
+        ip = ipaddress.ip_address(dst_ip)
+        category = self.builtin_denied(ip)
+        if category:
+            return Decision("deny", f"built-in deny: {category}", name)
+        for rule in self.deny:
+            if rule.network is not None and _in(ip, [rule.network]) and rule.port_ok(dst_port):
+                return Decision("deny", f"deny entry {rule.text}", name)
+        if name:
+            denied = self.name_denied(name, dst_port)
+            if denied:
+                return Decision("deny", f"deny entry {denied}", name)
+        if protocol == "mining":
+            return Decision("deny", "mining protocol", name)
+        if protocol not in PROTOCOLS:
+            return Decision("deny", f"protocol {protocol} is never allowed", name)
+        ip_rule = self._explicit_ip_rule(ip, dst_port)
+        if ip_rule is not None and protocol in ip_rule.protocols_for(dst_port):
+            return Decision("allow", f"allow entry {ip_rule.text}", name)
+        if not name:
+            return Decision("deny", f"no host name in {protocol} and IP not allowed", name)
+        name_rules = [r for r in self.allow if r.pattern and name_matches(r.pattern, name)]
+        if not name_rules:
+            return Decision("deny", f"name {normalize_name(name)} not allowed", name)
+        port_rules = [r for r in name_rules if r.port_ok(dst_port)]
+        if not port_rules:
+            return Decision("deny", f"port {dst_port} not allowed for {name}", name)
+        proto_rules = [r for r in port_rules if protocol in r.protocols_for(dst_port)]
+        if not proto_rules:
+            wanted = "/".join(sorted(port_rules[0].protocols_for(dst_port)))
+            return Decision(
+                "deny", f"protocol mismatch: {protocol} on {name}:{dst_port} (wants {wanted})",
+                name,
+            )
+        if dst_ip not in set(resolved_ips_for_name):
+            return Decision(
+                "deny", f"{dst_ip} was not resolved for {name} (domain fronting?)", name
+            )
+        return Decision("allow", f"allow entry {proto_rules[0].text}", name)

@@ -1,0 +1,35 @@
+"""The bench runs: its quickest mode, one row, writes JSON with numbers in it.
+
+No timing assertions here: speed lives in `python -m bench`, never in the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quick_per_command_row_writes_numbers(tmp_path: Path) -> None:
+    """`python -m bench --quick --only per_command` prints a table and writes figures."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "per_command", "--out",
+         str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Per-command overhead" in proc.stdout
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert data["machine"]["cores"] and data["versions"]["firejail"]
+    (row,) = data["rows"]
+    assert row["key"] == "per_command"
+    ours = next(ln for ln in row["lines"] if ln["name"].startswith("sandbox"))
+    assert ours["stat"]["n"] > 0 and ours["stat"]["median"] > 0
+    assert ours["goal"] and ours["met"] in (True, False)
+    assert (tmp_path / "latest.md").read_text().startswith("Measured ")
