@@ -393,11 +393,12 @@ class Store:
         """Check a session's hash chain, and that it ends at the recorded head."""
         session = self.get_session(session_id)
         ok, message, head = chain.verify_rows(self.chain_rows(session["id"]))
-        if ok and (head != session["head_hash"] or
-                   len(self.chain_rows(session["id"])) != session["last_seq"]):
+        rows = self.chain_rows(session["id"])
+        if ok and (head != session["head_hash"] or len(rows) != session["last_seq"]):
             return False, (
-                f"chain ends at {head} but the session's head is {session['head_hash']} "
-                f"after {session['last_seq']} rows (rows deleted at the end)"
+                f"rows seq={len(rows) + 1}..{session['last_seq']} are missing: the chain ends "
+                f"at {head} after {len(rows)} rows, but the session recorded "
+                f"{session['last_seq']} rows ending at {session['head_hash']}"
             )
         return ok, message
 

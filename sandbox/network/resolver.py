@@ -153,14 +153,20 @@ class Resolver:
         for tcp, server_cls in ((False, UDPServer), (True, TCPServer)):
             server = DNSServer(self, address=self.address, port=0, tcp=tcp, logger=_Quiet(),
                                handler=_Handler, server=server_cls)
-            server.start_thread()
+            # A short poll interval: shutdown() waits for it, and teardown waits for that.
+            threading.Thread(target=server.server.serve_forever, args=(0.05,), daemon=True,
+                             name=f"resolver:{'tcp' if tcp else 'udp'}").start()
             self._servers.append(server)
         self.udp_port = self._servers[0].server.server_address[1]
         self.tcp_port = self._servers[1].server.server_address[1]
 
     def close(self) -> None:
+        stoppers = [threading.Thread(target=s.stop) for s in self._servers]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(2)
         for server in self._servers:
-            server.stop()
             server.server.server_close()
         self._servers.clear()
 
