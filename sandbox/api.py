@@ -29,8 +29,11 @@ class Sandbox:
         env: dict[str, str] | None = None,
         *,
         store: Store | None = None,
+        gpu_backend: Any = None,
     ) -> None:
+        """`gpu_backend` replaces NVML (e.g. `sandbox.gpu.FakeNvml` in your own tests)."""
         self._session = Session(profile, workdir=workdir, env=env, kind="api", store=store)
+        self._session.gpu_backend = gpu_backend
 
     @property
     def id(self) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import control, owners

@@ -23,18 +23,14 @@ if TYPE_CHECKING:
 
 
 def _default_parts(session: Session) -> list[Part]:
+    from .parts.gpu import GpuPart
     from .parts.guard import GuardPart
     from .parts.limits import LimitsPart
     from .parts.network import NetworkPart
     from .parts.procs import ProcsPart
 
-    parts: list[Part] = [LimitsPart(session), ProcsPart(session), NetworkPart(session)]
-    if session.profile.gpu is not None or session.gpu_backend is not None:
-        from .parts.gpu import GpuPart
-
-        parts.append(GpuPart(session))
-    parts.append(GuardPart(session))
-    return parts
+    return [LimitsPart(session), ProcsPart(session), NetworkPart(session), GpuPart(session),
+            GuardPart(session)]
 
 
 class Hooks:

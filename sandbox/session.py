@@ -64,6 +64,7 @@ class Session:
         self.jail_pid: int | None = None
         self.resources: dict[str, Any] = {}
         self.gpu_backend: Any = None  # a GpuBackend to use instead of NVML (tests, FakeNvml)
+        self.gpu_part_backend: Any = None  # the backend the GPU part resolved (or None)
         self.hooks = Hooks(self)
         self._end_lock = threading.Lock()
         self._ended = threading.Event()

@@ -27,7 +27,6 @@ from ..jail import JailSpec
 from ..result import CommandResult
 from . import Part
 
-
 _JAIL_HELPERS = ("/run/firejail/", "/usr/lib/x86_64-linux-gnu/firejail/", "/usr/lib/firejail/")
 
 
