@@ -14,6 +14,7 @@ Firejail is run, never reimplemented; its version is checked by `check_firejail`
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -191,8 +192,13 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(g) for g in match.groups())
 
 
+@functools.cache
 def check_firejail() -> tuple[int, ...]:
-    """The installed firejail's version; DependencyMissing with the fix when unusable."""
+    """The installed firejail's version; DependencyMissing with the fix when unusable.
+
+    Cached per process: the binary does not change under a running supervisor, and
+    asking costs a fork+exec (~4 ms) per session start.
+    """
     exe = shutil.which("firejail")
     if exe is None:
         raise DependencyMissing(

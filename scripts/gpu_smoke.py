@@ -313,9 +313,11 @@ def sandbox_part(work: Path) -> None:
         ended = wait_for(lambda: sb.state != "running", 30)
         breach = events("gpu.breach")
         pids = [p.pid for p in found]
-        report(bool(ended and breach) and not any(alive(p) for p in pids),
+        # A killed CUDA process can take a moment to be reaped while the driver frees it.
+        gone = wait_for(lambda: not any(alive(p) for p in pids), 20)
+        report(bool(ended and breach and gone),
                "sandbox with [gpu]: over quota -> gpu.breach, session killed",
-               f"state={sb.state} breach={bool(breach)} run={out}")
+               f"state={sb.state} breach={bool(breach)} gone={bool(gone)} run={out}")
     finally:
         sb.close()
 

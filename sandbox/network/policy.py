@@ -168,12 +168,13 @@ class Policy:
     ) -> None:
         self.allow = [parse_rule(e, protocols) for e in allow]
         self.deny = [parse_rule(e, need_port=False) for e in deny]
-        builtin = {k: [ipaddress.ip_network(n) for n in v] for k, v in BUILTIN_DENY.items()}
         # Security choice: this host's addresses and connected subnets, and every other
         # session's veth, are never reachable through the gateway.
         own = [ipaddress.ip_network(n, strict=False) for n in host_networks]
-        builtin["this host/its subnets"] = [*own, ipaddress.ip_network(pool, strict=False)]
-        self.builtin = builtin
+        self.builtin: dict[str, list[IPNet]] = {
+            "this host/its subnets": [*own, ipaddress.ip_network(pool, strict=False)],
+            **{k: [ipaddress.ip_network(n) for n in v] for k, v in BUILTIN_DENY.items()},
+        }
 
     def builtin_denied(self, ip: IPAddr) -> str | None:
         """The built-in category that denies `ip`, or None."""

@@ -1,0 +1,1 @@
+"""Benchmarks of sandbox against the firejail floor and its peers: `python -m bench`."""
