@@ -2,11 +2,16 @@
 
 Public API: `Sandbox(profile, workdir, env).run(cmd) -> CommandResult`, the exception
 tree rooted at `SandboxError`, profiles (`load_profile`) and the event `Store`.
+
+Names are imported on first use (PEP 562): `sandbox kill` and other short CLI calls
+should not pay for pexpect, psutil and the guard packs they never touch.
 """
 
 from __future__ import annotations
 
-from .api import Sandbox
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CommandBlocked,
     CommandTimeout,
@@ -18,13 +23,25 @@ from .errors import (
     SetupError,
     StoreError,
 )
-from .events import ListEmit
-from .profile import Profile
-from .profile import load as load_profile
-from .result import CommandResult
-from .store import Store
+
+if TYPE_CHECKING:
+    from .api import Sandbox
+    from .events import ListEmit
+    from .profile import Profile
+    from .profile import load as load_profile
+    from .result import CommandResult
+    from .store import Store
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Sandbox": ("api", "Sandbox"),
+    "ListEmit": ("events", "ListEmit"),
+    "Profile": ("profile", "Profile"),
+    "load_profile": ("profile", "load"),
+    "CommandResult": ("result", "CommandResult"),
+    "Store": ("store", "Store"),
+}
 
 __all__ = [
     "CommandBlocked",
@@ -44,3 +61,12 @@ __all__ = [
     "__version__",
     "load_profile",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")

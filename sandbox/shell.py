@@ -140,6 +140,8 @@ class Shell:
         # SIGKILLed by then, so those sleeps only slow every kill and close down.
         self.child.delayafterclose = 0.0
         self.child.delayafterterminate = 0.0
+        self.child.ptyproc.delayafterclose = 0.0
+        self.child.ptyproc.delayafterterminate = 0.0
         self.fd: int = self.child.child_fd
         # Non-blocking: read first and only select() when the PTY is empty (a select
         # before every read costs ~10% of bulk throughput).

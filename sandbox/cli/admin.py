@@ -9,9 +9,6 @@ import os
 import sys
 from typing import Any
 
-from .. import doctor, gc
-from .. import profile as profiles
-from ..control import kill_session
 from ..store import Store
 
 
@@ -43,6 +40,8 @@ def _who() -> str:
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
+    from ..control import kill_session
+
     store = Store()
     if args.all:
         ids = [s["id"] for s in store.list_sessions(live_only=True, limit=10_000)]
@@ -59,6 +58,8 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    from .. import gc
+
     reaped = gc.collect(Store())
     print(f"reaped {len(reaped)} session(s) whose owner died" +
           (": " + " ".join(reaped) if reaped else ""))
@@ -66,6 +67,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from .. import doctor
+
     checks = doctor.run_checks()
     if args.json:
         print(json.dumps([c.__dict__ for c in checks]))
@@ -78,6 +81,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
+    from .. import profile as profiles
+
     if args.action == "show":
         if not args.name:
             print("sandbox profiles show NAME", file=sys.stderr)

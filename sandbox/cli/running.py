@@ -6,13 +6,12 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SandboxError
-from ..export import report
-from ..session import Session
-from ..store import Store
-from ..wrapper import run_wrapped
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -81,6 +80,11 @@ def format_summary(info: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..export import report
+    from ..session import Session
+    from ..store import Store
+    from ..wrapper import run_wrapped
+
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
@@ -117,6 +121,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
         print("sandbox shell needs a terminal; for scripts use `sandbox run` or the API",
               file=sys.stderr)
         return 2
+    from ..session import Session
+    from ..store import Store
+
     store = Store()
     session = Session(args.profile, workdir=args.workdir, env=_env(args.env), kind="shell",
                       store=store)

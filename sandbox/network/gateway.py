@@ -34,6 +34,7 @@ PEEK_TIMEOUT_S = 0.3  # after an IP pre-check deny: classify for the record, dec
 CONNECT_TIMEOUT_S = 10.0
 RELAY_BUFFER = 256 * 1024
 MAX_CONNECTIONS = 512
+CLOSE_WAIT_S = 1.0
 SCAN_TARGETS = 15  # distinct denied (ip, port) pairs within SCAN_WINDOW_S make a scan
 SCAN_WINDOW_S = 10.0
 SCAN_COOLDOWN_S = 30.0
@@ -101,6 +102,7 @@ class Gateway:
         self.port = 0
         self._listener: socket.socket | None = None
         self._live: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
 
@@ -125,6 +127,12 @@ class Gateway:
         for s in live:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+        # Let in-flight handlers record their attempt before the session's store closes.
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
@@ -140,7 +148,10 @@ class Gateway:
             if full:
                 reset(conn)
                 continue
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            t = threading.Thread(target=self._handle, args=(conn,), daemon=True)
+            with self._lock:
+                self._threads.add(t)
+            t.start()
 
     def _forget(self, *socks: socket.socket) -> None:
         with self._lock:
@@ -184,6 +195,13 @@ class Gateway:
         return self.policy.decide(seen.name, seen.protocol, ip, port, ips)
 
     def _handle(self, conn: socket.socket) -> None:
+        try:
+            self._handle_one(conn)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _handle_one(self, conn: socket.socket) -> None:
         t0 = time.monotonic()
         info: dict[str, Any] = {"dst_ip": "", "dst_port": 0, "protocol": "none", "name": None}
         try:
@@ -259,8 +277,10 @@ def _pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int) 
             dst.sendall(view[:n])
             counts[slot] += n
     except OSError:
-        # One side broke: wake the other pump too.
-        with contextlib.suppress(OSError):
-            src.shutdown(socket.SHUT_RDWR)
+        # One side broke (reset, teardown): end both directions, so the other pump wakes.
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        return
     with contextlib.suppress(OSError):
         dst.shutdown(socket.SHUT_WR)
