@@ -193,7 +193,10 @@ def from_event(event: Mapping[str, Any]) -> Evidence | None:
             bytes_up=_int(d, "bytes_up"), bytes_down=_int(d, "bytes_down"),
         )
     if kind == "net.scan":
-        ports = d.get("ports") or []
+        # The gateway sends `ports` as a count and the ports themselves as `sample_ports`.
+        ports = d.get("sample_ports") or d.get("ports") or []
+        if not isinstance(ports, list | tuple):
+            ports = []
         return ScanEvent(
             distinct_targets=_int(d, "distinct_targets"),
             ports=tuple(int(p) for p in ports if isinstance(p, int | str) and str(p).isdigit()),
