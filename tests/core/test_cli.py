@@ -115,7 +115,7 @@ def throwaway_user(test_dir: Path) -> Iterator[pwd.struct_passwd]:
     granted: list[str] = []
     # The venv and checkout may sit under a directory the new user cannot enter.
     for path in [REPO, *REPO.parents, Path(sys.prefix), Path(sys.base_prefix)]:
-        if not os.stat(path).st_mode & 0o005 == 0o005:
+        if os.stat(path).st_mode & 5 != 5:
             subprocess.run(["setfacl", "-m", f"u:{name}:rx", str(path)], check=True)
             granted.append(str(path))
     try:

@@ -29,7 +29,7 @@ def test_unknown_key_names_file_and_key(test_dir: Path) -> None:
     with pytest.raises(ProfileError) as e:
         load_profile(str(f))
     msg = str(e.value)
-    assert str(f) in msg and "limits.processes" not in msg.split("allowed")[0] or True
+    assert (str(f) in msg and "limits.processes" not in msg.split("allowed")[0]) or True
     assert "'limits.procesess'" in msg and "allowed here" in msg and "processes" in msg
 
 
@@ -76,5 +76,5 @@ def test_user_dir_is_searched(test_dir: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("SANDBOX_PROFILE_DIR", str(test_dir))
     write(test_dir / "mine.toml", 'description = "mine"\nextends = "default"\n')
     assert load_profile("mine").description == "mine"
-    with pytest.raises(NotFound, match="available: .*default.*mine"):
+    with pytest.raises(NotFound, match=r"available: .*default.*mine"):
         load_profile("nosuch")

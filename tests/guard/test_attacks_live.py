@@ -7,6 +7,7 @@ assembled at run time is caught from the process monitor's exec evidence alone.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -58,10 +59,8 @@ def test_renamed_miner_is_killed_from_exec_evidence(test_dir: Path) -> None:
                "-o \"$(printf 'stra%s' 'tum+tcp')://203.0.113.5:3333\" -u wallet")
         engine = box._session.hooks.part("guard").engine  # type: ignore[union-attr]
         assert not any(v.stops for v in engine.check_command(cmd)), "text alone must not stop it"
-        try:
+        with contextlib.suppress(SessionClosed):
             box.run(cmd, timeout=30)
-        except SessionClosed:
-            pass
         assert wait_for(lambda: Store().get_session(box.id)["state"] == "killed", 5)
         kills = [e for e in _verdicts(box.id) if e["action"] == "kill"]
         assert kills and kills[0]["detail"]["pack"] == "mining"

@@ -3,6 +3,7 @@ netns, against the fake internet the conftest builds on TEST-NET addresses only.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -77,13 +78,11 @@ def test_stratum_is_denied_and_kills_the_session(allow_profile: str, test_dir: P
     box = Sandbox(profile=allow_profile, workdir=ws).start()
     try:
         # The text names no pool and no stratum URL: only the gateway can tell.
-        cmd = ("python3 -c \"import socket,json; s=socket.create_connection(('%s', 3333), "
+        cmd = (f"python3 -c \"import socket,json; s=socket.create_connection(('{POOL_IP}', 3333), "
                "timeout=5); s.sendall(json.dumps({'id':1,'method':'mining.sub'+'scribe',"
-               "'params':[]}).encode()+b'\\\\n'); print(s.recv(100))\"" % POOL_IP)
-        try:
+               "'params':[]}).encode()+b'\\\\n'); print(s.recv(100))\"")
+        with contextlib.suppress(SessionClosed):
             box.run(cmd, timeout=30)
-        except SessionClosed:
-            pass
         mining = wait_for(lambda: [a for a in _attempts(box.id)
                                    if a.get("protocol") in ("mining", "stratum")], 5)
         assert mining and mining[0]["verdict"] == "deny", _attempts(box.id)

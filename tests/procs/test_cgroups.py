@@ -16,8 +16,8 @@ import pytest
 from sandbox import cgroups, proctree
 from sandbox.errors import SetupError
 from sandbox.events import ListEmit
-from sandbox.sampler import ResourceSampler
 from sandbox.profile import LimitsSection
+from sandbox.sampler import ResourceSampler
 from tests.helpers import wait_for
 from tests.procs.conftest import new_id
 
