@@ -379,6 +379,11 @@ class Store:
             r["detail"] = json.loads(r["detail"])
         return rows
 
+    def count_events(self, session_id: str, kind: str) -> int:
+        rows = self._query("SELECT count(*) AS n FROM events WHERE session_id=? AND kind=?",
+                           (session_id, kind))
+        return int(rows[0]["n"])
+
     def chain_rows(self, session_id: str) -> list[tuple[str, dict[str, Any]]]:
         rows: list[tuple[str, dict[str, Any]]] = [("command", r) for r in self.commands(session_id)]
         rows += [

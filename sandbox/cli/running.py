@@ -59,7 +59,8 @@ def summary(store: Store, session_id: str) -> dict[str, Any]:
         "reason": s["reason"], "exit_code": s["exit_code"],
         "duration": round((s["ended"] or time.time()) - s["created"], 3),
         "commands": s["n_commands"], "events": s["n_events"], "alerts": s["n_alerts"],
-        "denied": s["n_denied"], "head_hash": s["head_hash"],
+        "denied": s["n_denied"], "connections": store.count_events(s["id"], "net.attempt"),
+        "head_hash": s["head_hash"],
     }
 
 
@@ -68,7 +69,7 @@ def format_summary(info: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
         f"sandbox: session {info['session']} ({info['profile']}) {info['state']}"
         f" exit {info['exit_code']} in {info['duration']:.2f}s · {info['commands']} commands"
         f" · {info['events']} events · {info['alerts']} alerts"
-        f" · {info['denied']} denied connections",
+        f" · {info['connections']} connections ({info['denied']} denied)",
     ]
     for a in alerts[:8]:
         lines.append(f"  ! {a['severity']:<8} {a['action']:<5} {a['rule'] or a['kind']}: "

@@ -45,6 +45,7 @@ class GuardPart(Part):
         self.tokens: list[Token] = []
         self.engine: Engine = build_engine(session.profile.guard)
         self.home: Path | None = None
+        self._watched: list[str] = []
         self._killing = threading.Event()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -67,6 +68,7 @@ class GuardPart(Part):
         self.home = home
         self.session.resources["home"] = str(home)
         self.tokens = plant(home, self.session.profile.honeytokens)
+        self.engine = build_engine(self.session.profile.guard, honeytokens=self.tokens)
         agent = spec.agent
         if agent is not None:
             for path in [home, *home.rglob("*")]:
@@ -74,10 +76,39 @@ class GuardPart(Part):
         for t in self.tokens:
             if t.env_name:
                 self.session.extra_env.setdefault(t.env_name, t.env_value)
+        self._watch_files()
         self.session.emit("honeytoken.planted", {
             "tokens": [{"kind": t.kind, "marker": t.marker, "path": t.home_path or t.env_name}
                        for t in self.tokens]})
         return replace(spec, home=home, extra_writable=(*spec.extra_writable, str(home)))
+
+    def _watch_files(self) -> None:
+        from ..guard import HONEYTOKEN_TOUCH
+        from ..honeywatch import watcher
+
+        action = self.engine.rule(HONEYTOKEN_TOUCH).action if self._has(HONEYTOKEN_TOUCH) \
+            else "flag"
+        for token in self.tokens:
+            if not token.path:
+                continue
+
+            def touched(path: str, token: Token = token) -> None:
+                self.session.emit("honeytoken.touched", {
+                    "token": token.label, "kind": token.kind, "path": token.home_path,
+                    "where": "file read (inotify)"}, severity="critical", action=action,
+                    rule=HONEYTOKEN_TOUCH)
+                if action == "kill":
+                    self._kill(f"decoy {token.home_path} was read")
+
+            watcher().watch(token.path, touched)
+            self._watched.append(token.path)
+
+    def _has(self, rule_id: str) -> bool:
+        try:
+            self.engine.rule(rule_id)
+        except KeyError:
+            return False
+        return True
 
     # -- command text -----------------------------------------------------------------------
 
@@ -144,5 +175,11 @@ class GuardPart(Part):
             v.emit(self.session.emit)
 
     def teardown(self) -> None:
+        if self._watched:
+            from ..honeywatch import watcher
+
+            for path in self._watched:
+                watcher().unwatch(path)
+            self._watched = []
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)

@@ -96,3 +96,21 @@ def test_honeytoken_read_is_caught(test_dir: Path) -> None:
         box.run("cat ~/.ssh/id_rsa >/dev/null")
         hits = Store().events(box.id, kinds=("honeytoken.touched",))
         assert hits and hits[0]["severity"] == "critical"
+
+
+def test_honeytoken_read_by_a_program_is_caught(test_dir: Path) -> None:
+    """A script that opens the decoy key (no path in any command text) is caught by
+    inotify on the planted file, from outside the jail."""
+    prof = test_dir / "ht.toml"
+    prof.write_text('extends = "default"\n[honeytokens]\nssh_key = true\n')
+    ws = make_workspace(test_dir / "w")
+    (ws / "look.py").write_text(
+        "import os\nd = os.path.expanduser('~')\n"
+        "for root, _, files in os.walk(d):\n"
+        "    for f in files:\n"
+        "        open(os.path.join(root, f)).read()\n")
+    with Sandbox(profile=str(prof), workdir=ws) as box:
+        assert box.run("python3 look.py").exit_code == 0
+        hits = wait_for(lambda: [e for e in Store().events(box.id, kinds=("honeytoken.touched",))
+                                 if "inotify" in e["detail"].get("where", "")], 5)
+        assert hits, Store().events(box.id)

@@ -1,0 +1,91 @@
+"""Watch planted decoy files with inotify: any process that opens one is caught.
+
+Text and exec rules see `cat ~/.ssh/id_rsa`, but not `open(os.path.expanduser(...))`
+inside a Python script. The kernel does: IN_OPEN and IN_ACCESS on the decoy files fire
+whoever reads them, from outside the jail. One reader thread per process serves every
+session; ctypes keeps it dependency-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import select
+import struct
+import threading
+from collections.abc import Callable
+
+IN_ACCESS = 0x00000001
+IN_OPEN = 0x00000020
+IN_NONBLOCK = 0o4000
+IN_CLOEXEC = 0o2000000
+_EVENT = struct.Struct("iIII")
+
+OnTouch = Callable[[str], None]  # called with the touched path
+
+
+class HoneyWatch:
+    """inotify watches on files; `watch(path, on_touch)` until `unwatch(path)`."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self._add = libc.inotify_add_watch
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self._rm = libc.inotify_rm_watch
+        self._rm.argtypes = [ctypes.c_int, ctypes.c_int]
+        self.fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self._by_wd: dict[int, tuple[str, OnTouch]] = {}
+        self._by_path: dict[str, int] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._loop, name="sandbox-honeywatch", daemon=True).start()
+
+    def watch(self, path: str, on_touch: OnTouch) -> None:
+        wd = self._add(self.fd, path.encode(), IN_OPEN | IN_ACCESS)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {path}")
+        with self._lock:
+            self._by_wd[wd] = (path, on_touch)
+            self._by_path[path] = wd
+
+    def unwatch(self, path: str) -> None:
+        with self._lock:
+            wd = self._by_path.pop(path, None)
+            if wd is not None:
+                self._by_wd.pop(wd, None)
+                self._rm(self.fd, wd)
+
+    def _loop(self) -> None:
+        while True:
+            select.select([self.fd], [], [])
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                continue
+            offset = 0
+            touched: set[int] = set()
+            while offset + _EVENT.size <= len(data):
+                wd, _mask, _cookie, length = _EVENT.unpack_from(data, offset)
+                offset += _EVENT.size + length
+                touched.add(wd)
+            for wd in touched:  # one alert per read burst and file, not per read() call
+                with self._lock:
+                    entry = self._by_wd.get(wd)
+                if entry is not None:
+                    with contextlib.suppress(Exception):
+                        entry[1](entry[0])
+
+
+_instance: HoneyWatch | None = None
+_guard = threading.Lock()
+
+
+def watcher() -> HoneyWatch:
+    global _instance
+    with _guard:
+        if _instance is None:
+            _instance = HoneyWatch()
+        return _instance
