@@ -22,7 +22,9 @@ from .core import Ctx, Deadline, Goal, Line, Row, stat, unavailable
 from .netcheck import allowlist_profile, check_isolated, network_problem
 
 PY = "/usr/bin/python3"  # readable by the agent user inside the jail
-HOST_IP, SERVER_IP = "203.0.113.201", "203.0.113.202"
+# The link is a /30 on the host; the server sits behind it on the netns' loopback, so it
+# is not on one of the host's own subnets (which the gateway always denies).
+HOST_IP, LINK_IP, SERVER_IP = "203.0.113.201", "203.0.113.202", "198.51.100.77"
 BULK_PORT, CONNECT_PORT = 5201, 5202
 
 SERVER = """
@@ -34,6 +36,7 @@ def serve(port, payload):
     while True:
         c, _ = s.accept()
         try:
+            c.recv(4096)  # the client's request line: the gateway decides on first bytes
             if payload:
                 buf = bytes(1 << 20); left = payload
                 while left > 0: left -= c.send(buf[:min(left, len(buf))])
@@ -47,14 +50,18 @@ serve({conn}, 0)
 CLIENT = """
 import json, socket, time
 ip, k = "{ip}", {k}
+# An HTTP request first, as real clients send: the gateway reads the first bytes to decide
+# (a server-speaks-first stream would be "unknown" and denied). Same client for direct.
+REQ = ("GET / HTTP/1.0\\r\\nHost: " + ip + "\\r\\n\\r\\n").encode()
 lat = []
 for _ in range(k):
     t0 = time.perf_counter()
-    s = socket.create_connection((ip, {conn}), timeout=5); s.recv(1); s.close()
+    s = socket.create_connection((ip, {conn}), timeout=5); s.sendall(REQ); s.recv(1); s.close()
     lat.append(time.perf_counter() - t0)
 tput = []
 for _ in range({reps}):
     t0 = time.perf_counter(); s = socket.create_connection((ip, {bulk}), timeout=10); got = 0
+    s.sendall(REQ)
     while True:
         b = s.recv(1 << 20)
         if not b: break
@@ -119,9 +126,13 @@ def run(ctx: Ctx) -> Row:
         _sh("ip", "link", "set", srv_if, "netns", ns)
         _sh("ip", "addr", "add", f"{HOST_IP}/30", "dev", host_if)
         _sh("ip", "link", "set", host_if, "up")
-        _sh("ip", "-n", ns, "addr", "add", f"{SERVER_IP}/30", "dev", srv_if)
+        _sh("ip", "-n", ns, "addr", "add", f"{LINK_IP}/30", "dev", srv_if)
         _sh("ip", "-n", ns, "link", "set", srv_if, "up")
         _sh("ip", "-n", ns, "link", "set", "lo", "up")
+        _sh("ip", "-n", ns, "addr", "add", f"{SERVER_IP}/32", "dev", "lo")
+        _sh("ip", "-n", ns, "route", "add", "default", "via", HOST_IP)
+        # Removed with host_if when the veth goes (its nexthop device disappears).
+        _sh("ip", "route", "add", f"{SERVER_IP}/32", "via", LINK_IP)
         server = subprocess.Popen(
             ["ip", "netns", "exec", ns, PY, "-c", SERVER.format(
                 life=300, ip=SERVER_IP, bulk=BULK_PORT, conn=CONNECT_PORT, nbytes=nbytes)])

@@ -16,6 +16,9 @@ literals and stay denied unless an explicit IP entry allows them.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import os
 import socket
 import struct
 import threading
@@ -266,16 +269,17 @@ class Gateway:
 
 
 def _pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int) -> None:
-    """Copy src -> dst until EOF or error, then half-close dst so the peer sees EOF."""
-    buf = bytearray(RELAY_BUFFER)
-    view = memoryview(buf)
+    """Copy src -> dst until EOF or error, then half-close dst so the peer sees EOF.
+
+    The bytes move with splice(2) through a pipe, kernel to kernel: a Python read/write
+    loop reached ~40 % of direct throughput, splice reaches most of it. The first bytes
+    (what the decision read) were already inspected; the rest is relayed unseen.
+    """
     try:
-        while True:
-            n = src.recv_into(buf)
-            if not n:
-                break
-            dst.sendall(view[:n])
-            counts[slot] += n
+        try:
+            _splice_pump(src, dst, counts, slot)
+        except _NoSplice:
+            _copy_pump(src, dst, counts, slot)
     except OSError:
         # One side broke (reset, teardown): end both directions, so the other pump wakes.
         for s in (src, dst):
@@ -284,3 +288,43 @@ def _pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int) 
         return
     with contextlib.suppress(OSError):
         dst.shutdown(socket.SHUT_WR)
+
+
+class _NoSplice(Exception):
+    """splice(2) is not available for these sockets: fall back to a copy loop."""
+
+
+def _splice_pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int) -> None:
+    r, w = os.pipe()
+    try:
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, RELAY_BUFFER)
+        first = True
+        while True:
+            try:
+                n = os.splice(src.fileno(), w, RELAY_BUFFER)
+            except OSError as e:
+                if first and e.errno in (errno.EINVAL, errno.ENOSYS):
+                    raise _NoSplice from e
+                raise
+            first = False
+            if not n:
+                return
+            left = n
+            while left:
+                left -= os.splice(r, dst.fileno(), left)
+            counts[slot] += n
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _copy_pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int) -> None:
+    buf = bytearray(RELAY_BUFFER)
+    view = memoryview(buf)
+    while True:
+        n = src.recv_into(buf)
+        if not n:
+            return
+        dst.sendall(view[:n])
+        counts[slot] += n
