@@ -11,6 +11,7 @@ anything that looks like a path (`./x.toml`, `/etc/x.toml`), that file.
 
 from __future__ import annotations
 
+import copy
 import sys
 import types
 import typing
@@ -261,8 +262,23 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 def read_file(path: Path) -> dict[str, Any]:
-    """Parse and validate one profile file (no merging)."""
+    """Parse and validate one profile file (no merging); cached by path, mtime and size,
+    since RL runs start thousands of sessions from the same few files."""
+    try:
+        st = path.stat()
+    except FileNotFoundError as e:
+        raise NotFound(f"profile file not found: {path}") from e
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _CACHE:
+        _CACHE[key] = _read_file(path)
+    return copy.deepcopy(_CACHE[key])
+
+
+def _read_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
