@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -68,6 +69,12 @@ def kill(ctx: Ctx) -> Row:
             else:
                 samples[name].append(took * MS)
         i += 1
+    tui_name = "TUI: confirm keypress (`k`, `y`) to processes gone"
+    tui = _tui_kill(ctx)
+    if isinstance(tui, str):
+        row.add(unavailable(tui_name, "ms", tui, goal=GOAL_KILL))
+    else:
+        row.add(Line(tui_name, "ms", stat(tui), goal=GOAL_KILL))
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import sandbox.cli"], check=False)
     interp = (time.perf_counter() - t0) * MS
@@ -85,6 +92,20 @@ def kill(ctx: Ctx) -> Row:
         row.notes.append("allowlist-mode teardown (netns, veth, nft) not measured: "
                          f"{network_problem()}")
     return row
+
+
+def _tui_kill(ctx: Ctx) -> list[float] | str:
+    """The TUI's own kill benchmark (tui/bench_kill.py), run headless in a subprocess."""
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "sandbox_tui.bench_kill", "--trials", str(ctx.reps(5, 2))],
+            capture_output=True, text=True, timeout=300, check=False)
+    except subprocess.TimeoutExpired:
+        return "the TUI kill benchmark did not finish in 300 s"
+    found = re.findall(r"processes gone\s+([0-9.]+) ms", p.stdout)
+    if not found:
+        return "the TUI kill benchmark printed no figure: " + (p.stdout + p.stderr)[-200:]
+    return [float(v) for v in found]
 
 
 def _one_detect(ctx: Ctx, attempt: str, reasons: list[str]) -> float | str:

@@ -97,3 +97,24 @@ def test_exit_ends_the_session(workspace: Path) -> None:
     else:
         raise AssertionError("run after exit should raise SessionClosed")
     assert Store().get_session(box.id)["state"] == "exited"
+
+
+def test_one_sandbox_shared_between_threads(sb: Sandbox) -> None:
+    """Commands from many threads queue on the sandbox's lock; none mixes with another."""
+    import threading
+
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        for i in range(50):
+            r = sb.run(f"echo t{n}-{i}")
+            if r.output != f"t{n}-{i}\n":
+                errors.append(r.output)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert len(Store().commands(sb.id)) == 200

@@ -72,7 +72,7 @@ def test_blocked_command_result_and_shell_survives(sb: Sandbox) -> None:
     r = sb.run("ssh -N -R 8080:127.0.0.1:80 u@203.0.113.20")
     assert r.blocked and r.exit_code == 126
     assert "guard rule" in r.output and "[guard.actions]" in r.output
-    assert r.alerts and r.alerts[0]["action"] == "block"
+    assert any(a["action"] == "block" for a in r.alerts)
     assert sb.run("echo ok").output == "ok\n"
     rows = Store().commands(sb.id)
     assert rows[0]["source"] == "blocked"
