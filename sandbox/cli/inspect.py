@@ -60,13 +60,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print("no sessions yet: try `sandbox run -- echo hi`")
         return 0
     print(f"{'ID':<11} {'PROFILE':<9} {'STATE':<8} {'STARTED':<9} {'AGE':>6} {'CMDS':>5} "
-          f"{'ALERTS':>6} {'DENIED':>6} {'EXIT':>4}  NOW / REASON")
+          f"{'ALERTS':>6} {'DENIED':>6} {'GPU':>9} {'EXIT':>4}  NOW / REASON")
     for s in rows:
         now = s["current_command"] or s["reason"] or ""
         print(f"{s['id']:<11} {s['profile'][:9]:<9} {s['state']:<8} {_ts(s['created']):<9} "
               f"{_age(s):>6} {s['n_commands']:>5} {s['n_alerts']:>6} {s['n_denied']:>6} "
-              f"{'' if s['exit_code'] is None else s['exit_code']:>4}  {now[:60]}")
+              f"{_gpu(s):>9} {'' if s['exit_code'] is None else s['exit_code']:>4}  {now[:60]}")
     return 0
+
+
+def _gpu(s: dict[str, Any]) -> str:
+    if s["gpu_mem_bytes"] is None:
+        return "-"
+    return f"{s['gpu_mem_bytes'] >> 20}M/{s['gpu_util'] or 0:.0f}%"
 
 
 def _event_line(e: dict[str, Any]) -> str:

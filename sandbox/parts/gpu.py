@@ -111,5 +111,11 @@ class GpuPart(Part):
                 gpu_util=detail.get("util"))
 
     def teardown(self) -> None:
+        backend = self.session.gpu_part_backend
         with _lock:
             _sessions.pop(self.session.id, None)
+            idle = backend is not None and not any(
+                s.gpu_part_backend is backend for s, _ in _sessions.values())
+            mon = _monitors.pop(id(backend), None) if idle else None
+        if mon is not None:
+            mon.stop()  # no session left on this backend: no thread polling it
