@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # System packages: firejail (the jail), nftables + iproute2 (allowlist networking),
 # acl + util-linux (setfacl/setpriv: the unprivileged agent user), tmux/asciinema (tests).
-PKGS=(firejail nftables iproute2 acl util-linux passwd procps psmisc openssl curl tmux
+PKGS=(firejail nftables iproute2 acl util-linux passwd procps psmisc openssl curl openssh-client tmux
       asciinema python3 python3-venv python3-pip ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
