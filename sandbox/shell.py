@@ -232,6 +232,7 @@ class Shell:
         started = False
         timed_out = False
         interrupted_at = 0.0
+        kill_rounds = 0
         while True:
             if not started:
                 i = buf.find(start_marker)
@@ -259,8 +260,10 @@ class Shell:
                     interrupted_at = time.monotonic()
                     self._interrupt()
                     continue
-                # Ctrl-C did not bring the prompt back: kill what bash is running.
-                if self._kill_foreground():
+                # Ctrl-C did not bring the prompt back: kill what bash is running. Bounded:
+                # something that respawns faster than we kill gets the shell closed.
+                kill_rounds += 1
+                if kill_rounds <= 5 and self._kill_foreground():
                     interrupted_at = time.monotonic()
                     continue
                 self.closed = True
