@@ -8,7 +8,9 @@ to remove. `reap` ends the jail, removes those resources, and closes the session
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +94,49 @@ def collect(store: Store) -> list[str]:
              reason=f"owner process {session['owner_pid']} died without closing the session")
         reaped.append(session["id"])
     _empty_leftover_cgroups(store)
+    _orphan_networks(store)
     return reaped
+
+
+def _leftover_key(item: str) -> str:
+    kind, _, name = item.partition(":")
+    if kind == "netns":
+        return name.removeprefix("sbx-")
+    if kind == "link":
+        return name.removeprefix("sbx").removesuffix("h")
+    return name.removeprefix("sbx_")
+
+
+def _orphan_networks(store: Store) -> None:
+    """Remove network objects no live session of this store owns and nothing uses.
+
+    A namespace is garbage when it is older than a minute and holds no process (a live
+    session, of any store, always has its jail inside); a veth or nftables table whose
+    namespace is gone is crash residue (setup makes the namespace first, teardown removes
+    it last).
+    """
+    try:
+        from . import network
+    except ImportError:  # pragma: no cover
+        return
+    if os.geteuid() != 0:
+        return
+    live = {s["id"] for s in store.list_sessions(live_only=True, limit=10_000)}
+    with contextlib.suppress(Exception):
+        items = network.leftovers()
+        keys = {_leftover_key(i) for i in items} - live
+        for key in keys:
+            ns = Path("/run/netns") / f"sbx-{key}"
+            if ns.exists() and (time.time() - ns.stat().st_mtime < 60
+                                or _netns_pids(f"sbx-{key}")):
+                continue
+            network.cleanup(network.resources_for(key))
+
+
+def _netns_pids(name: str) -> bool:
+    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
+                         timeout=10, check=False).stdout
+    return bool(out.strip())
 
 
 def _empty_leftover_cgroups(store: Store) -> None:
