@@ -4,6 +4,7 @@ netns, against the fake internet the conftest builds on TEST-NET addresses only.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
