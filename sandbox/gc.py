@@ -98,6 +98,10 @@ def collect(store: Store) -> list[str]:
     return reaped
 
 
+# A namespace younger than this may be a session (of any store) between setup and spawn.
+ORPHAN_AGE_S = 60.0
+
+
 def _leftover_key(item: str) -> str:
     kind, _, name = item.partition(":")
     if kind == "netns":
@@ -127,7 +131,7 @@ def _orphan_networks(store: Store) -> None:
         keys = {_leftover_key(i) for i in items} - live
         for key in keys:
             ns = Path("/run/netns") / f"sbx-{key}"
-            if ns.exists() and (time.time() - ns.stat().st_mtime < 60
+            if ns.exists() and (time.time() - ns.stat().st_mtime < ORPHAN_AGE_S
                                 or _netns_pids(f"sbx-{key}")):
                 continue
             network.cleanup(network.resources_for(key))

@@ -4,7 +4,6 @@ netns, against the fake internet the conftest builds on TEST-NET addresses only.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -150,26 +149,25 @@ def test_owner_crash_then_gc_leaves_no_netns(allow_profile: str, test_dir: Path)
         owner.wait()
 
 
-def test_gc_removes_unrecorded_orphans_but_not_fresh_ones() -> None:
+def test_gc_removes_unrecorded_orphans_but_not_fresh_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Objects a crash left before they reached the store go too, once old and unused; a
     namespace just made (a session of any store, still starting) is left alone."""
     import secrets
-    import time as _time
 
-    old, fresh = secrets.token_hex(5), secrets.token_hex(5)
+    from sandbox import gc
+
+    key = secrets.token_hex(5)
     try:
-        for key in (old, fresh):
-            subprocess.run(["ip", "netns", "add", f"sbx-{key}"], check=True, timeout=10)
-            subprocess.run(["nft", "add", "table", "inet", f"sbx_{key}"], check=True, timeout=10)
-        past = _time.time() - 600
-        os.utime(f"/run/netns/sbx-{old}", (past, past))
-        assert sandbox_cli("gc").returncode == 0
-        left = leftovers()
-        assert not [i for i in left if old in i], left
-        assert f"netns:sbx-{fresh}" in left and f"nft:sbx_{fresh}" in left
+        subprocess.run(["ip", "netns", "add", f"sbx-{key}"], check=True, timeout=10)
+        subprocess.run(["nft", "add", "table", "inet", f"sbx_{key}"], check=True, timeout=10)
+        gc.collect(Store())
+        assert f"netns:sbx-{key}" in leftovers() and f"nft:sbx_{key}" in leftovers()
+        monkeypatch.setattr(gc, "ORPHAN_AGE_S", 0.0)  # now it counts as old and unused
+        gc.collect(Store())
+        assert not [i for i in leftovers() if key in i]
     finally:
-        for key in (old, fresh):
-            subprocess.run(["nft", "delete", "table", "inet", f"sbx_{key}"], timeout=10,
-                           check=False, capture_output=True)
-            subprocess.run(["ip", "netns", "del", f"sbx-{key}"], timeout=10, check=False,
-                           capture_output=True)
+        subprocess.run(["nft", "delete", "table", "inet", f"sbx_{key}"], timeout=10,
+                       check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", f"sbx-{key}"], timeout=10, check=False,
+                       capture_output=True)
