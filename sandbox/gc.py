@@ -84,8 +84,13 @@ def reap(store: Store, session: dict[str, Any], *, state: str, reason: str) -> N
     store.mark_controls_handled(session["id"])
 
 
-def collect(store: Store) -> list[str]:
-    """Reap every live session whose owner process is gone; returns their ids."""
+def collect(store: Store, *, deep: bool = False) -> list[str]:
+    """Reap every live session whose owner process is gone; returns their ids.
+
+    Every session start runs this (cheap: one query, a /proc look per live session).
+    `deep` (what `sandbox gc` does) also sweeps host objects no session ever recorded:
+    empty old cgroups and unused old network namespaces, nft tables and veths.
+    """
     reaped = []
     for session in store.list_sessions(live_only=True, limit=10_000):
         if owners.alive(session["owner_pid"], session["owner_start"]):
@@ -93,8 +98,9 @@ def collect(store: Store) -> list[str]:
         reap(store, session, state="failed",
              reason=f"owner process {session['owner_pid']} died without closing the session")
         reaped.append(session["id"])
-    _empty_leftover_cgroups(store)
-    _orphan_networks(store)
+    if deep:
+        _empty_leftover_cgroups(store)
+        _orphan_networks(store)
     return reaped
 
 

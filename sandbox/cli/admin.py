@@ -60,7 +60,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from .. import gc
 
-    reaped = gc.collect(Store())
+    reaped = gc.collect(Store(), deep=True)
     print(f"reaped {len(reaped)} session(s) whose owner died" +
           (": " + " ".join(reaped) if reaped else ""))
     return 0

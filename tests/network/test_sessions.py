@@ -161,10 +161,10 @@ def test_gc_removes_unrecorded_orphans_but_not_fresh_ones(
     try:
         subprocess.run(["ip", "netns", "add", f"sbx-{key}"], check=True, timeout=10)
         subprocess.run(["nft", "add", "table", "inet", f"sbx_{key}"], check=True, timeout=10)
-        gc.collect(Store())
+        gc.collect(Store(), deep=True)
         assert f"netns:sbx-{key}" in leftovers() and f"nft:sbx_{key}" in leftovers()
         monkeypatch.setattr(gc, "ORPHAN_AGE_S", 0.0)  # now it counts as old and unused
-        gc.collect(Store())
+        gc.collect(Store(), deep=True)
         assert not [i for i in leftovers() if key in i]
     finally:
         subprocess.run(["nft", "delete", "table", "inet", f"sbx_{key}"], timeout=10,
