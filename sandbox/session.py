@@ -36,6 +36,18 @@ def new_id() -> str:
     return secrets.token_hex(5)
 
 
+_last_gc = 0.0
+GC_EVERY_S = 5.0  # an RL process starts sessions by the thousand: reap at most this often
+
+
+def _collect_now_and_then(store: Store) -> None:
+    global _last_gc
+    now = time.monotonic()
+    if now - _last_gc >= GC_EVERY_S:
+        _last_gc = now
+        gc.collect(store)
+
+
 class Session:
     """A jailed, recorded session. Used by the API (`Sandbox`) and by the CLI."""
 
@@ -113,7 +125,7 @@ class Session:
         return self
 
     def _start(self) -> None:
-        gc.collect(self.store)
+        _collect_now_and_then(self.store)
         jail.check_firejail()
         if self.requested_workdir is not None and not self.requested_workdir.is_dir():
             raise SetupError(

@@ -71,6 +71,8 @@ def format_summary(info: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
         f" · {info['events']} events · {info['alerts']} alerts"
         f" · {info['connections']} connections ({info['denied']} denied)",
     ]
+    if info["state"] in ("killed", "failed") and info["reason"]:
+        lines.append(f"  reason: {info['reason']}")
     for a in alerts[:8]:
         lines.append(f"  ! {a['severity']:<8} {a['action']:<5} {a['rule'] or a['kind']}: "
                      f"{json.dumps(a['detail'], default=str)[:100]}")
