@@ -86,7 +86,7 @@ def kill_jail(jail_pid: int | None, jail_name: str | None) -> bool:
     return False
 
 
-def kill_session(store: Store, session_id: str, requested_by: str, wait_s: float = 3.0) -> str:
+def kill_session(store: Store, session_id: str, requested_by: str, wait_s: float = 5.0) -> str:
     """Kill one session from any process; returns its final state (or 'pending')."""
     from . import gc  # gc imports control; keep the cycle lazy
 

@@ -254,11 +254,14 @@ class Session:
             self.reason = reason
         with contextlib.suppress(Exception):
             ControlWatcher.get(self.store.path.as_posix()).unregister(self.id)
-        self._teardown()
+        # Processes first, then the row says so (the kill is visible as soon as it is
+        # true), then the slower host clean-up (cgroup, netns, monitors).
+        self._stop_jail()
         if self.store.finish_session(self.id, state, reason, exit_code):
             self.emit("session.end", {"state": state, "reason": reason, "exit_code": exit_code},
                       severity="warning" if state == "killed" else "info")
         self.store.mark_controls_handled(self.id)
+        self._release()
         self._ship_head()
         self.hooks.session_ended()
 
@@ -284,12 +287,20 @@ class Session:
                       severity="warning")
 
     def _teardown(self) -> None:
+        self._stop_jail()
+        self._release()
+
+    def _stop_jail(self) -> None:
+        """SIGKILL firejail's first process: the jail's PID namespace dies with it."""
         if self.shell is not None:
             self.shell.close()
         elif self.jail_pid:
             from .control import kill_jail
 
             kill_jail(self.jail_pid, jail.jail_name(self.id))
+
+    def _release(self) -> None:
+        """Remove host resources (cgroup, netns, monitors, fresh workspace)."""
         self.hooks.teardown()
         if self.placement is not None:
             users.remove_fresh(self.placement)

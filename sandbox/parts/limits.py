@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from .. import cgroups
 from ..cgroups import SessionCgroup
@@ -48,6 +49,13 @@ class LimitsPart(Part):
     def jail_started(self, jail_pid: int) -> None:
         if self.cgroup is not None:
             sampler().add(self.session.id, self.cgroup, self.session.emit)
+
+    def on_event(self, row: dict[str, Any]) -> None:
+        # The TUI and `sandbox ls` read live figures from the session row, not events.
+        if row["kind"] == "resource.sample":
+            d = row["detail"]
+            self.session.store.update_session(
+                self.session.id, cpu_percent=d.get("cpu_percent"), mem_bytes=d.get("mem_bytes"))
 
     def teardown(self) -> None:
         if self.cgroup is not None:
