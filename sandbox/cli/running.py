@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -99,10 +100,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     session = Session(args.profile, workdir=args.workdir, env=_env(args.env), kind="run",
                       store=store, argv=cmd)
     session.start()
+
+    def _stop(signum: int, _frame: object) -> None:
+        # An orchestrator's SIGTERM/SIGHUP must not leave the jail running: unwind
+        # through the handler below, which kills the session and records why.
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     try:
         code = run_wrapped(session, cmd, args.timeout)
-    except BaseException:
-        session.kill("the wrapper was interrupted")
+    except BaseException as e:
+        session.kill(f"the wrapper was interrupted ({type(e).__name__} {e})".strip())
         raise
     if session.state == "killed":
         code = 137 if code == 0 else code

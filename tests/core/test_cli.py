@@ -145,3 +145,31 @@ def test_none_mode_works_for_a_non_root_user(throwaway_user: pwd.struct_passwd) 
     uid, nics, ro = proc.stdout.split()
     assert uid == str(u.pw_uid) and nics == "1" and ro == "ro"
     assert "sandbox: session" in proc.stderr
+
+
+def test_run_timeout_kills_and_exits_124(workspace: Path) -> None:
+    r = sandbox_cli("run", "-q", "--timeout", "1", "-w", str(workspace), "--", "sleep", "1005.5")
+    assert r.returncode == 124
+    from tests.helpers import procs_matching, wait_for
+    assert wait_for(lambda: not procs_matching("sleep 1005.5"), 5)
+
+
+def test_sigterm_to_the_wrapper_kills_the_session(workspace: Path) -> None:
+    """An orchestrator's SIGTERM ends the jail too, and the store says why."""
+    import signal as _signal
+
+    from sandbox import Store
+    from tests.helpers import procs_matching, wait_for
+
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "run", "-q", "-w", str(workspace),
+                             "--", "sleep", "1005.75"], env=os.environ.copy())
+    try:
+        assert wait_for(lambda: procs_matching("sleep 1005.75"), 10)
+        proc.send_signal(_signal.SIGTERM)
+        assert proc.wait(10) == 128 + 15
+        assert wait_for(lambda: not procs_matching("sleep 1005.75"), 5)
+        row = Store().list_sessions()[0]
+        assert row["state"] == "killed" and "interrupted" in row["reason"]
+    finally:
+        proc.kill()
+        proc.wait()
