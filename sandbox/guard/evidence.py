@@ -191,6 +191,7 @@ def from_event(event: Mapping[str, Any]) -> Evidence | None:
             protocol=_str(d, "protocol"), name=_str(d, "name"),
             verdict=_str(d, "verdict") or "deny", reason=_str(d, "reason"),
             bytes_up=_int(d, "bytes_up"), bytes_down=_int(d, "bytes_down"),
+            payload=_str(d, "first_bytes").encode("latin-1", errors="replace"),
         )
     if kind == "net.scan":
         # The gateway sends `ports` as a count and the ports themselves as `sample_ports`.

@@ -36,6 +36,7 @@ SNIFF_TIMEOUT_S = 2.0
 PEEK_TIMEOUT_S = 0.3  # after an IP pre-check deny: classify for the record, decide nothing
 CONNECT_TIMEOUT_S = 10.0
 RELAY_BUFFER = 256 * 1024
+FIRST_BYTES_KEPT = 1024
 MAX_CONNECTIONS = 512
 CLOSE_WAIT_S = 1.0
 SCAN_TARGETS = 15  # distinct denied (ip, port) pairs within SCAN_WINDOW_S make a scan
@@ -216,7 +217,10 @@ class Gateway:
             seen, data = self._read_first(
                 conn, PEEK_TIMEOUT_S if decision is not None else SNIFF_TIMEOUT_S
             )
-            info.update(protocol=seen.protocol, name=seen.name, detail=seen.detail)
+            info.update(protocol=seen.protocol, name=seen.name, detail=seen.detail,
+                        # What the client sent first (plaintext protocols show secrets
+                        # here: the guard scans it for honeytokens). Bounded.
+                        first_bytes=data[:FIRST_BYTES_KEPT].decode("latin-1"))
             if decision is None:
                 decision = self._decide(seen, ip, port)
                 info["name"] = decision.name or seen.name

