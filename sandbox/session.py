@@ -1,8 +1,10 @@
 """One session's lifecycle: starting -> running -> exited | killed | failed.
 
-    create row -> gc -> agent user -> workspace -> network -> cgroup -> jail -> RUNNING
-    run(cmd): guard check -> shell -> record -> result
-    close/kill: jail dies (its PID namespace with it) -> host resources removed -> final row
+    create row -> gc -> agent user + workspace -> parts: cgroup, exec monitor, netns,
+        GPU grant, guard (+ honeytokens) -> jail (pexpect or Popen) -> RUNNING
+    run(cmd): guard check on the text -> shell -> record -> result
+    close/kill: jail dies (its PID namespace with it) -> final row -> host resources
+        removed (cgroup, netns, monitors, fresh workspace)
 
 Every step that makes a host resource records it in the session row *before* relying on
 it, so a crash leaves `sandbox gc` a list of what to remove. Any failure while starting
@@ -93,7 +95,10 @@ class Session:
             self.id, kind, detail, severity=severity, action=action, rule=rule)
         self.hooks.on_event(row)
 
-    def _record_resources(self) -> None:
+    def add_resource(self, name: str, value: Any) -> None:
+        """Record a host resource in the store at once, before it is relied on: a crash
+        from here on leaves `sandbox gc` its name."""
+        self.resources[name] = value
         self.store.update_session(self.id, resources=self.resources)
 
     # -- start ------------------------------------------------------------------------
@@ -132,7 +137,7 @@ class Session:
                 f"workspace {self.requested_workdir} is not a directory: create it first")
         self.placement = users.place(self.requested_workdir, self.id)
         if self.placement.fresh:
-            self.resources["workspace"] = str(self.placement.workdir)
+            self.add_resource("workspace", str(self.placement.workdir))
         agent = self.placement.agent
         self.workdir = self.placement.workdir
         self.store.update_session(self.id, agent_uid=agent.uid if agent else os.getuid(),
@@ -149,7 +154,6 @@ class Session:
             "agent_uid": agent.uid if agent else os.getuid(),
         })
         self._spec = self.hooks.before_jail(self._spec)
-        self._record_resources()
         if self.kind in ("api", "shell"):
             self._start_shell()
         ControlWatcher.get(self.store.path.as_posix()).register(self.id, self.kill)

@@ -66,7 +66,7 @@ class GuardPart(Part):
         home = _home_root() / self.session.id
         home.mkdir(parents=True, mode=0o700)
         self.home = home
-        self.session.resources["home"] = str(home)
+        self.session.add_resource("home", str(home))
         self.tokens = plant(home, self.session.profile.honeytokens)
         self.engine = build_engine(self.session.profile.guard, honeytokens=self.tokens)
         agent = spec.agent

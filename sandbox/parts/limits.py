@@ -40,7 +40,7 @@ class LimitsPart(Part):
                 "reason": f"no cgroup limits ({reason}); rlimits only"}, severity="warning")
             return spec
         self.cgroup = SessionCgroup.create(self.session.id, self.session.profile.limits)
-        self.session.resources["cgroup"] = self.cgroup.resources
+        self.session.add_resource("cgroup", self.cgroup.resources)
         return spec
 
     def preexec(self) -> Callable[[], None] | None:

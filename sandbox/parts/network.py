@@ -28,7 +28,7 @@ class NetworkPart(Part):
 
         self.handle = network.setup(self.session.id, section, self.session.emit)
         # Recorded before the jail exists: a crash from here on leaves gc the names.
-        self.session.resources["network"] = self.handle.resources
+        self.session.add_resource("network", self.handle.resources)
         self.session.emit("net.setup", {
             "netns": self.handle.netns, "sandbox_ip": self.handle.sandbox_ip,
             "resolver": self.handle.host_ip, "allow": section.allow, "deny": section.deny})

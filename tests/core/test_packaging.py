@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_ships_profiles_tui_rc_and_packs(test_dir: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(test_dir), str(REPO)], check=True, timeout=300,
                    capture_output=True)
     wheel = next(test_dir.glob("sandbox_runtime-*.whl"))
