@@ -108,3 +108,11 @@ def test_head_hash_is_shipped_off_box(test_dir: Path) -> None:
     line = heads.read_text().split()
     assert line[1] == box.id and line[3] == box.head_hash()
     assert Store().verify(box.id)[0]
+
+
+def test_in_memory_store_for_users_tests() -> None:
+    """`Store(":memory:")` is the shipped test double: same interface, nothing on disk."""
+    st = Store(":memory:")
+    _session(st, "m")
+    st.add_command("m", text="true", output="", exit_code=0, started=1.0, duration=0.0)
+    assert st.verify("m")[0] and st.get_session("m")["n_commands"] == 1
