@@ -91,7 +91,8 @@ def test_double_forked_daemon_is_recorded_and_killed_with_the_cgroup(
     assert proctree.ppid_of(sleeper) != p.pid  # re-parented out of the tree
     assert sleeper in group.pids()
     assert sleeper in monitor.live_pids("s-daemon")
-    assert _execs(emit, "sh -c")  # the root's own exec, found through the cgroup
+    # (No assertion on the root `sh` itself: it exits at once, and whether its exec is seen
+    # before it vanishes is a race; the jail's first exec is checked in test_sessions.)
     assert group.kill() >= 1
     assert wait_for(lambda: proctree.info_stat(sleeper) is None, 5)
     assert group.pids() == []
