@@ -342,8 +342,16 @@ class Shell:
         self.closed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(self.pid, signal.SIGKILL if force else signal.SIGTERM)
-        with contextlib.suppress(Exception):
-            self.child.close(force=True)
+        # A command running in another thread sits in select() on the PTY: closing the fd
+        # under it would not wake it (it would wait out its whole timeout). The jail's
+        # death gives it EOF at once; let it return, then close.
+        got = self._lock.acquire(timeout=5.0)
+        try:
+            with contextlib.suppress(Exception):
+                self.child.close(force=True)
+        finally:
+            if got:
+                self._lock.release()
         status = self.child.exitstatus
         return int(status) if status is not None else None
 
