@@ -55,13 +55,13 @@ def test_fork_bomb_is_contained_and_host_stays_responsive(test_dir: Path) -> Non
     prof = test_dir / "pids.toml"
     prof.write_text('extends = "default"\n[limits]\npids = 40\n')
     with Sandbox(profile=str(prof), workdir=make_workspace(test_dir / "w")) as box:
-        r = box.run("for i in $(seq 1 300); do sleep 30 & done", timeout=8)
+        r = box.run("for i in $(seq 1 300); do sleep 31.25 & done", timeout=8)
         assert "fork" in r.output and "Resource temporarily unavailable" in r.output
-        assert len(procs_matching("sleep 30")) < 40
+        assert len(procs_matching("sleep 31.25")) < 40
         t0 = time.monotonic()
         subprocess.run([sys.executable, "-c", "pass"], check=True, timeout=30)
         assert time.monotonic() - t0 < 10  # generous: the host is not starved
         assert wait_for(lambda: Store().events(box.id, kinds=("resource.breach",)), 8)
         box.run("kill -9 $(jobs -p) 2>/dev/null; true", timeout=10)
         assert box.run("echo alive", timeout=10).output == "alive\n"
-    assert wait_for(lambda: not procs_matching("sleep 30"), 5)
+    assert wait_for(lambda: not procs_matching("sleep 31.25"), 5)
