@@ -61,3 +61,22 @@ def sb(workspace: Path) -> Iterator[object]:
         yield box
     finally:
         box.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_cgroups() -> Iterator[None]:
+    """After the run, remove empty session cgroups this run created (a test that SIGKILLs
+    an owner on purpose leaves its cgroup to gc, and the test's store is gone by then).
+    Only empty ones made since the run began: anything with processes is someone's."""
+    import time
+
+    from sandbox import cgroups
+
+    started = time.time()
+    yield
+    for res in cgroups.leftovers().values():
+        dirs = [Path(d) for d in res.get("dirs", {}).values()]
+        if dirs and all(d.exists() and d.stat().st_ctime >= started - 1 for d in dirs):
+            group = cgroups.SessionCgroup.from_resources(res)
+            if not group.pids():
+                group.remove()
