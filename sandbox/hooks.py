@@ -79,9 +79,6 @@ class Hooks:
             with contextlib.suppress(Exception):
                 part.teardown()
 
-    def session_ended(self) -> None:
-        """After the final row is written."""
-
     # -- evidence -----------------------------------------------------------------------
 
     def check_command(self, text: str) -> CommandResult | None:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import gc, jail, owners, paths, users
+from . import gc, jail, owners, users
 from .control import ControlWatcher
 from .errors import CommandBlocked, CommandTimeout, SessionClosed, SetupError
 from .hooks import Hooks
@@ -82,7 +82,6 @@ class Session:
         self.hooks = Hooks(self)
         self._end_lock = threading.Lock()
         self._ended = threading.Event()
-        self.started_at = 0.0
 
     # -- events -----------------------------------------------------------------------
 
@@ -108,7 +107,6 @@ class Session:
 
     def start(self) -> Session:
         """Set everything up and start the jail; raises SetupError and leaves nothing."""
-        self.started_at = time.time()
         pid, token = owners.me()
         self.store.create_session(
             self.id, profile=self.profile.name, kind=self.kind, workdir=str(self.workdir),
@@ -142,11 +140,12 @@ class Session:
         self.workdir = self.placement.workdir
         self.store.update_session(self.id, agent_uid=agent.uid if agent else os.getuid(),
                                   jail_name=jail.jail_name(self.id), workdir=str(self.workdir))
-        state_dir = paths.db_path().parent if self.store.path else paths.state_dir()
+        # The store's own directory is what must stay hidden (SANDBOX_DB may put it
+        # outside the default state dir).
         self._spec = jail.JailSpec(
-            session_id=self.id, workdir=self.workdir, state_dir=state_dir.resolve(),
+            session_id=self.id, workdir=self.workdir,
+            state_dir=self.store.path.parent.resolve(),
             host_home=Path(os.environ.get("HOME") or Path.home()), agent=agent,
-            extra_hide=(str(self.store.path.parent.resolve()),),
         )
         self.emit("session.start", {
             "profile": self.profile.name, "sources": self.profile.sources,
@@ -158,7 +157,8 @@ class Session:
             self._start_shell()
         ControlWatcher.get(self.store.path.as_posix()).register(self.id, self.kill)
 
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
+        """The jail's environment: the profile's allowlist plus the caller's `env`."""
         env = jail.build_env(self.profile, self._spec, dict(os.environ))
         env.update(self.extra_env)
         return env
@@ -169,7 +169,7 @@ class Session:
             program.insert(3, "--noediting")
         argv = jail.build_argv(self.profile, self._spec, program)
         self.shell = Shell(
-            argv, self._env(), str(self.workdir), mode=self.kind,
+            argv, self.env(), str(self.workdir), mode=self.kind,
             max_output=self.profile.recording.max_output_bytes,
             preexec_fn=self.hooks.preexec(),
         )
@@ -224,8 +224,6 @@ class Session:
                 self._finish("exited", "the shell exited", None)
             if self.state == "killed":
                 raise SessionClosed(f"session {self.id} was killed: {self.reason}")
-        else:
-            self.store.update_session(self.id, current_command=None)
         if check and raw.timed_out:
             raise CommandTimeout(f"{command!r} timed out after {timeout}s")
         return result
@@ -267,7 +265,6 @@ class Session:
         self.store.mark_controls_handled(self.id)
         self._release()
         self._ship_head()
-        self.hooks.session_ended()
 
     def _ship_head(self) -> None:
         """Send the chain head off-box, so a rewrite of the whole database is detectable."""

@@ -72,7 +72,7 @@ class RawResult:
     shell_exited: bool = False
 
 
-class _Capture:
+class Capture:
     """Keeps the head and tail of a command's output within `cap` bytes."""
 
     def __init__(self, cap: int) -> None:
@@ -225,7 +225,7 @@ class Shell:
         nonce = self.nonce.encode()
         start_marker = OSC + b"C;" + nonce + b"\x07"
         end_prefix = OSC + b"D;"
-        cap = _Capture(self.max_output)
+        cap = Capture(self.max_output)
         forged: list[bytes] = []
         buf = self._buf
         self._buf = b""
@@ -369,7 +369,7 @@ class InteractiveParser:
         self.cap = cap
         self.on_command = on_command
         self.pending = b""
-        self.capture: _Capture | None = None
+        self.capture: Capture | None = None
         self.started = 0.0
 
     def feed(self, data: bytes) -> bytes:
@@ -390,7 +390,7 @@ class InteractiveParser:
                 self.capture.add(buf[pos:i])
             parts = m.group(2).split(b";", 2)
             if m.group(1) == b"C" and parts[0] == self.nonce:
-                self.capture = _Capture(self.cap)
+                self.capture = Capture(self.cap)
                 self.started = time.time()
             elif m.group(1) == b"D" and len(parts) >= 2 and parts[1] == self.nonce:
                 text = parts[2].decode(errors="replace") if len(parts) > 2 else ""

@@ -204,7 +204,9 @@ class Store:
                 tuple(row[c] for c in cols),
             )
             row["id"] = cur.lastrowid
-            counters = "n_commands=n_commands+1" if kind == "command" else "n_events=n_events+1"
+            # A recorded command is no longer running: clear it in the same write.
+            counters = ("n_commands=n_commands+1, current_command=NULL" if kind == "command"
+                        else "n_events=n_events+1")
             extra: tuple[Any, ...] = ()
             if kind == "event":
                 if is_alert(row["action"], row["severity"]):
@@ -320,8 +322,8 @@ class Store:
     def verify(self, session_id: str) -> tuple[bool, str]:
         """Check a session's hash chain, and that it ends at the recorded head."""
         session = self.get_session(session_id)
-        ok, message, head = chain.verify_rows(self.chain_rows(session["id"]))
         rows = self.chain_rows(session["id"])
+        ok, message, head = chain.verify_rows(rows)
         if ok and (head != session["head_hash"] or len(rows) != session["last_seq"]):
             return False, (
                 f"rows seq={len(rows) + 1}..{session['last_seq']} are missing: the chain ends "

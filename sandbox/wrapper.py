@@ -22,10 +22,10 @@ from typing import BinaryIO
 from . import jail
 from .errors import SetupError
 from .session import Session
-from .shell import _Capture
+from .shell import Capture
 
 
-def _pump(fds: dict[int, BinaryIO], capture: _Capture, lock: threading.Lock) -> None:
+def _pump(fds: dict[int, BinaryIO], capture: Capture, lock: threading.Lock) -> None:
     open_fds = dict(fds)
     while open_fds:
         ready, _, _ = select.select(list(open_fds), [], [])
@@ -54,7 +54,7 @@ def run_wrapped(session: Session, program: list[str], timeout: float | None = No
         session.close(126)
         return 126
     argv = jail.build_argv(session.profile, session.spec(), program)
-    env = session._env()
+    env = session.env()
     started, t0 = time.time(), time.monotonic()
     session.store.update_session(session.id, current_command=text[:500])
     try:
@@ -65,7 +65,7 @@ def run_wrapped(session: Session, program: list[str], timeout: float | None = No
     except OSError as e:
         raise SetupError(f"cannot start the jail: {e} (run `sandbox doctor`)") from e
     session.mark_running(proc.pid)
-    capture = _Capture(session.profile.recording.max_output_bytes)
+    capture = Capture(session.profile.recording.max_output_bytes)
     lock = threading.Lock()
     assert proc.stdout is not None and proc.stderr is not None
     fds = {proc.stdout.fileno(): sys.stdout.buffer, proc.stderr.fileno(): sys.stderr.buffer}

@@ -25,6 +25,7 @@ def test_thousand_commands_in_order(sb: Sandbox) -> None:
 def test_state_persists_between_commands(sb: Sandbox) -> None:
     """cd and variables persist: it is one shell, not a process per command."""
     sb.run("mkdir -p sub && cd sub && X=42")
+    assert Store().get_session(sb.id)["current_command"] is None  # cleared once recorded
     assert sb.run("pwd").output.strip().endswith("/sub")
     assert sb.run("echo $X").output == "42\n"
 

@@ -35,11 +35,9 @@ def test_attack_in_real_sandbox(attack: Attack, test_dir: Path) -> None:
     ws = make_workspace(test_dir / "w")
     box = Sandbox(profile="default", workdir=ws).start()
     try:
-        try:
-            r = box.run(attack.command, timeout=15)
-            assert r.blocked or at_least("flag", attack.action) or r.exit_code is not None
-        except SessionClosed:
-            pass  # a kill verdict ended the session: that is the expected outcome
+        # A kill verdict ends the session under the command: that is an expected outcome.
+        with contextlib.suppress(SessionClosed):
+            box.run(attack.command, timeout=15)
         assert wait_for(lambda: _caught(box.id, attack), 5), (
             f"no {attack.pack} verdict >= {attack.action}: "
             f"{[(e['rule'], e['action']) for e in _verdicts(box.id)]}")
