@@ -8,9 +8,9 @@ Event kinds in use (`detail` keys in brackets):
 - session.start / session.end / session.warning      [profile, reason, exit_code]
 - command.blocked                                     [text, rule, message]
 - shell.marker_forged / shell.marker_missing          [marker, command]
-- net.attempt  [dst_ip, dst_port, protocol, name, verdict ("allow"|"deny"), reason,
-                bytes_up, bytes_down, duration]
-- net.scan     [distinct_targets, ports, window_s]
+- net.attempt  [dst_ip, dst_port, protocol (tls|http|ssh|mining|unknown|none), name,
+                verdict ("allow"|"deny"), reason, bytes_up, bytes_down, duration, first_bytes]
+- net.scan     [distinct_targets, hosts, n_ports, ports (up to 50), sample_hosts, window_s]
 - net.dropped  [counter values from nftables: udp, icmp, ipv6, other]
 - dns.query    [name, qtype, verdict, answers]   dns.tunnel [name, reason]
 - proc.exec    [pid, ppid, argv, exe, uid]

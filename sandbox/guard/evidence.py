@@ -194,10 +194,7 @@ def from_event(event: Mapping[str, Any]) -> Evidence | None:
             payload=_str(d, "first_bytes").encode("latin-1", errors="replace"),
         )
     if kind == "net.scan":
-        # The gateway sends `ports` as a count and the ports themselves as `sample_ports`.
-        ports = d.get("sample_ports") or d.get("ports") or []
-        if not isinstance(ports, list | tuple):
-            ports = []
+        ports = d.get("ports") or []
         return ScanEvent(
             distinct_targets=_int(d, "distinct_targets"),
             ports=tuple(int(p) for p in ports if isinstance(p, int | str) and str(p).isdigit()),

@@ -89,8 +89,8 @@ class ScanDetector:
             hosts = sorted({i for i, _ in targets})
             ports = sorted({p for _, p in targets})
         self.emit("net.scan", {
-            "distinct_targets": len(targets), "hosts": len(hosts), "ports": len(ports),
-            "sample_hosts": hosts[:10], "sample_ports": ports[:20], "window_s": SCAN_WINDOW_S,
+            "distinct_targets": len(targets), "hosts": len(hosts), "n_ports": len(ports),
+            "sample_hosts": hosts[:10], "ports": ports[:50], "window_s": SCAN_WINDOW_S,
         }, severity="alert", action="flag")
 
 

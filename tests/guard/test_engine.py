@@ -174,7 +174,7 @@ def test_every_builtin_rule_is_cited() -> None:
 
 def test_network_stratum_is_killed() -> None:
     """Stratum seen by the gateway ends the session, whatever the binary was called."""
-    ev = NetworkAttempt(dst_ip="203.0.113.7", dst_port=443, protocol="stratum", verdict="deny")
+    ev = NetworkAttempt(dst_ip="203.0.113.7", dst_port=443, protocol="mining", verdict="deny")
     top = strongest(build_engine().evaluate(ev))
     assert top is not None and top.rule_id == "mining.stratum_protocol" and top.action == "kill"
 
@@ -254,8 +254,8 @@ def test_process_evidence_by_name_and_argv() -> None:
 def test_from_event_round_trip() -> None:
     """Stored events become evidence; the guard's own events never do."""
     assert from_event({"kind": "net.attempt", "detail": {"dst_ip": "203.0.113.7", "dst_port": 3333,
-                                                         "protocol": "stratum", "verdict": "deny"}}) \
-        == NetworkAttempt("203.0.113.7", 3333, "stratum", verdict="deny")
+                                                         "protocol": "mining", "verdict": "deny"}}) \
+        == NetworkAttempt("203.0.113.7", 3333, "mining", verdict="deny")
     assert from_event({"kind": "proc.exec", "detail": '{"argv": ["nc", "-e", "sh"], "exe": "/bin/nc", "pid": 5}'}) \
         == ProcessExec(("nc", "-e", "sh"), exe="/bin/nc", pid=5, comm="nc")
     assert from_event({"kind": "dns.tunnel", "detail": {"name": "x.test", "reason": "entropy"}}) \
@@ -274,7 +274,7 @@ def test_verdict_emits_event() -> None:
     emit = ListEmit()
     engine = build_engine()
     for v in engine.evaluate_event({"kind": "net.attempt", "detail": {
-            "dst_ip": "203.0.113.7", "dst_port": 3333, "protocol": "stratum"}}):
+            "dst_ip": "203.0.113.7", "dst_port": 3333, "protocol": "mining"}}):
         v.emit(emit)
     ev = emit.of_kind("guard.verdict")[0]
     assert ev["rule"] == "mining.stratum_protocol" and ev["action"] == "kill"

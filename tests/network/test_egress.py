@@ -354,7 +354,7 @@ def test_port_scan_is_one_event(fake_internet: FakeInternet) -> None:
         assert all(e["detail"]["verdict"] == "deny" for e in emit.of_kind("net.attempt"))
         [scan_event] = emit.of_kind("net.scan")
         assert scan_event["detail"]["distinct_targets"] >= 15
-        assert scan_event["detail"]["hosts"] == 1 and scan_event["detail"]["ports"] >= 15
+        assert scan_event["detail"]["hosts"] == 1 and scan_event["detail"]["n_ports"] >= 15
     finally:
         handle.teardown()
 

@@ -84,7 +84,7 @@ def test_stratum_is_denied_and_kills_the_session(allow_profile: str, test_dir: P
         with contextlib.suppress(SessionClosed):
             box.run(cmd, timeout=30)
         mining = wait_for(lambda: [a for a in _attempts(box.id)
-                                   if a.get("protocol") in ("mining", "stratum")], 5)
+                                   if a.get("protocol") == "mining"], 5)
         assert mining and mining[0]["verdict"] == "deny", _attempts(box.id)
         verdicts = Store().events(box.id, kinds=("guard.verdict",))
         assert any(v["detail"]["pack"] == "mining" for v in verdicts)

@@ -78,7 +78,7 @@ def test_fork_bomb_is_contained_by_pids_limit(
         assert group.sample()["pids"] <= 50
         t = time.monotonic()
         subprocess.run(["true"], check=True)  # the host outside the group is unaffected
-        assert time.monotonic() - t < 2
+        assert time.monotonic() - t < 10  # generous: not starved, not a speed test
         assert wait_for(lambda: emit.of_kind("resource.breach"), 5)
         assert emit.of_kind("resource.breach")[0]["detail"]["limit"] == "pids"
     finally:

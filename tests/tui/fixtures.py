@@ -43,7 +43,7 @@ def fill(store: Store) -> dict[str, Any]:
     store.add_event(sid, "proc.exec", {"pid": 311, "ppid": 1, "argv": ["./xmrig", "-o", "pool.minexmr.com:4444"], "exe": "/work/xmrig", "uid": 1001}, ts=c + 330)
     store.add_event(sid, "dns.query", {"name": "pool.minexmr.com", "qtype": "A", "verdict": "deny", "answers": []},
                     severity="warning", ts=c + 331)
-    store.add_event(sid, "net.attempt", {"dst_ip": "203.0.113.50", "dst_port": 4444, "protocol": "stratum", "name": "pool.minexmr.com",
+    store.add_event(sid, "net.attempt", {"dst_ip": "203.0.113.50", "dst_port": 4444, "protocol": "mining", "name": "pool.minexmr.com",
                     "verdict": "deny", "reason": "not in allowlist", "bytes_up": 0, "bytes_down": 0, "duration": 0.0}, ts=c + 331.5)
     store.add_event(sid, "gpu.sample", {"gpu": 0, "pid": 311, "mem_bytes": 6_442_450_944, "util": 98.0}, ts=c + 340)
     store.add_event(sid, "guard.verdict", {"rule": "mining.stratum", "pack": "mining", "action": "kill",

