@@ -281,7 +281,7 @@ def test_verdict_emits_event() -> None:
     assert ev["severity"] == "critical"
     d = ev["detail"]
     assert {"rule", "pack", "action", "evidence", "attack", "source", "message"} <= set(d)
-    assert d["evidence"]["type"] == "network" and d["evidence"]["protocol"] == "stratum"
+    assert d["evidence"]["type"] == "network" and d["evidence"]["protocol"] == "mining"
     assert "T1496" in d["attack"]
 
 
