@@ -1,13 +1,11 @@
 """Profile -> firejail command line. Pure: tested by comparing lists.
 
-The argv has three parts:
-1. an optional prefix that a root supervisor needs: `ip netns exec NS` (allowlist mode:
-   the jail inherits a namespace we built, firejail is not asked for `--netns`, which
-   Debian's `restricted-network yes` refuses to non-root users) and `setpriv` to drop to
-   the unprivileged agent user (a root shell with every capability dropped still reads
-   /etc/shadow, so the agent never runs as uid 0);
-2. firejail and its flags;
-3. `--` and the program.
+The argv is firejail (by absolute path), its flags, `--` and the program. What a root
+supervisor needs before firejail (enter the session's netns, drop to the unprivileged
+agent user, a TIOCSTI filter) happens in the forked child itself (`launch.Launch`), not
+through helper programs: no root helper ever runs with the agent's environment (red-team
+H1). In allowlist mode the jail inherits a namespace we built; firejail is not asked for
+`--netns`, which Debian's `restricted-network yes` refuses to non-root users.
 
 Firejail is run, never reimplemented; its version is checked by `check_firejail`.
 """
@@ -16,12 +14,13 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DependencyMissing
+from . import launch
+from .errors import DependencyMissing, SetupError
 from .profile import Profile
 
 MIN_FIREJAIL = (0, 9, 64)  # --deterministic-shutdown, --restrict-namespaces
@@ -143,22 +142,37 @@ def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
     return flags
 
 
-def prefix(spec: JailSpec) -> list[str]:
-    """What runs before firejail: enter the netns, then drop to the agent user."""
-    out: list[str] = []
-    if spec.netns:
-        out += ["ip", "netns", "exec", spec.netns]
-    if spec.agent is not None:
-        out += [
-            "setpriv", f"--reuid={spec.agent.uid}", f"--regid={spec.agent.gid}",
-            "--clear-groups", "--",
-        ]
-    return out
-
-
 def build_argv(profile: Profile, spec: JailSpec, program: list[str]) -> list[str]:
-    """The full command line for one session: prefix + firejail + `--` + program."""
-    return [*prefix(spec), "firejail", *firejail_flags(profile, spec), "--", *program]
+    """The full command line for one session: firejail + flags + `--` + program."""
+    return [launch.tool("firejail"), *firejail_flags(profile, spec), "--", *program]
+
+
+def launcher(spec: JailSpec, steps: list[Callable[[], None]], *,
+             ctty_fd: int | None = None) -> launch.Launch:
+    """The child-side set-up for this spec: cgroup steps, own session, netns, drop."""
+    return launch.Launch(
+        agent_uid=spec.agent.uid if spec.agent else None,
+        agent_gid=spec.agent.gid if spec.agent else None,
+        netns=spec.netns, steps=steps, ctty_fd=ctty_fd,
+    )
+
+
+# Keys that steer the dynamic loader or an interpreter's start-up. firejail is setuid, so
+# the loader drops LD_* on its way in: they would be silently lost, so they are refused.
+_LOADER_KEYS = re.compile(r"^(LD_\w*|GCONV_PATH|GETCONF_DIR|HOSTALIASES|LOCALDOMAIN|"
+                          r"MALLOC_\w*|NLSPATH|RES_OPTIONS|TMPDIR|TZDIR)$")
+
+
+def check_env(env: dict[str, str]) -> None:
+    """Refuse environment the jail cannot honour, with the fix."""
+    for key in env:
+        if not key or "=" in key or "\0" in key:
+            raise SetupError(f"invalid environment variable name {key!r}")
+        if _LOADER_KEYS.match(key):
+            raise SetupError(
+                f"environment variable {key} cannot be passed into the jail: firejail is "
+                "setuid and the loader drops it. Set it inside the command instead "
+                f"(e.g. `{key}=... prog`)")
 
 
 def build_env(profile: Profile, spec: JailSpec, host_env: dict[str, str]) -> dict[str, str]:
@@ -199,14 +213,11 @@ def check_firejail() -> tuple[int, ...]:
     Cached per process: the binary does not change under a running supervisor, and
     asking costs a fork+exec (~4 ms) per session start.
     """
-    exe = shutil.which("firejail")
-    if exe is None:
-        raise DependencyMissing(
-            "firejail not found: apt-get install firejail (or run `sandbox doctor`)"
-        )
+    exe = launch.tool("firejail")
     try:
         out = subprocess.run(
-            [exe, "--version"], capture_output=True, text=True, timeout=10, check=False
+            [exe, "--version"], capture_output=True, text=True, timeout=10, check=False,
+            env=launch.supervisor_env(),
         ).stdout
     except OSError as e:
         raise DependencyMissing(f"firejail cannot run: {e}; reinstall: apt-get install firejail") \

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,14 @@ class Session:
         """The jail's environment: the profile's allowlist plus the caller's `env`."""
         env = jail.build_env(self.profile, self._spec, dict(os.environ))
         env.update(self.extra_env)
+        jail.check_env(env)
         return env
+
+    def launcher(self, ctty_fd: int | None = None) -> Callable[[], None]:
+        """What the jail's child runs before exec: cgroup, own session, netns, TIOCSTI
+        filter, privilege drop (see `launch`)."""
+        step = self.hooks.preexec()
+        return jail.launcher(self._spec, [step] if step else [], ctty_fd=ctty_fd)
 
     def _start_shell(self) -> None:
         program = ["bash", "--noprofile", "--norc", "-i"]
@@ -171,7 +179,7 @@ class Session:
         self.shell = Shell(
             argv, self.env(), str(self.workdir), mode=self.kind,
             max_output=self.profile.recording.max_output_bytes,
-            preexec_fn=self.hooks.preexec(),
+            preexec_fn=self.launcher(),
         )
         self.jail_pid = self.shell.pid
         self.store.update_session(self.id, jail_pid=self.jail_pid)
