@@ -4,6 +4,11 @@ Each command and event row of a session carries `seq` (one counter per session a
 both tables), `prev_hash` and `hash = sha256(prev_hash || canonical(row))`. Editing,
 deleting or reordering any row breaks every hash after it; rewriting the whole chain
 changes the head hash, which `run` prints and can send off-box.
+
+A command's `output_raw` (the exact bytes, kept only when the text column cannot hold
+them) is hashed as hex when present; rows without it hash exactly as before it existed.
+The session row itself is covered too: `Store.verify` checks its counters against the
+rows and its summary fields against the `seal` of the final `session.end` event.
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ def canonical(kind: str, row: dict[str, Any]) -> bytes:
     keys = COMMAND_FIELDS if kind == "command" else EVENT_FIELDS
     body = {k: row.get(k) for k in keys}
     body["_type"] = kind
+    if kind == "command" and row.get("output_raw") is not None:
+        body["output_raw"] = bytes(row["output_raw"]).hex()
     # bools are stored as 0/1 in SQLite; hash them as ints so a re-read row verifies.
     for k, v in body.items():
         if isinstance(v, bool):
             body[k] = int(v)
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "surrogatepass")
 
 
 def link(prev_hash: str, kind: str, row: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ blocked or killed something) with rule, category, evidence, action and time, plu
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -14,17 +15,31 @@ from typing import Any
 from .store import ACTIONS, Store
 
 
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A command row for JSON: its exact output bytes, when kept (`output_raw`: binary
+    output, NUL), as base64 under `output_raw_b64`; otherwise `output` is exact."""
+    out = {k: v for k, v in row.items() if k != "output_raw"}
+    if row.get("output_raw") is not None:
+        out["output_raw_b64"] = base64.b64encode(bytes(row["output_raw"])).decode()
+    return out
+
+
 def jsonl(store: Store, session_id: str) -> Iterator[str]:
     session = store.get_session(session_id)
     yield json.dumps({"type": "session", **session}, default=str)
     for kind, row in store.chain_rows(session["id"]):
         if kind == "event" and isinstance(row.get("detail"), str):
             row = {**row, "detail": json.loads(row["detail"])}
+        elif kind == "command":
+            row = json_row(row)
         yield json.dumps({"type": kind, **row}, default=str)
 
 
 def asciicast(store: Store, session_id: str, width: int = 120, height: int = 40) -> Iterator[str]:
-    """asciicast v2: a header line, then [time, "o", text] events."""
+    """asciicast v2: a header line, then [time, "o", text] events.
+
+    Replays the output as recorded, escape sequences included (that is what a replay is
+    for): play it in a terminal only when you would run the session's output there."""
     session = store.get_session(session_id)
     t0 = session["created"]
     header = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -24,14 +25,18 @@ from typing import Any
 from . import chain, paths
 from .errors import NotFound, StoreError
 from .store_schema import (  # re-exported: callers import these from store
+    _ADDED_COLUMNS,
     _SCHEMA,
     _SESSION_UPDATABLE,
     ACTIONS,
     FINAL_STATES,
     LIVE_STATES,
+    RECORD_VERSION,
     SCHEMA_VERSION,
+    SEALED_FIELDS,
     SEVERITIES,
 )
+from .textsafe import NUL_PICTURE, raw_bytes, storable, visible
 
 __all__ = ["ACTIONS", "FINAL_STATES", "LIVE_STATES", "SCHEMA_VERSION", "SEVERITIES", "Store",
            "is_alert"]
@@ -40,6 +45,44 @@ __all__ = ["ACTIONS", "FINAL_STATES", "LIVE_STATES", "SCHEMA_VERSION", "SEVERITI
 def is_alert(action: str, severity: str) -> bool:
     """An alert is anything a rule flagged, blocked or killed, or any warning-or-worse."""
     return action != "record" or SEVERITIES.index(severity) >= SEVERITIES.index("alert")
+
+
+MAX_ID_LEN = 64
+_ID_CHARS = re.compile(r"[A-Za-z0-9_.-]+")  # what an exact id may hold (ours are hex)
+_HEX = re.compile(r"[0-9a-f]+")  # what a prefix may hold: ids are token_hex
+
+
+def check_session_id(session_id: str) -> None:
+    """Refuse, in one line, what cannot be a session id (empty, huge, odd characters)."""
+    if not session_id:
+        raise NotFound("no session id given: pass an id, or a unique prefix of one, "
+                       "from `sandbox ls`")
+    if len(session_id) > MAX_ID_LEN or not _ID_CHARS.fullmatch(session_id):
+        shown = visible(session_id[:24]) + (f"… ({len(session_id)} characters)"
+                                             if len(session_id) > 24 else "")
+        raise NotFound(f"no such session {shown!r}: a session id is up to {MAX_ID_LEN} hex "
+                       "digits, like 3f2a9c01b4; see `sandbox ls`")
+
+
+def output_bytes_of(command: dict[str, Any]) -> bytes:
+    """A recorded command's exact output bytes (`output_raw` when set, else the text)."""
+    raw = command.get("output_raw")
+    if raw is not None:
+        return bytes(raw)
+    return str(command.get("output") or "").encode("utf-8")
+
+
+def _output_columns(output: str | bytes) -> tuple[str, bytes | None, int]:
+    """(text for the `output` column, exact bytes when the text is not them, byte count)."""
+    raw = output if isinstance(output, bytes) else raw_bytes(output)
+    try:
+        text = raw.decode("utf-8")
+        exact = "\x00" not in text
+    except UnicodeDecodeError:
+        text, exact = raw.decode("utf-8", errors="replace"), False
+    if not exact:
+        text = text.replace("\x00", NUL_PICTURE)
+    return text, (None if exact else raw), len(raw)
 
 
 class Store:
@@ -85,6 +128,14 @@ class Store:
                 f"{self.path} has schema {row[0]}, newer than this sandbox ({SCHEMA_VERSION}); "
                 "upgrade sandbox"
             )
+        elif int(row[0]) < SCHEMA_VERSION:
+            with self._tx() as db:
+                for table, column, decl in _ADDED_COLUMNS:
+                    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                db.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                           (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -136,7 +187,13 @@ class Store:
             raise ValueError(f"not updatable: {sorted(bad)}")
         if "resources" in values and not isinstance(values["resources"], str):
             values["resources"] = json.dumps(values["resources"])
-        cols = ", ".join(f"{k}=?" for k in values)
+        # Any str is storable: a non-UTF-8 argv arrives with lone surrogates.
+        values = {k: storable(v) if isinstance(v, str) else v for k, v in values.items()}
+        # A final state is final: a late "running" (a kill that won the race with the
+        # start) must not reopen the row that the sealed session.end describes.
+        cols = ", ".join(
+            "state=CASE WHEN state IN ('exited','killed','failed') THEN state ELSE ? END"
+            if k == "state" else f"{k}=?" for k in values)
         with self._tx() as db:
             db.execute(
                 f"UPDATE sessions SET {cols}, updated=? WHERE id=?",
@@ -149,6 +206,7 @@ class Store:
     ) -> bool:
         """Move a live session to a final state; False when it was already final."""
         assert state in FINAL_STATES
+        reason = None if reason is None else storable(reason)
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
@@ -159,14 +217,20 @@ class Store:
             return cur.rowcount == 1
 
     def get_session(self, session_id: str) -> dict[str, Any]:
+        """The session with this id, or the only one it is a prefix of (hex only)."""
+        check_session_id(session_id)
         rows = self._query("SELECT * FROM sessions WHERE id=?", (session_id,))
-        if not rows:
+        if not rows and _HEX.fullmatch(session_id):
+            # substr, not LIKE: a prefix is compared as text, no wildcard in it counts.
             rows = self._query(
-                "SELECT * FROM sessions WHERE id LIKE ? ORDER BY created DESC", (session_id + "%",)
+                "SELECT * FROM sessions WHERE substr(id, 1, ?)=? ORDER BY created DESC LIMIT 2",
+                (len(session_id), session_id),
             )
-            if len(rows) != 1:
-                what = "ambiguous" if rows else "unknown"
-                raise NotFound(f"{what} session id {session_id!r}; see `sandbox ls`")
+            if len(rows) > 1:
+                raise NotFound(f"ambiguous session id {session_id!r}: more than one session "
+                               "starts with it; give more of the id (see `sandbox ls`)")
+        if not rows:
+            raise NotFound(f"no such session {session_id!r}; see `sandbox ls`")
         return _decode_session(rows[0])
 
     def list_sessions(
@@ -186,13 +250,22 @@ class Store:
     def _append(
         self, kind: str, session_id: str, row: dict[str, Any],
         detail: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Append one chained row; returns it and the event detail as recorded."""
+        detail = detail or {}
         with self._tx() as db:
-            head = db.execute(
-                "SELECT last_seq, head_hash FROM sessions WHERE id=?", (session_id,)
-            ).fetchone()
+            head = db.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
             if head is None:
-                raise NotFound(f"unknown session id {session_id!r}")
+                raise NotFound(f"no such session {session_id!r}")
+            if kind == "event" and row["kind"] == "session.start":
+                # Marks a record that must end in a seal (older records have none).
+                detail = {**detail, "record_version": RECORD_VERSION}
+                row["detail"] = _dump(detail)
+            elif (kind == "event" and row["kind"] == "session.end"
+                  and head["state"] in FINAL_STATES):
+                # The seal: the row's summary as it ends, chained (see `verify`).
+                detail = {**detail, "seal": {f: head[f] for f in SEALED_FIELDS}}
+                row["detail"] = _dump(detail)
             row["session_id"] = session_id
             row["seq"] = head["last_seq"] + 1
             row["prev_hash"] = head["head_hash"]
@@ -211,7 +284,7 @@ class Store:
             if kind == "event":
                 if is_alert(row["action"], row["severity"]):
                     counters += ", n_alerts=n_alerts+1"
-                if (detail or {}).get("verdict") == "deny":
+                if detail.get("verdict") == "deny":
                     counters += ", n_denied=n_denied+1"
                 counters += (
                     ", max_severity=CASE WHEN instr(?, ','||max_severity||',') > 0 "
@@ -224,7 +297,7 @@ class Store:
                 f"UPDATE sessions SET last_seq=?, head_hash=?, updated=?, {counters} WHERE id=?",
                 (row["seq"], row["hash"], time.time(), *extra, session_id),
             )
-        return row
+        return row, detail
 
     def add_command(
         self,
@@ -240,13 +313,17 @@ class Store:
         output_bytes: int | None = None,
         source: str = "api",
     ) -> dict[str, Any]:
+        """Record one command. `output` is best given as the bytes the command wrote:
+        text that is not valid UTF-8 or holds NUL keeps its exact bytes in `output_raw`
+        (the `output` column then shows U+FFFD and `␀`, so SQL tools never cut it)."""
+        text_out, raw, n = _output_columns(output)
         row: dict[str, Any] = {
-            "text": text, "output": output, "exit_code": exit_code, "started": started,
-            "duration": duration, "timed_out": int(timed_out), "truncated": int(truncated),
-            "output_bytes": len(output.encode()) if output_bytes is None else output_bytes,
-            "source": source,
+            "text": storable(text), "output": text_out, "exit_code": exit_code,
+            "started": started, "duration": duration, "timed_out": int(timed_out),
+            "truncated": int(truncated), "output_bytes": n if output_bytes is None
+            else output_bytes, "source": source, "output_raw": raw,
         }
-        return self._append("command", session_id, row)
+        return self._append("command", session_id, row)[0]
 
     def add_event(
         self,
@@ -265,12 +342,12 @@ class Store:
             raise ValueError(f"action must be one of {ACTIONS}")
         detail = detail or {}
         row: dict[str, Any] = {
-            "ts": time.time() if ts is None else ts, "kind": kind, "severity": severity,
-            "action": action, "rule": rule, "detail": json.dumps(detail, sort_keys=True,
-                                                                  default=str),
+            "ts": time.time() if ts is None else ts, "kind": storable(kind),
+            "severity": severity, "action": action,
+            "rule": None if rule is None else storable(rule), "detail": _dump(detail),
         }
-        out = self._append("event", session_id, row, detail)
-        out["detail"] = detail
+        out, recorded = self._append("event", session_id, row, detail)
+        out["detail"] = recorded
         return out
 
     def commands(self, session_id: str, since_seq: int = 0) -> list[dict[str, Any]]:
@@ -320,17 +397,25 @@ class Store:
         return rows
 
     def verify(self, session_id: str) -> tuple[bool, str]:
-        """Check a session's hash chain, and that it ends at the recorded head."""
-        session = self.get_session(session_id)
-        rows = self.chain_rows(session["id"])
+        """Check a session's record: the hash chain, that it ends at the recorded head,
+        that the row's counters match the rows, and (for a finished session) that the
+        row's summary matches the seal its final `session.end` carries."""
+        sid = self.get_session(session_id)["id"]
+        with self._lock:  # one read transaction: the row and its chain, consistent
+            self._db.execute("BEGIN")
+            try:
+                session = dict(self._db.execute(
+                    "SELECT * FROM sessions WHERE id=?", (sid,)).fetchone())
+                rows = self.chain_rows(sid)
+            finally:
+                self._db.execute("COMMIT")
         ok, message, head = chain.verify_rows(rows)
-        if ok and (head != session["head_hash"] or len(rows) != session["last_seq"]):
-            return False, (
-                f"rows seq={len(rows) + 1}..{session['last_seq']} are missing: the chain ends "
-                f"at {head} after {len(rows)} rows, but the session recorded "
-                f"{session['last_seq']} rows ending at {session['head_hash']}"
-            )
-        return ok, message
+        if not ok:
+            return False, message
+        problem = _check_head(session, rows, head) or _check_counters(session, rows)
+        if problem:
+            return False, problem
+        return _check_seal(session, rows, message)
 
     # -- controls -------------------------------------------------------------------------
 
@@ -364,6 +449,80 @@ class Store:
                 "UPDATE controls SET handled=? WHERE session_id=? AND handled IS NULL",
                 (time.time(), session_id),
             )
+
+
+def _dump(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, sort_keys=True, default=str)
+
+
+def _check_head(session: dict[str, Any], rows: list[tuple[str, dict[str, Any]]],
+                head: str) -> str | None:
+    n, last, recorded = len(rows), session["last_seq"], session["head_hash"]
+    if n < last:
+        missing = f"row seq={last}" if n + 1 == last else f"rows seq={n + 1}..{last}"
+        return (f"{missing} missing: the chain ends after {n} rows at {head}, but the "
+                f"session recorded {last} rows ending at {recorded}")
+    if n > last:
+        return (f"the chain holds {n} rows but the session row records last_seq={last}: "
+                "the session row was edited")
+    if head != recorded:
+        return (f"the chain's head {head} is not the session's recorded head {recorded}: "
+                "the rows or the session row were rewritten")
+    return None
+
+
+def _check_counters(session: dict[str, Any],
+                    rows: list[tuple[str, dict[str, Any]]]) -> str | None:
+    events = [r for k, r in rows if k == "event"]
+    details = [_loads(e["detail"]) for e in events]
+    worst = max((SEVERITIES.index(e["severity"]) for e in events
+                 if e["severity"] in SEVERITIES), default=0)
+    want = {
+        "n_commands": len(rows) - len(events),
+        "n_events": len(events),
+        "n_alerts": sum(1 for e in events if is_alert(e["action"], e["severity"])),
+        "n_denied": sum(1 for d in details if d.get("verdict") == "deny"),
+        "max_severity": SEVERITIES[worst],
+    }
+    for key, value in want.items():
+        if session[key] != value:
+            return (f"the session row says {key}={visible(session[key])!r}, but its chain "
+                    f"holds {value!r}: the session row was edited")
+    return None
+
+
+def _check_seal(session: dict[str, Any], rows: list[tuple[str, dict[str, Any]]],
+                message: str) -> tuple[bool, str]:
+    start = next((_loads(r["detail"]) for k, r in rows
+                  if k == "event" and r["kind"] == "session.start"), {})
+    seal_row, seal = None, None
+    for k, r in rows:
+        if k == "event" and r["kind"] == "session.end":
+            d = _loads(r["detail"])
+            if isinstance(d.get("seal"), dict):
+                seal_row, seal = r, d["seal"]
+    if seal is None or seal_row is None:
+        if session["state"] not in FINAL_STATES:
+            return True, f"{message} (live: the end is not sealed yet)"
+        if not start.get("record_version") and rows:
+            return True, f"{message} (recorded before sealed ends: the session row is unchecked)"
+        return False, (f"the session is {session['state']} but its chain has no sealed "
+                       "session.end: the end was deleted, or the record is incomplete")
+    for field in SEALED_FIELDS:
+        if session.get(field) != seal.get(field):
+            return False, (
+                f"the session row's {field} is {visible(session.get(field))!r}, but the sealed "
+                f"session.end (seq={seal_row['seq']}) says {visible(seal.get(field))!r}: "
+                "the session row was edited")
+    return True, f"{message}, sealed at seq={seal_row['seq']}"
+
+
+def _loads(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _decode_session(row: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from . import chain
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# 2: commands.output_raw (the exact output bytes when the text column cannot hold them);
+#    session.start carries `record_version` and a finished session's session.end a `seal`.
+RECORD_VERSION = 2
 
 SEVERITIES = ("info", "warning", "alert", "critical")
 ACTIONS = ("record", "flag", "block", "kill")
@@ -51,7 +54,8 @@ CREATE TABLE IF NOT EXISTS commands (
     session_id TEXT NOT NULL REFERENCES sessions(id),
     seq INTEGER NOT NULL,
     text TEXT NOT NULL,
-    output TEXT NOT NULL,
+    output TEXT NOT NULL,             -- UTF-8 text, NUL shown as U+2400
+    output_raw BLOB,                  -- the exact bytes when `output` is not (binary, NUL)
     exit_code INTEGER,
     started REAL NOT NULL,
     duration REAL NOT NULL,
@@ -87,6 +91,16 @@ CREATE TABLE IF NOT EXISTS controls (
 );
 CREATE INDEX IF NOT EXISTS controls_pending ON controls(session_id, handled);
 """
+
+# Columns added after schema 1: (table, column, declaration), applied by the migration.
+_ADDED_COLUMNS = (("commands", "output_raw", "BLOB"),)
+
+# The session row's fields a finished session's `session.end` seals (the counters are
+# checked against the chain itself, so they need no seal).
+SEALED_FIELDS = (
+    "profile", "kind", "state", "reason", "exit_code", "created", "ended", "agent_uid",
+    "workdir", "argv", "user", "host", "owner_pid", "jail_name",
+)
 
 _SESSION_UPDATABLE = {
     "workdir", "state", "reason", "ended", "exit_code", "agent_uid", "jail_name", "jail_pid",

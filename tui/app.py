@@ -95,8 +95,9 @@ class SandboxApp(App[int]):
         if not fmt.is_live(session):
             self.notify(f"Session {sid} is already {session['state']}", severity="warning")
             return
-        body = (f"profile {session.get('profile')} · {session.get('n_commands', 0)} commands"
-                f" · now: {session.get('current_command') or '-'}")
+        body = fmt.visible(f"profile {session.get('profile')} · "
+                           f"{session.get('n_commands', 0)} commands"
+                           f" · now: {session.get('current_command') or '-'}")
 
         def done(ok: bool | None) -> None:
             if ok:

@@ -8,6 +8,7 @@ from typing import Any
 from rich.text import Text
 
 from sandbox.store import LIVE_STATES
+from sandbox.textsafe import visible
 
 SEVERITY_STYLE = {
     "info": "dim",
@@ -28,9 +29,10 @@ VERDICT_STYLE = {"allow": "green", "deny": "bold red"}
 
 
 def cell(value: object, style: str = "", width: int | None = None) -> Text:
-    """A table cell as Text: never parsed as markup (commands may contain `[red]`)."""
+    """A table cell as Text: never parsed as markup (commands may contain `[red]`), and
+    every control character shown, never sent to the terminal (`ESC` as `␛`)."""
     s = "" if value is None else str(value)
-    s = s.replace("\n", "⏎").replace("\r", "")
+    s = visible(s.replace("\r\n", "\n"))
     if width is not None and len(s) > width:
         s = s[: max(0, width - 1)] + "…"
     return Text(s, style=style, no_wrap=True, overflow="ellipsis")
@@ -103,9 +105,10 @@ def is_live(session: dict[str, Any]) -> bool:
 
 
 def evidence(detail: Any, width: int | None = None) -> str:
-    """An event's detail as one compact line (key=value, most telling keys first)."""
+    """An event's detail as one compact line (key=value, most telling keys first),
+    control characters shown (see `visible`)."""
     if not isinstance(detail, dict):
-        return str(detail)
+        return visible(detail)
     first = ("evidence", "text", "argv", "name", "dst_ip", "dst_port", "reason", "message")
     keys = [k for k in first if k in detail] + sorted(k for k in detail if k not in first)
     parts = []
@@ -118,7 +121,7 @@ def evidence(detail: Any, width: int | None = None) -> str:
         elif isinstance(v, dict):
             v = json.dumps(v, sort_keys=True, default=str)
         parts.append(f"{k}={v}")
-    s = " ".join(parts)
+    s = visible(" ".join(parts))
     return s if width is None or len(s) <= width else s[: width - 1] + "…"
 
 

@@ -11,7 +11,17 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from sandbox.store import output_bytes_of
+from sandbox.textsafe import visible
+
 from . import fmt
+
+
+def output_text(command: dict[str, Any]) -> str:
+    """The recorded output, exact bytes where kept, for Rich: undecodable bytes as \\xNN
+    and every control character visible (an escape sequence is shown, not run)."""
+    raw = output_bytes_of(command)
+    return visible(raw.decode("utf-8", errors="surrogateescape"), multiline=True)
 
 
 class OutputModal(ModalScreen[None]):
@@ -33,10 +43,10 @@ class OutputModal(ModalScreen[None]):
         head = (f"#{c['seq']}  exit {c['exit_code']}  {fmt.duration(c['duration'])}"
                 + (f"  ({', '.join(notes)})" if notes else ""))
         with Vertical(id="output-dialog"):
-            yield Label(Text(f"$ {c['text']}", style="bold"), id="output-command")
+            yield Label(Text(f"$ {visible(c['text'])}", style="bold"), id="output-command")
             yield Label(Text(head, style="dim"), id="output-meta")
             with VerticalScroll(id="output-scroll"):
-                yield Static(Text(c["output"] or "(no output)"), id="output-body")
+                yield Static(Text(output_text(c) or "(no output)"), id="output-body")
 
     def on_mount(self) -> None:
         self.query_one("#output-scroll").focus()

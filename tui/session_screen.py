@@ -15,6 +15,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
+from sandbox.textsafe import visible
+
 from . import fmt
 from .messages import SessionPolled
 from .output_modal import OutputModal
@@ -191,16 +193,16 @@ class SessionScreen(Screen[None]):
             return
         now = self.sandbox_app.clock()
         text = Text()
-        text.append(f"{s['id']}", "bold")
-        text.append(f"  profile {s['profile']}  ")
+        text.append(visible(s["id"]), "bold")
+        text.append(visible(f"  profile {s['profile']}  "))
         text.append_text(fmt.state_text(s["state"]))
         if s.get("reason"):
-            text.append(f" ({s['reason']})", "dim")
+            text.append(visible(f" ({s['reason']})"), "dim")
         if s.get("exit_code") is not None:
             text.append(f"  exit {s['exit_code']}")
         text.append(f"  age {fmt.age((s.get('ended') or now) - s['created'])}")
-        text.append(f"  {s['kind']} · {s['user']}@{s['host']} · jail pid {s.get('jail_pid')}",
-                    "dim")
+        text.append(visible(f"  {s['kind']} · {s['user']}@{s['host']} · jail pid "
+                            f"{s.get('jail_pid')}"), "dim")
         text.append("\n")
         text.append(f"commands {s['n_commands']}  events {s['n_events']}  alerts ")
         text.append_text(fmt.alerts_cell(s))
@@ -210,8 +212,8 @@ class SessionScreen(Screen[None]):
         text.append("\n")
         current = s.get("current_command")
         text.append("now: ", "dim")
-        text.append(current or "-", "bold" if current else "dim")
-        text.append(f"   workdir {s['workdir']}", "dim")
+        text.append(visible(current or "-"), "bold" if current else "dim")
+        text.append(visible(f"   workdir {s['workdir']}"), "dim")
         text.append("\n")
         text.append("follow: ", "dim")
         text.append("on (tailing the newest rows)" if self.follow else "off (f to follow)",

@@ -1,4 +1,9 @@
-"""`sandbox ls | show | logs | verify | export`: reading the store."""
+"""`sandbox ls | show | logs | verify | export`: reading the store.
+
+Every human view passes agent-controlled text through `textsafe.visible` (an escape
+sequence is shown as `␛[...`, never acted on by the operator's terminal); `--json` and
+the exports print the exact values.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from .. import export
-from ..store import FINAL_STATES, Store
+from ..store import FINAL_STATES, Store, output_bytes_of
+from ..textsafe import visible
 
 
 def add_parsers(sub: Any) -> None:
@@ -62,10 +68,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     print(f"{'ID':<11} {'PROFILE':<9} {'STATE':<8} {'STARTED':<9} {'AGE':>6} {'CMDS':>5} "
           f"{'ALERTS':>6} {'DENIED':>6} {'GPU':>9} {'EXIT':>4}  NOW / REASON")
     for s in rows:
-        now = s["current_command"] or s["reason"] or ""
-        print(f"{s['id']:<11} {s['profile'][:9]:<9} {s['state']:<8} {_ts(s['created']):<9} "
-              f"{_age(s):>6} {s['n_commands']:>5} {s['n_alerts']:>6} {s['n_denied']:>6} "
-              f"{_gpu(s):>9} {'' if s['exit_code'] is None else s['exit_code']:>4}  {now[:60]}")
+        now = visible(s["current_command"] or s["reason"] or "")
+        print(f"{visible(s['id']):<11} {visible(s['profile'])[:9]:<9} {visible(s['state']):<8} "
+              f"{_ts(s['created']):<9} {_age(s):>6} {s['n_commands']:>5} {s['n_alerts']:>6} "
+              f"{s['n_denied']:>6} {_gpu(s):>9} "
+              f"{'' if s['exit_code'] is None else s['exit_code']:>4}  {now[:60]}")
     return 0
 
 
@@ -78,17 +85,25 @@ def _gpu(s: dict[str, Any]) -> str:
 def _event_line(e: dict[str, Any]) -> str:
     detail = json.dumps(e["detail"], default=str, sort_keys=True)
     rule = f" {e['rule']}" if e["rule"] else ""
-    return (f"  {_ts(e['ts'])} #{e['seq']:<4} {e['severity']:<8} {e['action']:<6} "
-            f"{e['kind']}{rule} {detail[:160]}")
+    return visible(f"  {_ts(e['ts'])} #{e['seq']:<4} {e['severity']:<8} {e['action']:<6} "
+                   f"{e['kind']}{rule} {detail[:160]}")
+
+
+def _output_text(c: dict[str, Any]) -> str:
+    """A command's output for a terminal: its exact bytes, undecodable ones as \\xNN,
+    every control character made visible (newlines and tabs kept)."""
+    raw = output_bytes_of(c)
+    return visible(raw.decode("utf-8", errors="surrogateescape"), multiline=True)
 
 
 def _command_line(c: dict[str, Any], with_output: bool) -> str:
     flags = (" timed-out" if c["timed_out"] else "") + (" truncated" if c["truncated"] else "")
     code = "-" if c["exit_code"] is None else c["exit_code"]
     line = (f"  {_ts(c['started'])} #{c['seq']:<4} exit {code!s:<4} {c['duration']:7.3f}s "
-            f"{c['text'][:120]}{flags}")
+            f"{visible(c['text'])[:120]}{flags}")
     if with_output and c["output"]:
-        line += "\n" + "\n".join("      " + ln for ln in c["output"].rstrip("\n").split("\n"))
+        body = _output_text(c)
+        line += "\n" + "\n".join("      " + ln for ln in body.rstrip("\n").split("\n"))
     return line
 
 
@@ -98,12 +113,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     commands = store.commands(s["id"])
     events = store.events(s["id"])
     if args.json:
-        print(json.dumps({"session": s, "commands": commands, "events": events}, default=str))
+        print(json.dumps({"session": s, "commands": [export.json_row(c) for c in commands],
+                          "events": events}, default=str))
         return 0
-    print(f"session {s['id']}  profile {s['profile']}  {s['state']}"
-          f"{' (' + s['reason'] + ')' if s['reason'] else ''}  exit {s['exit_code']}")
-    print(f"  workdir {s['workdir']}  owner pid {s['owner_pid']}  agent uid {s['agent_uid']}"
-          f"  started {_ts(s['created'])}  age {_age(s)}")
+    print(visible(f"session {s['id']}  profile {s['profile']}  {s['state']}"
+                  f"{' (' + s['reason'] + ')' if s['reason'] else ''}  exit {s['exit_code']}"))
+    print(visible(f"  workdir {s['workdir']}  owner pid {s['owner_pid']}  agent uid "
+                  f"{s['agent_uid']}  started {_ts(s['created'])}  age {_age(s)}"))
     if s["gpu_mem_bytes"] is not None:
         print(f"  gpu {s['gpu_mem_bytes'] >> 20} MiB, {s['gpu_util'] or 0:.0f}% util")
     print(f"  head {s['head_hash']}")
@@ -123,8 +139,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if procs:
         print(f"processes ({len(procs)} execs):")
         for e in procs[:200]:
-            print(f"  {_ts(e['ts'])} pid {e['detail'].get('pid')} "
-                  f"{' '.join(e['detail'].get('argv') or [])[:120]}")
+            argv = e["detail"].get("argv") or []
+            shown = " ".join(map(str, argv)) if isinstance(argv, list) else str(argv)
+            print(f"  {_ts(e['ts'])} pid {visible(e['detail'].get('pid'))} "
+                  f"{visible(shown)[:120]}")
     return 0
 
 

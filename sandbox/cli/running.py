@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SandboxError
+from ..textsafe import visible
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -67,16 +68,17 @@ def summary(store: Store, session_id: str) -> dict[str, Any]:
 
 def format_summary(info: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
     lines = [
-        f"sandbox: session {info['session']} ({info['profile']}) {info['state']}"
+        f"sandbox: session {info['session']} ({visible(info['profile'])}) {info['state']}"
         f" exit {info['exit_code']} in {info['duration']:.2f}s · {info['commands']} commands"
         f" · {info['events']} events · {info['alerts']} alerts"
         f" · {info['connections']} connections ({info['denied']} denied)",
     ]
     if info["state"] in ("killed", "failed") and info["reason"]:
-        lines.append(f"  reason: {info['reason']}")
+        # The reason quotes the agent's argv or text: shown, never acted on.
+        lines.append(f"  reason: {visible(info['reason'])}")
     for a in alerts[:8]:
-        lines.append(f"  ! {a['severity']:<8} {a['action']:<5} {a['rule'] or a['kind']}: "
-                     f"{json.dumps(a['detail'], default=str)[:100]}")
+        lines.append(visible(f"  ! {a['severity']:<8} {a['action']:<5} {a['rule'] or a['kind']}: "
+                             f"{json.dumps(a['detail'], default=str)[:100]}"))
     if len(alerts) > 8:
         lines.append(f"  ... {len(alerts) - 8} more: sandbox show {info['session']}")
     lines.append(f"  head {info['head_hash']}  (sandbox show {info['session']})")
