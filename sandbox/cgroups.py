@@ -5,7 +5,7 @@ memory, cpu and pids controllers) that is one directory; on hybrid or v1-only ho
 one directory in each v1 hierarchy we use:
 
     memory   memory.limit_in_bytes (+ memsw), failcnt, oom_control's oom_kill counter
-    cpu      cpu.cfs_quota_us / cpu.cfs_period_us
+    cpu      cpu.cfs_quota_us / cpu.cfs_period_us, cpu.stat (nr_periods, nr_throttled)
     cpuacct  cpuacct.usage (CPU time, for cpu_percent)
     pids     pids.max, pids.current, pids.events
     freezer  freezer.state: stop everything before killing, so a fork bomb cannot outrun it
@@ -115,6 +115,13 @@ def _read_int(path: Path, default: int = 0) -> int:
     except OSError:
         return default
     return default if text in ("", "max") else int(text)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def _read_keyed(path: Path) -> dict[str, int]:
@@ -231,21 +238,39 @@ class SessionCgroup:
         return any(d.is_dir() for d in self.dirs.values())
 
     def sample(self) -> dict[str, Any]:
-        """Usage now: cpu_percent (since the last sample), mem_bytes, pids, limit counters."""
+        """Usage now: cpu_percent (since the last sample), mem_bytes, pids, limit counters.
+
+        Counters only ever grow: oom_kills (the kernel OOM-killed a member), mem_failcnt
+        (usage reached the limit; page-cache reclaim counts too), pids_max_hits (a fork
+        failed at pids.max), cpu_periods / cpu_throttled (CFS periods runnable / out of
+        quota)."""
         if self.version == 2:
             d = self.dirs[""]
-            usage_ns = _read_keyed(d / "cpu.stat").get("usage_usec", 0) * 1000
+            cpu_stat = _read_keyed(d / "cpu.stat")
+            usage_ns = cpu_stat.get("usage_usec", 0) * 1000
             events = _read_keyed(d / "memory.events")
             mem = _read_int(d / "memory.current")
+            peak = _read_int(d / "memory.peak", mem)
             mem_max = _read_int(d / "memory.max")
             oom_kills, failcnt = events.get("oom_kill", 0), events.get("max", 0)
+            throttled_s = cpu_stat.get("throttled_usec", 0) / 1e6
+            quota_us, _, period = _read_text(d / "cpu.max").partition(" ")
         else:
             usage_ns = _read_int(self.dirs["cpuacct"] / "cpuacct.usage")
             md = self.dirs["memory"]
             mem = _read_int(md / "memory.usage_in_bytes")
+            peak = _read_int(md / "memory.max_usage_in_bytes", mem)
             mem_max = _read_int(md / "memory.limit_in_bytes")
             oom_kills = _read_keyed(md / "memory.oom_control").get("oom_kill", 0)
             failcnt = _read_int(md / "memory.failcnt")
+            cpu_stat = _read_keyed(self.dirs["cpu"] / "cpu.stat")
+            throttled_s = cpu_stat.get("throttled_time", 0) / 1e9
+            quota_us = _read_text(self.dirs["cpu"] / "cpu.cfs_quota_us")
+            period = _read_text(self.dirs["cpu"] / "cpu.cfs_period_us")
+        cpu_limit = 0.0
+        with contextlib.suppress(ValueError, ZeroDivisionError):
+            if quota_us.strip() not in ("", "max", "-1"):
+                cpu_limit = int(quota_us) / int(period) * 100
         pd = self._dir("pids")
         now = time.monotonic()
         last = self._last_cpu
@@ -257,12 +282,18 @@ class SessionCgroup:
             "cpu_percent": round(cpu, 1),
             "cpu_seconds": round(usage_ns / 1e9, 3),
             "mem_bytes": mem,
+            "mem_peak": peak,
             "mem_limit": mem_max if mem_max < 1 << 60 else 0,
             "pids": _read_int(pd / "pids.current"),
             "pids_limit": _read_int(pd / "pids.max"),
             "pids_max_hits": _read_keyed(pd / "pids.events").get("max", 0),
             "oom_kills": oom_kills,
             "mem_failcnt": failcnt,
+            # CFS bandwidth: periods the group was runnable, and those it hit its quota in.
+            "cpu_periods": cpu_stat.get("nr_periods", 0),
+            "cpu_throttled": cpu_stat.get("nr_throttled", 0),
+            "cpu_throttled_s": round(throttled_s, 3),
+            "cpu_limit_percent": round(cpu_limit, 1),  # 0 = no quota
         }
 
     # -- end ----------------------------------------------------------------------------

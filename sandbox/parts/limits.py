@@ -51,11 +51,13 @@ class LimitsPart(Part):
             sampler().add(self.session.id, self.cgroup, self.session.emit)
 
     def on_event(self, row: dict[str, Any]) -> None:
-        # The TUI and `sandbox ls` read live figures from the session row, not events.
+        # The TUI and `sandbox ls` read live figures from the session row, not events;
+        # a sample's cpu_percent is its window's average, cpu_percent_now the live one.
         if row["kind"] == "resource.sample":
             d = row["detail"]
             self.session.store.update_session(
-                self.session.id, cpu_percent=d.get("cpu_percent"), mem_bytes=d.get("mem_bytes"))
+                self.session.id, cpu_percent=d.get("cpu_percent_now", d.get("cpu_percent")),
+                mem_bytes=d.get("mem_bytes"))
 
     def teardown(self) -> None:
         if self.cgroup is not None:

@@ -1,0 +1,153 @@
+"""A resource limit being hit is surfaced: a `resource.breach` event with a severity, a guard
+verdict (flag at least), counted as an alert and shown by `sandbox show`. Real sessions as
+root, real cgroups (memory OOM kill, pids limit, CPU quota saturation), and the sampler's
+windowed CPU average that the mining pack's saturation rule needs."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import Sandbox, Store
+from sandbox.events import ListEmit
+from sandbox.guard import build_engine
+from sandbox.guard.packs import all_rules
+from sandbox.parts import limits
+from sandbox.profile import GuardSection
+from sandbox.sampler import ResourceSampler, _State
+from tests.helpers import make_workspace, procs_matching, sandbox_cli, wait_for
+
+# The verdict on a breach comes from a guard rule over `resource.breach` samples. Until a
+# built-in pack carries one, the test profiles add it as a profile rule (same matcher).
+BREACH_RULE = """
+[[guard.rules]]
+id = "limits.resource_limit_hit"
+pack = "limits"
+description = "A resource limit was hit (OOM kill, pids limit, CPU quota saturated)"
+action = "flag"
+severity = "alert"
+sample = { source = ["resource.breach"] }
+"""
+
+
+def _pack_judges_breaches() -> bool:
+    return any(r.sample is not None and "resource.breach" in r.sample.source
+               for r in all_rules())
+
+
+def _profile(test_dir: Path, limits_toml: str, extra: str = "") -> str:
+    path = test_dir / "limits.toml"
+    rule = "" if _pack_judges_breaches() else BREACH_RULE
+    path.write_text(f'extends = "default"\n[limits]\n{limits_toml}\n{rule}{extra}')
+    return str(path)
+
+
+def _breaches(sid: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in Store().events(sid, kinds=("resource.breach",))
+            if e["detail"].get("reason") == reason]
+
+
+def _verdicts(sid: str, limit: str) -> list[dict[str, Any]]:
+    return [e for e in Store().events(sid, kinds=("guard.verdict",))
+            if e["detail"]["evidence"].get("source") == "resource.breach"
+            and e["detail"]["evidence"].get("limit") == limit]
+
+
+def _surfaced(sid: str, reason: str, limit: str, severity: str) -> None:
+    """The breach, its verdict, the alert count and `sandbox show` all say so."""
+    assert wait_for(lambda: _verdicts(sid, limit), 8), Store().events(sid)
+    breach = _breaches(sid, reason)[0]
+    assert breach["severity"] == severity and breach["detail"]["message"]
+    verdict = _verdicts(sid, limit)[0]
+    assert verdict["action"] in ("flag", "block", "kill") and verdict["rule"]
+    assert Store().get_session(sid)["n_alerts"] >= 1
+    shown = sandbox_cli("show", sid).stdout
+    assert "resource.breach" in shown and f"guard.verdict {verdict['rule']}" in shown, shown
+    assert f'"limit": "{limit}"' in shown, shown
+
+
+@pytest.fixture
+def fast_sampler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ResourceSampler]:
+    """The product's sampler with short windows (the defaults are 60 s and 300 s)."""
+    sampler = ResourceSampler(interval=0.2, sample_every=0.5, breach_every=1.0,
+                              window_s=3.0, throttle_window_s=2.0)
+    monkeypatch.setattr(limits, "_sampler", sampler)
+    yield sampler
+    sampler.stop()
+
+
+def test_oom_kill_is_an_alert_with_a_verdict(test_dir: Path) -> None:
+    prof = _profile(test_dir, "memory_mib = 100")
+    with Sandbox(profile=prof, workdir=make_workspace(test_dir / "w")) as box:
+        r = box.run("python3 -c 'b = bytearray(600 << 20); b[::4096] = b\"x\" * "
+                    "len(b[::4096]); print(\"survived\")'", timeout=60)
+        assert r.exit_code != 0 and "survived" not in r.output
+        _surfaced(box.id, "oom_kill", "memory", "alert")
+        assert _breaches(box.id, "oom_kill")[0]["detail"]["oom_kills"] >= 1
+        assert box.run("echo alive").output == "alive\n"
+
+
+def test_fork_bomb_at_the_pids_limit_is_an_alert_with_a_verdict(test_dir: Path) -> None:
+    prof = _profile(test_dir, "pids = 40")
+    with Sandbox(profile=prof, workdir=make_workspace(test_dir / "w")) as box:
+        r = box.run("for i in $(seq 1 300); do sleep 31.75 & done", timeout=8)
+        assert "Resource temporarily unavailable" in r.output
+        _surfaced(box.id, "pids_max", "pids", "alert")
+        assert _breaches(box.id, "pids_max")[0]["detail"]["max"] == 40
+        box.run("kill -9 $(jobs -p) 2>/dev/null; true", timeout=10)
+    assert wait_for(lambda: not procs_matching("sleep 31.75"), 5)
+
+
+WINDOW_RULE = """
+[[guard.rules]]
+id = "limits.cpu_window_probe"
+pack = "limits"
+description = "CPU busy over a window (the shape of mining.cpu_saturation, short)"
+action = "flag"
+sample = { source = ["resource.sample"], cpu_percent = 5, min_window_s = 2 }
+"""
+
+
+def test_cpu_quota_saturation_and_windowed_samples(
+        test_dir: Path, fast_sampler: ResourceSampler) -> None:
+    """A busy loop under a 20 % quota: throttled -> cpu breach + verdict; samples carry the
+    window average, so a windowed sample rule (as the mining pack has) fires."""
+    prof = _profile(test_dir, "cpu_percent = 20", WINDOW_RULE)
+    with Sandbox(profile=prof, workdir=make_workspace(test_dir / "w")) as box:
+        box.run("timeout 10 sh -c 'while :; do :; done' >/dev/null 2>&1 &")
+        _surfaced(box.id, "cpu_throttled", "cpu", "warning")
+        breach = _breaches(box.id, "cpu_throttled")[0]["detail"]
+        assert breach["max"] == 20 and breach["throttled_ratio"] >= 0.5
+        assert wait_for(lambda: [e for e in Store().events(box.id, kinds=("guard.verdict",))
+                                 if e["rule"] == "limits.cpu_window_probe"], 5)
+        samples = Store().events(box.id, kinds=("resource.sample",))
+        assert max(s["detail"]["window_s"] for s in samples) >= 2
+        assert all(s["detail"]["cpu_percent"] <= 40 for s in samples)  # quota holds
+        box.run("pkill -f 'while :' ; true")
+        assert len(_breaches(box.id, "cpu_throttled")) == 1  # one episode, one breach
+
+
+def test_mining_saturation_rule_fires_on_the_samplers_window() -> None:
+    """The built-in mining.cpu_saturation (90 % for 300 s) fires on what the product's
+    sampler emits after five minutes of a saturated core, and not before."""
+    clock = deque([0.0])
+    sampler = ResourceSampler(interval=1.0, sample_every=5.0, clock=lambda: clock[0])
+    emit = ListEmit()
+    engine = build_engine(GuardSection())
+    st = _State()
+    for t in range(0, 330):
+        clock[0] = float(t)
+        sample = {"cpu_seconds": 0.95 * t, "cpu_percent": 95.0, "mem_bytes": 1 << 20,
+                  "pids": 3, "pids_limit": 1024, "cpu_periods": 0, "cpu_throttled": 0}
+        sampler._check(sample, emit, st)
+    fired = []
+    for e in emit.of_kind("resource.sample"):
+        if any(v.rule_id == "mining.cpu_saturation" for v in engine.evaluate_event(e)):
+            fired.append(e["detail"]["window_s"])
+    assert fired and min(fired) >= 300
+    assert all(e["detail"]["cpu_percent"] == pytest.approx(95, abs=1)
+               for e in emit.of_kind("resource.sample")[1:])
