@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import owners
+from . import owners, supervisor
 from .store import FINAL_STATES, Store
 
 POLL_S = 0.025  # kill requests are seen within 25 ms (goal: kill <= 200 ms)
@@ -63,9 +63,8 @@ class ControlWatcher:
                 with self.lock:
                     on_kill = self.sessions.pop(session_id, None)
                 if on_kill is not None:
-                    threading.Thread(
-                        target=on_kill, args=(f"killed by {requested_by}",), daemon=True
-                    ).start()
+                    # Not a daemon: the process waits for this teardown before it exits.
+                    supervisor.spawn(on_kill, f"killed by {requested_by}", name="sandbox-kill")
 
 
 def kill_jail(jail_pid: int | None, jail_name: str | None) -> bool:

@@ -8,6 +8,7 @@ to remove. `reap` ends the jail, removes those resources, and closes the session
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from . import control, owners
-from .store import Store
+from .store import FINAL_STATES, Store
+
+log = logging.getLogger("sandbox")
 
 # name -> cleanup(resources) for each kind of host resource; parts register here.
 CLEANERS: dict[str, Callable[[Any], None]] = {}
@@ -30,6 +33,9 @@ def register_cleaner(name: str, fn: Callable[[Any], None]) -> None:
 def _remove_workspace(path: str) -> None:
     # Only fresh workspaces are recorded as resources; never anything the user passed.
     if path.startswith("/srv/sandbox/work/"):
+        from .users import unmount_quota
+
+        unmount_quota(Path(path))
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -98,10 +104,27 @@ def collect(store: Store, *, deep: bool = False) -> list[str]:
         reap(store, session, state="failed",
              reason=f"owner process {session['owner_pid']} died without closing the session")
         reaped.append(session["id"])
+    _unreleased(store)
     if deep:
         _empty_leftover_cgroups(store)
         _orphan_networks(store)
     return reaped
+
+
+def _unreleased(store: Store, recent: int = 200) -> None:
+    """Final sessions whose owner died before removing their host resources (a kill's
+    teardown cut short): remove them now (M6). `released` is set by the owner once done."""
+    for session in store.list_sessions(limit=recent):
+        res = session.get("resources") or {}
+        if session["state"] not in FINAL_STATES or not res or res.get("released"):
+            continue
+        if owners.alive(session["owner_pid"], session["owner_start"]):
+            continue  # its owner is still tearing it down
+        control.kill_jail(session.get("jail_pid"), session.get("jail_name"))
+        errors = cleanup_resources(res)
+        store.update_session(session["id"], resources={**res, "released": True})
+        if errors:
+            log.warning("sandbox gc: %s: %s", session["id"], "; ".join(errors))
 
 
 # A namespace younger than this may be a session (of any store) between setup and spawn.

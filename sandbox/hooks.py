@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 def _default_parts(session: Session) -> list[Part]:
+    from .parts.disk import DiskPart
     from .parts.gpu import GpuPart
     from .parts.guard import GuardPart
     from .parts.limits import LimitsPart
@@ -30,7 +31,7 @@ def _default_parts(session: Session) -> list[Part]:
     from .parts.procs import ProcsPart
 
     return [LimitsPart(session), ProcsPart(session), NetworkPart(session), GpuPart(session),
-            GuardPart(session)]
+            DiskPart(session), GuardPart(session)]
 
 
 class Hooks:

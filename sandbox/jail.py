@@ -25,11 +25,17 @@ from .profile import Profile
 
 MIN_FIREJAIL = (0, 9, 64)  # --deterministic-shutdown, --restrict-namespaces
 
-# Host secrets hidden in every jail, relative to the host HOME. The profile adds more.
+# Secrets hidden in every jail, relative to each home involved: the supervisor's, the
+# agent user's and the sudo invoker's (red-team H2). The profile adds more.
 SECRET_PATHS = (
     ".ssh", ".aws", ".config/gcloud", ".kube", ".docker", ".netrc", ".gnupg",
     ".azure", ".config/gh", ".git-credentials", ".pypirc", ".npmrc", ".vault-token",
-    ".password-store", ".bash_history", ".python_history",
+    ".password-store", ".bash_history", ".python_history", ".zsh_history", ".history",
+    ".sh_history", ".mysql_history", ".psql_history", ".sqlite_history",
+    ".node_repl_history", ".lesshst", ".config/sandbox", ".config/hub", ".terraform.d",
+    ".local/share/keyrings", ".pgpass", ".my.cnf", ".cargo/credentials",
+    ".cargo/credentials.toml", ".config/rclone", ".s3cfg", ".boto", ".databrickscfg",
+    ".huggingface", ".cache/huggingface/token", ".config/op", ".wandb", ".netrc.gpg",
 )
 # System paths hidden whatever the user.
 SYSTEM_SECRETS = ("/etc/sandbox", "/var/lib/sandbox", "/root")
@@ -58,6 +64,7 @@ class JailSpec:
     netns: str | None = None
     home: Path | None = None  # HOME inside; default: the workspace
     extra_hide: tuple[str, ...] = ()
+    other_homes: tuple[Path, ...] = ()  # the agent user's and the invoker's homes
     gpu_args: tuple[str, ...] = ()
     gpu_env: tuple[tuple[str, str], ...] = (("CUDA_VISIBLE_DEVICES", ""),)
     private_dev: bool = True
@@ -71,11 +78,15 @@ def jail_name(session_id: str) -> str:
 
 def hidden_paths(profile: Profile, spec: JailSpec) -> list[str]:
     """Absolute paths blacklisted in the jail, in a stable order."""
-    out: list[str] = [str(spec.host_home / p) for p in SECRET_PATHS]
+    homes = [spec.host_home, *(h for h in spec.other_homes if h != spec.host_home)]
+    out: list[str] = [str(home / p) for home in homes for p in SECRET_PATHS]
     out += list(SYSTEM_SECRETS)
     out.append(str(spec.state_dir))
     for p in (*profile.filesystem.hide, *spec.extra_hide):
-        out.append(str(Path(p.replace("~", str(spec.host_home), 1)) if p.startswith("~") else p))
+        if p.startswith("~"):
+            out += [str(Path(p.replace("~", str(home), 1))) for home in homes]
+        else:
+            out.append(p)
     seen: set[str] = set()
     unique = []
     workdir = str(spec.workdir)

@@ -23,6 +23,7 @@ environment already runs as the agent user (and firejail is setuid, so the loade
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import functools
@@ -181,10 +182,8 @@ class Launch:
         for step in self.steps:  # cgroup join: needs root, so first
             step()
         if self.setsid:
-            try:
+            with contextlib.suppress(PermissionError):  # pexpect already made one
                 os.setsid()
-            except PermissionError:
-                pass  # already a session leader (pexpect made one)
         if self.ctty_fd is not None:
             fcntl.ioctl(self.ctty_fd, termios.TIOCSCTTY, 0)
         if self.netns_path is not None:

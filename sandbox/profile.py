@@ -73,6 +73,9 @@ class LimitsSection:
     cpu_percent: int = _doc("cgroup CPU quota for the whole session (100 = one core).", 200)
     pids: int = _doc("cgroup pids limit for the whole session.", 1024)
     command_timeout_s: float = _doc("Default per-command timeout in the API.", 600.0)
+    disk_mib: int = _doc(
+        "Size of a fresh workspace (a tmpfs of this size, charged to the session's memory "
+        "cgroup); 0 = no quota. A workspace you pass with --workdir is not resized.", 0)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,31 @@ class RecordingSection:
     head_hash_command: str = _doc(
         "Run this command with the head hash as $SANDBOX_HEAD (e.g. logger).", ""
     )
+    # Security choice: a budget per session, so an exec loop cannot fill the host's disk
+    # through the store nor burn the supervisor's CPU outside the session's cgroup.
+    max_events_per_s: float = _doc(
+        "proc.exec rows kept per second (1 s bursts pass); beyond, they are counted in "
+        "record.dropped events (the rules still see every exec); 0 = no limit.", 100.0
+    )
+    max_event_bytes_per_s: int = _doc(
+        "proc.exec bytes (mostly argv, at most 16 KiB each) kept per second; beyond, "
+        "counted like max_events_per_s; 0 = no limit.", 131072
+    )
+    max_monitor_cpu_percent: float = _doc(
+        "Supervisor CPU for recording and judging the session's execs (percent of a core); "
+        "beyond, the session's exec events wait, then are lost and counted in proc.lost; "
+        "0 = no limit.", 25.0
+    )
+    lost_events_tamper: bool = _doc(
+        "Treat lost exec events (proc.lost) as tampering: an alert through the tamper "
+        "pack's rule tamper.proc_lost.", False
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_output_bytes", "max_events_per_s", "max_event_bytes_per_s",
+                     "max_monitor_cpu_percent"):
+            if getattr(self, name) < 0:
+                raise ProfileError(f"recording.{name}: must be >= 0 (0 = no limit)")
 
 
 @dataclass(frozen=True)
@@ -172,6 +200,25 @@ class Profile:
 
 _TOP_KEYS_NOT_IN_FILES = {"name", "sources"}
 
+MAX_PROFILE_BYTES = 1 << 20  # a profile is a page of TOML; anything bigger is a mistake
+
+# The smallest value each [limits] key accepts (0 means "no limit" where the doc says so);
+# a negative or zero rlimit would only fail later, inside firejail, as a failed command.
+_LIMITS_MIN: dict[str, float] = {
+    "processes": 1, "open_files": 1, "file_size_mib": 1, "address_space_mib": 0,
+    "memory_mib": 0, "cpu_percent": 1, "pids": 1, "command_timeout_s": 0.001, "disk_mib": 0,
+}
+
+
+def _check_limits(values: dict[str, Any], file: str) -> None:
+    for key, value in values.items():
+        low = _LIMITS_MIN.get(key)
+        if low is not None and value < low:
+            need = ("0 (no limit) or more" if low == 0 else
+                    "more than 0" if isinstance(low, float) else f"at least {low:g}")
+            raise ProfileError(f"{file}: limits.{key} = {value!r} is not allowed: it must be "
+                               f"{need}")
+
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
@@ -231,6 +278,8 @@ def _validate_table(data: dict[str, Any], cls: type, where: str, file: str) -> d
             if not isinstance(value, dict):
                 raise ProfileError(f"{file}: {name!r} must be a table ([{name}])")
             out[key] = _validate_table(value, section, name, file)
+            if section is LimitsSection:
+                _check_limits(out[key], file)
         else:
             try:
                 out[key] = _check_value(value, hints[key], name)
@@ -272,6 +321,9 @@ def read_file(path: Path) -> dict[str, Any]:
         st = path.stat()
     except FileNotFoundError as e:
         raise NotFound(f"profile file not found: {path}") from e
+    if st.st_size > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{path}: {st.st_size} bytes is too big for a profile (the most "
+                           f"is {MAX_PROFILE_BYTES >> 20} MiB); is it the right file?")
     key = (str(path), st.st_mtime_ns, st.st_size)
     if key not in _CACHE:
         _CACHE[key] = _read_file(path)
@@ -331,7 +383,13 @@ def load(ref: str = "default") -> Profile:
     data: dict[str, Any] = {}
     current: str | None = ref
     while current:
-        path = find(current)
+        try:
+            path = find(current)
+        except NotFound as e:
+            if not chain:
+                raise
+            raise ProfileError(f"{chain[-1]}: extends = {current!r}, which is not a "
+                               f"profile: {e}") from None
         if path in chain:
             loop = " -> ".join(str(p) for p in [*chain, path])
             raise ProfileError(f"profile extends loop: {loop}")

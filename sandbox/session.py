@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import secrets
 import socket
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import gc, jail, owners, users
+from . import gc, jail, owners, supervisor, users
 from .control import ControlWatcher
 from .errors import CommandBlocked, CommandTimeout, SessionClosed, SetupError
 from .hooks import Hooks
@@ -39,6 +40,9 @@ def new_id() -> str:
     return secrets.token_hex(5)
 
 
+log = logging.getLogger("sandbox")
+TEARDOWN_WAIT_S = 30.0  # a kill's teardown (cgroup, netns, gateway) takes well under this
+
 _last_gc = 0.0
 GC_EVERY_S = 5.0  # an RL process starts sessions by the thousand: reap at most this often
 
@@ -49,6 +53,11 @@ def _collect_now_and_then(store: Store) -> None:
     if now - _last_gc >= GC_EVERY_S:
         _last_gc = now
         gc.collect(store)
+
+
+def _sudo_uid() -> int | None:
+    uid = os.environ.get("SUDO_UID", "")
+    return int(uid) if uid.isdigit() else None
 
 
 class Session:
@@ -83,6 +92,7 @@ class Session:
         self.hooks = Hooks(self)
         self._end_lock = threading.Lock()
         self._ended = threading.Event()
+        self._released = threading.Event()
 
     # -- events -----------------------------------------------------------------------
 
@@ -109,6 +119,7 @@ class Session:
     def start(self) -> Session:
         """Set everything up and start the jail; raises SetupError and leaves nothing."""
         pid, token = owners.me()
+        supervisor.track(self)
         self.store.create_session(
             self.id, profile=self.profile.name, kind=self.kind, workdir=str(self.workdir),
             argv=self.argv, owner_pid=pid, owner_start=token, host=socket.gethostname(),
@@ -118,6 +129,7 @@ class Session:
             self._start()
         except BaseException as e:
             self._teardown()
+            supervisor.forget(self)
             reason = str(e) or type(e).__name__
             self.store.finish_session(self.id, "failed", reason)
             self.state = "failed"
@@ -137,6 +149,9 @@ class Session:
         self.placement = users.place(self.requested_workdir, self.id)
         if self.placement.fresh:
             self.add_resource("workspace", str(self.placement.workdir))
+            disk = self.profile.limits.disk_mib
+            if disk and self.placement.agent is not None:
+                users.mount_quota(self.placement.workdir, self.placement.agent, disk)
         agent = self.placement.agent
         self.workdir = self.placement.workdir
         self.store.update_session(self.id, agent_uid=agent.uid if agent else os.getuid(),
@@ -147,6 +162,8 @@ class Session:
             session_id=self.id, workdir=self.workdir,
             state_dir=self.store.path.parent.resolve(),
             host_home=Path(os.environ.get("HOME") or Path.home()), agent=agent,
+            other_homes=tuple(users.homes_of(
+                agent.uid if agent else None, _sudo_uid(), self.workdir.stat().st_uid)),
         )
         self.emit("session.start", {
             "profile": self.profile.name, "sources": self.profile.sources,
@@ -257,22 +274,39 @@ class Session:
 
     def _finish(self, state: str, reason: str, exit_code: int | None) -> None:
         with self._end_lock:
-            if self._ended.is_set():
-                return
-            self._ended.set()
-            self.state = state
-            self.reason = reason
-        with contextlib.suppress(Exception):
-            ControlWatcher.get(self.store.path.as_posix()).unregister(self.id)
-        # Processes first, then the row says so (the kill is visible as soon as it is
-        # true), then the slower host clean-up (cgroup, netns, monitors).
-        self._stop_jail()
-        if self.store.finish_session(self.id, state, reason, exit_code):
-            self.emit("session.end", {"state": state, "reason": reason, "exit_code": exit_code},
-                      severity="warning" if state == "killed" else "info")
-        self.store.mark_controls_handled(self.id)
-        self._release()
-        self._ship_head()
+            first = not self._ended.is_set()
+            if first:
+                self._ended.set()
+                self.state = state
+                self.reason = reason
+        if not first:
+            # Another thread (a guard or operator kill) is ending the session: return
+            # only once its teardown is done, so no host resource outlives our caller.
+            if not self._released.wait(TEARDOWN_WAIT_S):
+                log.warning("sandbox: teardown of %s still running after %ss", self.id,
+                            TEARDOWN_WAIT_S)
+            return
+        try:
+            try:
+                ControlWatcher.get(self.store.path.as_posix()).unregister(self.id)
+            except Exception as e:  # the kill path is a convenience here, not the record
+                log.warning("sandbox: unregistering %s from the kill watcher: %s", self.id, e)
+            # Processes first, then the row says so (the kill is visible as soon as it is
+            # true), then the slower host clean-up (cgroup, netns, monitors).
+            self._stop_jail()
+            disk = self.hooks.part("disk")
+            if disk is not None:
+                disk.check()  # type: ignore[attr-defined]
+            if self.store.finish_session(self.id, state, reason, exit_code):
+                self.emit("session.end",
+                          {"state": state, "reason": reason, "exit_code": exit_code},
+                          severity="warning" if state == "killed" else "info")
+            self.store.mark_controls_handled(self.id)
+            self._release()
+            self._ship_head()
+        finally:
+            self._released.set()
+            supervisor.forget(self)
 
     def _ship_head(self) -> None:
         """Send the chain head off-box, so a rewrite of the whole database is detectable."""
@@ -309,10 +343,14 @@ class Session:
             kill_jail(self.jail_pid, jail.jail_name(self.id))
 
     def _release(self) -> None:
-        """Remove host resources (cgroup, netns, monitors, fresh workspace)."""
+        """Remove host resources (cgroup, netns, monitors, fresh workspace); then the
+        row says so, and gc leaves this session alone."""
         self.hooks.teardown()
         if self.placement is not None:
             users.remove_fresh(self.placement)
+        if self.resources:
+            self.resources["released"] = True
+            self.store.update_session(self.id, resources=self.resources)
 
     def head_hash(self) -> str:
         return str(self.store.get_session(self.id)["head_hash"])

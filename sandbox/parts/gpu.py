@@ -5,14 +5,36 @@ CUDA_VISIBLE_DEVICES empty). When a GPU backend is available (NVML, or a FakeNvm
 as `Session.gpu_backend` / `SANDBOX_FAKE_NVML`), every session is registered with one
 monitor per backend, grant or not, so a session granted none that still reaches a GPU is
 `gpu.unauthorized`, not an anonymous `gpu.orphan`.
+
+Count grants (`count = N`) take the first GPUs no other live session holds: the grants of
+this process's sessions on the same backend, and the `gpu.grant` events of every live
+session (starting or running) in the session's store, so sessions of other supervisor
+processes sharing the store count too. Choosing and recording a grant happens under a
+lock (a thread lock and an flock on `gpu-grants.lock` next to the store), so two
+sessions starting at once never pick the same GPU. When too few are free, `require =
+true` refuses to start naming the sessions that hold them; `require = false` starts
+without a GPU and a warning. A crashed supervisor's sessions hold their GPUs until
+`sandbox gc` (run at every session start) marks them ended. Named grants (`devices =
+[...]`) are taken as asked, shared or not.
+
+GPU processes of no session (`gpu.orphan`) have no session of their own to be recorded
+in: the monitor's host sink logs them and records them in every live session on the same
+backend (detail `host: true`; `was_session` names the ended session a process outlived,
+which makes it an alert). The monitor runs only while such sessions exist.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from .. import supervisor
 from ..gpu import (
     GpuMonitor,
     NvmlUnavailable,
@@ -25,10 +47,68 @@ from ..gpu import (
 from ..jail import JailSpec
 from . import Part
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
+_grant_lock = threading.Lock()
 _monitors: dict[int, GpuMonitor] = {}  # id(backend) -> its monitor
 _sessions: dict[str, tuple[Any, SessionGpu]] = {}  # session id -> (Session, entry)
+_granted: dict[str, tuple[int, tuple[int, ...]]] = {}  # sid -> (id(backend), GPU indices)
 _no_backend = False  # NVML probed once per process and absent: do not probe per session
+
+
+@contextlib.contextmanager
+def _grant_guard(session: Any) -> Iterator[None]:
+    """Serialise choosing + recording grants: threads here, processes through an flock."""
+    with _grant_lock:
+        path = session.store.path.parent / "gpu-grants.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            yield  # a read-only state dir: the thread lock still serialises this process
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def _in_use(session: Any, backend: Any) -> dict[int, str]:
+    """GPU index -> id of another live session holding it (this process's, and the store's)."""
+    out: dict[int, str] = {}
+    with _lock:
+        for sid, (bid, indices) in _granted.items():
+            if bid == id(backend) and sid != session.id:
+                for i in indices:
+                    out.setdefault(i, sid)
+    by_uuid = {d.uuid: d.index for d in backend.devices()}
+    store = session.store
+    for row in store.list_sessions(live_only=True, limit=100_000):
+        if row["id"] == session.id:
+            continue
+        for event in store.events(row["id"], kinds=("gpu.grant",)):
+            for uuid in event["detail"].get("devices") or []:
+                if uuid in by_uuid:
+                    out.setdefault(by_uuid[uuid], row["id"])
+    return out
+
+
+def _host_emit(backend: Any) -> Any:
+    """The monitor's host sink: log, and record in every live session on `backend`."""
+
+    def emit(kind: str, detail: dict[str, Any], *, severity: str = "info",
+             action: str = "record", rule: str | None = None) -> None:
+        with _lock:
+            targets = [s for s, _ in _sessions.values() if s.gpu_part_backend is backend]
+        log.warning("%s (host): %s", kind, detail)
+        note = {**detail, "host": True,
+                "note": "a GPU process of no live session; recorded in every live session "
+                        "on this GPU host"}
+        for session in targets:
+            with contextlib.suppress(Exception):  # one ending session must not stop the rest
+                session.emit(kind, note, severity=severity, action=action, rule=rule)
+
+    return emit
 
 
 def _provider_for(backend: Any) -> Any:
@@ -52,14 +132,15 @@ def _emit_for(sid: str) -> Any:
 def _kill(sid: str, reason: str) -> None:
     item = _sessions.get(sid)
     if item is not None:
-        threading.Thread(target=item[0].kill, args=(reason,), daemon=True).start()
+        supervisor.spawn(item[0].kill, reason, name="sandbox-gpu-kill")
 
 
 def _monitor(backend: Any, interval: float) -> GpuMonitor:
     with _lock:
         mon = _monitors.get(id(backend))
         if mon is None:
-            mon = GpuMonitor(backend, interval, _emit_for, _kill, _provider_for(backend))
+            mon = GpuMonitor(backend, interval, _emit_for, _kill, _provider_for(backend),
+                             emit_host=_host_emit(backend))
             mon.start()
             _monitors[id(backend)] = mon
         return mon
@@ -78,8 +159,8 @@ class GpuPart(Part):
                 backend = get_backend(fake)
             except NvmlUnavailable:
                 _no_backend = fake is None
-        grant = resolve_grant(section, backend if backend is not None else
-                              (lambda: get_backend(fake)), in_use=())
+        with _grant_guard(self.session):
+            grant = self._grant(section, backend, fake)
         if grant.warning:
             self.session.emit("session.warning", {"reason": grant.warning}, severity="warning")
         vis = plan_visibility(grant, host_device_nodes())
@@ -88,10 +169,22 @@ class GpuPart(Part):
         self.session.gpu_part_backend = backend
         self.entry = SessionGpu(0, section if grant.devices else None,
                                 tuple(d.index for d in grant.devices))
-        if grant.devices:
-            self.session.emit("gpu.grant", {"devices": [d.uuid for d in grant.devices]})
         return replace(spec, gpu_args=tuple(vis.firejail_args), gpu_env=tuple(vis.env),
                        private_dev=spec.private_dev and vis.private_dev)
+
+    def _grant(self, section: Any, backend: Any, fake: Any) -> Any:
+        """Resolve the grant against what other sessions hold, and record it (locked)."""
+        in_use: dict[int, str] = {}
+        if section is not None and not section.devices and backend is not None:
+            in_use = _in_use(self.session, backend)
+        grant = resolve_grant(section, backend if backend is not None else
+                              (lambda: get_backend(fake)), in_use=in_use)
+        if grant.devices:
+            with _lock:
+                _granted[self.session.id] = (id(backend), grant.indices)
+            self.session.emit("gpu.grant", {"devices": [d.uuid for d in grant.devices],
+                                            "indices": list(grant.indices)})
+        return grant
 
     def jail_started(self, jail_pid: int) -> None:
         backend = self.session.gpu_part_backend
@@ -114,6 +207,7 @@ class GpuPart(Part):
         backend = self.session.gpu_part_backend
         with _lock:
             _sessions.pop(self.session.id, None)
+            _granted.pop(self.session.id, None)
             idle = backend is not None and not any(
                 s.gpu_part_backend is backend for s, _ in _sessions.values())
             mon = _monitors.pop(id(backend), None) if idle else None

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import supervisor
 from ..guard import Engine, Token, Verdict, block_message, build_engine, plant
 from ..jail import JailSpec
 from ..result import CommandResult
@@ -168,7 +169,8 @@ class GuardPart(Part):
             return
         self._killing.set()
         # Off the monitor's thread: teardown unregisters from that same monitor.
-        threading.Thread(target=self.session.kill, args=(reason,), daemon=True).start()
+        # Not a daemon: the process waits for this teardown before it exits (M6).
+        supervisor.spawn(self.session.kill, reason, name="sandbox-guard-kill")
 
     def _record(self, verdicts: list[Verdict]) -> None:
         for v in verdicts:

@@ -30,12 +30,14 @@ def test_strict_adds_address_space_limit() -> None:
     assert f"--rlimit-as={4096 * 1024 * 1024}" in flags and "--rlimit-nproc=128" in flags
 
 
-def test_root_supervisor_drops_to_agent_and_enters_netns() -> None:
+def test_root_supervisor_runs_no_helper_before_firejail() -> None:
+    """H1: no `ip netns exec` / `setpriv` found through a PATH: the netns and the drop
+    happen in the forked child (launch.Launch); firejail is an absolute path."""
     spec = JailSpec(session_id="x", workdir=Path("/srv/ws"), state_dir=Path("/s"),
                     host_home=Path("/root"), agent=Agent(1001, 1001, "a"), netns="sbx-x")
     argv = build_argv(load_profile("pypi"), spec, ["bash"])
-    assert argv[:10] == ["ip", "netns", "exec", "sbx-x", "setpriv", "--reuid=1001",
-                         "--regid=1001", "--clear-groups", "--", "firejail"]
+    assert argv[0].startswith("/") and argv[0].endswith("/firejail")
+    assert "setpriv" not in argv and "ip" not in argv
     assert argv[-2:] == ["--", "bash"]
     assert not any(a.startswith("--net") for a in argv)  # allowlist inherits the netns
 

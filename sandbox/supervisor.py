@@ -1,0 +1,61 @@
+"""The process-wide owner of live sessions: a session's teardown is waited for.
+
+Red-team M6: guard and operator kills tore sessions down on daemon threads, and `sandbox
+run` or an API script exited first, leaving cgroups, namespaces and decoy homes behind.
+Here:
+- kills run on non-daemon threads (`spawn`): the interpreter joins them before it exits;
+- every live session is tracked; at interpreter exit the ones nobody closed are closed
+  (and waited for) by an atexit handler;
+- `Session.close()`/`kill()` called while another thread is already ending the session
+  wait for that teardown instead of returning early (see `Session._finish`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger("sandbox")
+_live: dict[str, Session] = {}
+_lock = threading.Lock()
+
+
+def track(session: Session) -> None:
+    with _lock:
+        _live[session.id] = session
+
+
+def forget(session: Session) -> None:
+    with _lock:
+        _live.pop(session.id, None)
+
+
+def live() -> list[Session]:
+    with _lock:
+        return list(_live.values())
+
+
+def spawn(target: Callable[..., Any], *args: Any, name: str = "sandbox-teardown") -> None:
+    """Run `target` on a thread the interpreter waits for at exit (never a daemon)."""
+    def guarded() -> None:
+        try:
+            target(*args)
+        except Exception:  # a failed kill is logged, never silent
+            log.exception("sandbox: %s failed", name)
+
+    threading.Thread(target=guarded, name=name, daemon=False).start()
+
+
+@atexit.register
+def _close_all() -> None:
+    for session in live():
+        try:
+            session.close()
+        except Exception:
+            log.exception("sandbox: closing session %s at exit failed", session.id)
