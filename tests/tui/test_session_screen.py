@@ -116,3 +116,55 @@ def test_tab_keys_switch_tabs(filled: Store, make_app) -> None:
                 assert screen.table(name).has_focus
 
     run(scenario())
+
+
+ESCAPES = "\x1b]2;TUI-TITLE-INJECTED\x1b\\\x1b[31;1mRED\x07\x9b2J"
+RAW = ("\x1b", "\x07", "\x9b")
+
+
+def _clean(text: str) -> bool:
+    return not any(c in text for c in RAW)
+
+
+def test_agent_escapes_are_shown_not_sent_to_the_terminal(store: Store, make_app) -> None:
+    """M1: command text, output, argv, reasons and evidence with ESC/OSC/CSI/BEL/C1 reach
+    the sessions table, the alert feed, every tab, the summary and the output modal as
+    visible text (`␛`), never as raw control characters."""
+    from sandbox_tui.alert_feed import AlertFeed
+
+    sid = "e5c0000001"
+    store.create_session(sid, profile="default", kind="api", workdir="/w" + ESCAPES,
+                         argv=[], owner_pid=1, owner_start="0", host="h", user="u")
+    store.update_session(sid, state="running", current_command="sleep 9" + ESCAPES)
+    store.add_command(sid, text="printf " + ESCAPES, output="x" + ESCAPES + "y\nnext\n",
+                      exit_code=0, started=time.time(), duration=0.01)
+    store.add_event(sid, "proc.exec", {"pid": 5, "ppid": 1, "argv": ["true", ESCAPES],
+                                       "uid": 1})
+    store.add_event(sid, "guard.verdict", {"evidence": "argv " + ESCAPES, "action": "flag"},
+                    severity="alert", action="flag", rule="custom.x")
+
+    async def scenario() -> None:
+        app = make_app(store, pinned=False)
+        async with app.run_test(size=(160, 48)) as pilot:
+            table = app.screen.query_one(SessionsTable)
+            feed = app.screen.query_one(AlertFeed)
+            await wait_until(pilot, lambda: table.row_count == 1 and feed.row_count == 1)
+            cells = [str(c) for c in table.get_row_at(0)] + [str(c) for c in feed.get_row_at(0)]
+            assert all(_clean(c) for c in cells), cells
+            assert any("␛]2;TUI-TITLE-INJECTED" in c for c in cells), cells
+            screen = await open_session(app, pilot, 0)
+            await wait_until(pilot, lambda: screen.table("alerts").row_count == 1)
+            for name in ("commands", "alerts", "processes"):
+                rows = texts(screen, name)
+                assert rows and all(_clean(c) for row in rows for c in row), (name, rows)
+            assert "␛[31;1mRED" in texts(screen, "commands")[0][4]
+            summary = str(screen.query_one("#summary").render())
+            assert _clean(summary) and "␛]2;TUI-TITLE-INJECTED" in summary, summary
+            await pilot.press("1", "enter")
+            await wait_until(pilot, lambda: isinstance(app.screen, OutputModal))
+            body = str(app.screen.query_one("#output-body").render())
+            command = str(app.screen.query_one("#output-command").render())
+            assert _clean(body) and _clean(command), (body, command)
+            assert "x␛]2;TUI-TITLE-INJECTED␛\\␛[31;1mRED␇\\x9b2Jy\nnext" in body, body
+
+    run(scenario())
