@@ -4,11 +4,15 @@ Quotas are enforced by poll-and-kill: memory over quota is acted on at the first
 that sees it, utilisation over quota once it has held for `utilization_window_s`; the
 poll interval is the enforcement window. Events (detail keys as in `sandbox.events`):
 
-    gpu.sample        info/record     per session, rate-limited
+    gpu.sample        info/record     per session, rate-limited; `util` is averaged over
+                                      `window_s` (up to `util_window_s`, 300 s) so the
+                                      mining pack's saturation rule sees "sustained";
+                                      `util_now` is the poll's own figure
     gpu.breach        alert/kill|flag memory or sustained utilisation over quota
     gpu.unauthorized  critical        GPU use by a session granted none, or of a GPU it
                                       was not granted (action: `on_unauthorized`)
     gpu.orphan        warning/record  a live GPU process that belongs to no session
+                      alert/record    ... one whose session has ended (`was_session`)
 
 Attribution: NVML reports host PIDs; a PID belongs to a session when the session's
 root PID is among its ancestors (so children and grandchildren map), or it is one of the
@@ -22,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -126,6 +131,7 @@ class GpuMonitor:
         emit_host: Emit | None = None,
         on_unauthorized: Literal["flag", "kill"] = "kill",
         sample_every_s: float = 5.0,
+        util_window_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """
@@ -144,6 +150,7 @@ class GpuMonitor:
         self._emit_host = emit_host
         self.on_unauthorized = on_unauthorized
         self.sample_every_s = sample_every_s
+        self.util_window_s = util_window_s
         self._clock = clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -152,6 +159,7 @@ class GpuMonitor:
         self._sticky: dict[int, str] = {}  # pid -> session, while NVML lists the pid
         self._usage: dict[str, SessionUsage] = {}
         self._last_sample: dict[str, tuple[float, int, int]] = {}  # sid -> (t, mem, util)
+        self._util_hist: dict[str, deque[tuple[float, int]]] = {}  # sid -> (t, util) per poll
         self._over_since: dict[tuple[str, int], float] = {}  # (sid, dev) -> util over since
         self._episodes: set[tuple[str, int, str]] = set()  # (sid, dev, what) reported
         self._orphans_seen: set[tuple[int, int]] = set()
@@ -207,6 +215,7 @@ class GpuMonitor:
         with self._lock:
             self._usage.pop(session_id, None)
             self._last_sample.pop(session_id, None)
+            self._util_hist.pop(session_id, None)
             self._over_since = {k: v for k, v in self._over_since.items() if k[0] != session_id}
             self._episodes = {k for k in self._episodes if k[0] != session_id}
             self._sticky = {p: s for p, s in self._sticky.items() if s != session_id}
@@ -268,10 +277,12 @@ class GpuMonitor:
         orphans: list[dict[str, Any]] = []
         for dev, (procs, per_pid, dev_util) in readings.items():
             owners: dict[int, str | None] = {}
+            former: dict[int, str] = {}
             for p in procs:
                 listed.add(p.pid)
                 owner = self._owner(p.pid, roots, extra)
                 if owner is not None and owner not in sessions:
+                    former[p.pid] = owner
                     owner = None  # its session ended, yet it lives on the GPU: an escapee
                 owners[p.pid] = owner
                 if owner is not None:
@@ -280,8 +291,11 @@ class GpuMonitor:
             for p in procs:
                 o = owners[p.pid]
                 if o is None:
-                    orphans.append({"gpu": str(dev), "pid": p.pid, "mem_bytes": p.used_memory,
-                                    "util": per_pid.get(p.pid, 0), "cmdline": _process_name(p.pid)})
+                    orphan = {"gpu": str(dev), "pid": p.pid, "mem_bytes": p.used_memory,
+                              "util": per_pid.get(p.pid, 0), "cmdline": _process_name(p.pid)}
+                    if p.pid in former:
+                        orphan["was_session"] = former[p.pid]
+                    orphans.append(orphan)
                 else:
                     by_session.setdefault(o, []).append(p)
             for sid, ps in by_session.items():
@@ -400,6 +414,11 @@ class GpuMonitor:
         last = self._last_sample.get(sid)
         if last is None and not devices:
             return []  # never used a GPU: nothing to say
+        hist = self._util_hist.setdefault(sid, deque())
+        hist.append((now, util))
+        # One reading at or before the window's start stays, so window_s can reach it.
+        while len(hist) > 1 and hist[1][0] <= now - self.util_window_s:
+            hist.popleft()
         if last is not None:
             t, lmem, lutil = last
             big = (abs(mem - lmem) > max(64 * MIB, lmem // 5) or abs(util - lutil) >= 20
@@ -410,8 +429,10 @@ class GpuMonitor:
                 return []  # idle and already reported idle
         self._last_sample[sid] = (now, mem, util)
         pids = sorted({p for d in devices.values() for p in d.pids})
+        avg = sum(u for _, u in hist) / len(hist)
         detail = {"gpu": ",".join(str(d) for d in sorted(devices)), "pid": pids[0] if pids else 0,
-                  "pids": pids, "mem_bytes": mem, "util": util,
+                  "pids": pids, "mem_bytes": mem, "util": round(avg, 1), "util_now": util,
+                  "window_s": round(now - hist[0][0], 1),
                   "devices": {str(d): {"mem_bytes": u.mem_bytes, "util": u.util,
                                        "pids": list(u.pids)} for d, u in sorted(devices.items())}}
         return [self._emit(sid, "gpu.sample", detail, "info", "record")]
@@ -425,5 +446,6 @@ class GpuMonitor:
             key = (int(o["gpu"]), int(o["pid"]))
             if key not in self._orphans_seen:
                 self._orphans_seen.add(key)
-                out.append(self._emit(None, "gpu.orphan", o, "warning", "record"))
+                severity = "alert" if o.get("was_session") else "warning"
+                out.append(self._emit(None, "gpu.orphan", o, severity, "record"))
         return out

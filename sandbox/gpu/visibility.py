@@ -29,7 +29,7 @@ programs do not need them, and firejail's --private-dev would not carry them any
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import SetupError
@@ -96,7 +96,8 @@ def select_devices(section: GpuSection, devices: Sequence[Device],
     """The devices `section` grants out of `devices`; SetupError when it cannot be met.
 
     `devices` entries are indices ("0") or UUIDs (case-insensitive). `count` takes the
-    first devices not in `in_use` (indices granted to other sessions). A [gpu] table
+    first devices not in `in_use` (indices granted to other sessions; a Mapping index ->
+    session id names the holders in the error). A [gpu] table
     with neither grants one GPU: writing the table is asking for a GPU.
     """
     if section.devices:
@@ -116,9 +117,13 @@ def select_devices(section: GpuSection, devices: Sequence[Device],
     count = section.count or 1
     free = [d for d in devices if d.index not in in_use]
     if len(free) < count:
+        if isinstance(in_use, Mapping):  # index -> the session holding it
+            held = ", ".join(f"GPU {i} by session {in_use[i]}" for i in sorted(in_use)) or "none"
+        else:
+            held = str(sorted(in_use) or "none")
         raise SetupError(f"[gpu] count = {count} but only {len(free)} GPU(s) free: "
-                         f"{_describe(devices)}; in use by other sessions: "
-                         f"{sorted(in_use) or 'none'}")
+                         f"{_describe(devices)}; in use by other sessions: {held}; "
+                         "wait for one to end, or `sandbox gc` if its owner crashed")
     return tuple(free[:count])
 
 

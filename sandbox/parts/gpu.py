@@ -176,7 +176,8 @@ class GpuPart(Part):
         """Resolve the grant against what other sessions hold, and record it (locked)."""
         in_use: dict[int, str] = {}
         if section is not None and not section.devices and backend is not None:
-            in_use = _in_use(self.session, backend)
+            with contextlib.suppress(NvmlUnavailable):  # resolve_grant reports it
+                in_use = _in_use(self.session, backend)
         grant = resolve_grant(section, backend if backend is not None else
                               (lambda: get_backend(fake)), in_use=in_use)
         if grant.devices:
@@ -201,7 +202,7 @@ class GpuPart(Part):
             detail = row["detail"]
             self.session.store.update_session(
                 self.session.id, gpu_mem_bytes=detail.get("mem_bytes"),
-                gpu_util=detail.get("util"))
+                gpu_util=detail.get("util_now", detail.get("util")))  # util: window avg
 
     def teardown(self) -> None:
         backend = self.session.gpu_part_backend

@@ -194,7 +194,9 @@ def test_a_session_that_ended_leaves_orphans_behind(tree: Tree, sessions: Sessio
     mon = monitor(fake, sessions)
     mon.poll_once()
     sessions.entries = {}
-    assert [e["kind"] for e in mon.poll_once()] == ["gpu.orphan"]
+    events = mon.poll_once()
+    assert [(e["kind"], e["severity"]) for e in events] == [("gpu.orphan", "alert")]
+    assert events[0]["detail"]["was_session"] == "s1"  # it outlived its session
 
 
 def test_samples_are_rate_limited_unless_values_jump(tree: Tree, sessions: Sessions) -> None:
