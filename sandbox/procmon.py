@@ -6,30 +6,38 @@
   exec and exit on the host. A pid belongs to a session when its parent did at fork time
   (so double-forked daemons stay attributed after they leave the tree), or when
   /proc/<pid>/cgroup puts it in the session's cgroup (the jail's first exec). argv is
-  read from /proc right after the event; a process already gone keeps what was read.
+  read from /proc right after the event, at most `proctree.ARGV_CAP` bytes of it (head
+  and tail, marked `argv_truncated`); a process already gone keeps what was read.
 - **poll** (anyone; `force_poll=True` in tests): every `poll_interval` the tree below the
   registered root, every live known pid and the cgroup's members are listed; a new pid or
   a changed comm is an exec. Processes shorter than the interval can be missed.
 
-A second thread delivers `proc.exec` events and `on_exec` callbacks, so a slow store
-never makes the reader drop kernel events. When the kernel does drop them (ENOBUFS
-under a fork storm) the reader rescans every session and records what it finds.
+The reader only does bookkeeping and those few small reads: everything else (the store,
+the guard's rules) runs on a small pool of delivery threads. Each session has its own
+bounded queue, and the pool serves sessions round-robin, one event at a time, never two
+threads on one session (its events stay in order): an exec flood in one session delays
+that session's own events, not another's. A session's delivery CPU (store + rules) is
+metered against `Budget.cpu_percent`; over it, the session waits for its share and its
+queue fills.
 
-`ResourceSampler` reads each session's cgroup every `interval` seconds: a
-`resource.sample` at most every `sample_every` seconds, and a `resource.breach` when OOM
-kills, memory-limit hits or pids-limit hits rise (each kind at most once per
-`breach_every` seconds, OOM kills always).
+Nothing is dropped silently. When a session's queue is full, or the kernel drops events
+(ENOBUFS: the session cannot be known, so every live session is told, and every session
+is rescanned off the reader thread), a `proc.lost` event with the counts is recorded for
+the session (at most once a second, while it lasts). When a session records more
+`proc.exec` events than its budget (`Budget.events_per_s`, `bytes_per_s`), the excess
+is summarised in a `record.dropped` event with counts by kind, at least once a second;
+the rules (`on_exec`) still see every exec.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import queue
 import socket
 import struct
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,6 +58,59 @@ _CNMSG = struct.Struct("=IIIIHH")
 _EVHDR = struct.Struct("=IIQ")
 _DATA_OFF = _NLMSG.size + _CNMSG.size + _EVHDR.size  # union proc_event.event_data
 MAX_KNOWN = 100_000  # per session: a fork bomb must not grow the supervisor without bound
+WORKERS = 4  # delivery threads shared by all sessions (one session uses one at a time)
+REPORT_EVERY_S = 1.0  # proc.lost / record.dropped: at most this often per session
+_HOUSEKEEP_S = 0.2
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one session's exec events may cost the supervisor (profile `[recording]`).
+
+    0 means unlimited. Rates are averages; bursts of one second's worth pass.
+    """
+
+    events_per_s: float = 0.0
+    """`proc.exec` rows per second; beyond, they are counted in `record.dropped`."""
+    bytes_per_s: float = 0.0
+    """`proc.exec` detail bytes per second (mostly argv); beyond, counted the same way."""
+    cpu_percent: float = 0.0
+    """Supervisor CPU for delivering the session's events (store and rules), percent of
+    one core; beyond, the session waits for its share and its queue fills."""
+    queue: int = 512
+    """Events waiting per session; beyond, they are lost and counted in `proc.lost`."""
+
+
+class _Bucket:
+    """A token bucket; `rate` <= 0 means unlimited."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.level = burst
+        self.at = time.monotonic()
+
+    def _refill(self, now: float) -> None:
+        self.level = min(self.burst, self.level + (now - self.at) * self.rate)
+        self.at = now
+
+    def take(self, amount: float, now: float) -> bool:
+        """Take `amount` if there is that much left (all or nothing)."""
+        if self.rate <= 0:
+            return True
+        self._refill(now)
+        if self.level < amount:
+            return False
+        self.level -= amount
+        return True
+
+    def charge(self, amount: float, now: float) -> float:
+        """Take `amount` even into debt; the seconds until the bucket is positive again."""
+        if self.rate <= 0:
+            return 0.0
+        self._refill(now)
+        self.level -= amount
+        return 0.0 if self.level > 0 else -self.level / self.rate + 0.001
 
 
 @dataclass
@@ -58,10 +119,33 @@ class _Tracked:
     root_pid: int | None
     cgroup: SessionCgroup | None
     emit: Emit | None
+    budget: Budget = field(default_factory=Budget)
     live: set[int] = field(default_factory=set)
     known: dict[int, ProcInfo] = field(default_factory=dict)
     seen: dict[int, tuple[str, str]] = field(default_factory=dict)  # pid -> (start, comm)
     ever: set[int] = field(default_factory=set)  # every pid adopted, forks without exec too
+    # -- delivery (under the monitor's lock) --
+    queue: deque[tuple[ProcInfo, str]] = field(default_factory=deque)
+    scheduled: bool = False  # in the ready queue or being delivered by a worker
+    paused_until: float = 0.0  # over its CPU budget until then
+    lost: Counter[str] = field(default_factory=Counter)  # not yet reported in proc.lost
+    lost_total: int = 0
+    lost_reported: float = 0.0
+    dropped: Counter[str] = field(default_factory=Counter)  # not yet in record.dropped
+    dropped_bytes: int = 0
+    dropped_since: float = 0.0
+    dropped_reported: float = 0.0
+    events: _Bucket = field(default_factory=lambda: _Bucket(0, 0))
+    bytes: _Bucket = field(default_factory=lambda: _Bucket(0, 0))
+    cpu: _Bucket = field(default_factory=lambda: _Bucket(0, 0))
+    cpu_used: float = 0.0  # seconds of delivery CPU so far (bench, tests)
+
+    def set_budget(self, budget: Budget) -> None:
+        self.budget = budget
+        self.events = _Bucket(budget.events_per_s, budget.events_per_s)
+        self.bytes = _Bucket(budget.bytes_per_s, budget.bytes_per_s)
+        rate = budget.cpu_percent / 100.0
+        self.cpu = _Bucket(rate, max(rate, 0.25))
 
 
 def _cgroup_paths(pid: int) -> list[str]:
@@ -99,22 +183,29 @@ def _subscribe() -> socket.socket:
 
 
 class ProcessMonitor:
-    """Records every exec in each registered session's process tree (one thread for all)."""
+    """Records every exec in each registered session's process tree (one reader for all)."""
 
     def __init__(self, emit_for_session: EmitFor | None = None, on_exec: OnExec | None = None,
-                 *, poll_interval: float = 0.05, force_poll: bool = False) -> None:
+                 *, poll_interval: float = 0.05, force_poll: bool = False,
+                 workers: int = WORKERS) -> None:
         self.emit_for_session = emit_for_session
         self.on_exec = on_exec
         self.poll_interval = poll_interval
         self.force_poll = force_poll
+        self.workers = max(1, workers)
         self.mode = ""
         """"netlink" or "poll" once started."""
         self.lost_events = 0
+        """Kernel overruns (ENOBUFS) seen so far, for all sessions."""
         self._sessions: dict[str, _Tracked] = {}
         self._owner: dict[int, str] = {}  # live pid -> session id
         self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)
+        self._ready: deque[str] = deque()  # sessions with events, round-robin
+        self._busy = 0  # workers delivering right now
+        self._rescan_wanted = False
+        self._housekept = 0.0
         self._stop = threading.Event()
-        self._out: queue.Queue[tuple[str, ProcInfo, str] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._sock: socket.socket | None = None
 
@@ -129,24 +220,26 @@ class ProcessMonitor:
                 self._sock.settimeout(0.2)
         self.mode = "netlink" if self._sock else "poll"
         reader = self._netlink_loop if self._sock else self._poll_loop
-        self._threads = [
-            threading.Thread(target=reader, name="sandbox-procmon", daemon=True),
-            threading.Thread(target=self._deliver_loop, name="sandbox-procmon-out", daemon=True),
-        ]
+        self._threads = [threading.Thread(target=reader, name="sandbox-procmon", daemon=True)]
+        self._threads += [
+            threading.Thread(target=self._worker, name=f"sandbox-procmon-out{i}", daemon=True)
+            for i in range(self.workers)]
         for t in self._threads:
             t.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._out.put(None)
+        with self._cv:
+            self._cv.notify_all()
         for t in self._threads:
             t.join(timeout=2)
         if self._sock is not None:
             self._sock.close()
 
     def register(self, session_id: str, root_pid: int | None = None,
-                 cgroup: SessionCgroup | None = None, *, emit: Emit | None = None) -> None:
+                 cgroup: SessionCgroup | None = None, *, emit: Emit | None = None,
+                 budget: Budget | None = None) -> None:
         """Watch a session. Call again to add the root pid after registering the cgroup.
 
         Processes already running are recorded at once (source "scan").
@@ -155,6 +248,9 @@ class ProcessMonitor:
             tr = self._sessions.get(session_id)
             if tr is None:
                 tr = self._sessions[session_id] = _Tracked(session_id, root_pid, cgroup, emit)
+                tr.set_budget(budget or Budget())
+            elif budget is not None:
+                tr.set_budget(budget)
             tr.root_pid = root_pid or tr.root_pid
             tr.cgroup = cgroup or tr.cgroup
             tr.emit = emit or tr.emit
@@ -164,12 +260,22 @@ class ProcessMonitor:
         self._scan(tr, "scan")
 
     def unregister(self, session_id: str) -> None:
+        """Stop watching a session; what is still queued is delivered first (bounded),
+        and pending loss and drop counts are recorded."""
         with self._lock:
-            tr = self._sessions.pop(session_id, None)
-            if tr is not None:
-                for pid in tr.live:
-                    if self._owner.get(pid) == session_id:
-                        del self._owner[pid]
+            tr = self._sessions.get(session_id)
+        if tr is None:
+            return
+        self._wait_idle([tr], 2.0)
+        with self._lock:
+            self._sessions.pop(session_id, None)
+            for pid in tr.live:
+                if self._owner.get(pid) == session_id:
+                    del self._owner[pid]
+            if tr.queue:
+                tr.lost["unregistered"] += len(tr.queue)
+                tr.queue.clear()
+        self._report(tr, time.monotonic(), force=True)
 
     def known_pids(self, session_id: str) -> set[int]:
         """Every pid seen in the session so far (live or exited, exec'd or only forked)."""
@@ -187,6 +293,14 @@ class ProcessMonitor:
         with self._lock:
             tr = self._sessions.get(session_id)
             return list(tr.known.values()) if tr else []
+
+    def stats(self, session_id: str) -> dict[str, float]:
+        """Delivery figures of a live session: CPU seconds used, events queued, lost."""
+        with self._lock:
+            tr = self._sessions.get(session_id)
+            if tr is None:
+                return {}
+            return {"cpu_s": tr.cpu_used, "queued": len(tr.queue), "lost": tr.lost_total}
 
     # -- bookkeeping (under the lock) ---------------------------------------------------
 
@@ -214,6 +328,7 @@ class ProcessMonitor:
         return found
 
     def _record(self, tr: _Tracked, info: ProcInfo, source: str) -> None:
+        """Queue an exec for delivery (any thread; cheap: the reader calls it)."""
         with self._lock:
             if info.start and tr.known.get(info.pid) == info:
                 return  # the register scan and the kernel event saw the same exec
@@ -221,7 +336,20 @@ class ProcessMonitor:
                 tr.seen[info.pid] = (info.start, info.comm)
             if info.pid in tr.known or len(tr.known) < MAX_KNOWN:
                 tr.known[info.pid] = info
-        self._out.put((tr.session_id, info, source))
+            if tr.session_id not in self._sessions:
+                return
+            if len(tr.queue) >= tr.budget.queue:
+                tr.lost["queue_full"] += 1
+                tr.lost_total += 1
+                return
+            tr.queue.append((info, source))
+            self._schedule(tr, time.monotonic())
+
+    def _schedule(self, tr: _Tracked, now: float) -> None:
+        if not tr.scheduled and tr.queue and tr.paused_until <= now:
+            tr.scheduled = True
+            self._ready.append(tr.session_id)
+            self._cv.notify()
 
     # -- netlink ------------------------------------------------------------------------
 
@@ -233,14 +361,24 @@ class ProcessMonitor:
             except TimeoutError:
                 continue
             except OSError as e:
-                if e.errno == errno.ENOBUFS:  # the kernel dropped events: look again
-                    self.lost_events += 1
-                    self._rescan()
+                if e.errno == errno.ENOBUFS:  # the kernel dropped events: tell, look again
+                    self._overrun()
                     continue
                 if self._stop.is_set():
                     return
                 raise
             self._handle(data)
+
+    def _overrun(self) -> None:
+        """Events were lost and nobody knows whose: every live session is told (in
+        proc.lost) and rescanned, by a delivery thread, not this one."""
+        with self._cv:
+            self.lost_events += 1
+            for tr in self._sessions.values():
+                tr.lost["netlink_overrun"] += 1
+                tr.lost_total += 1
+            self._rescan_wanted = True
+            self._cv.notify()
 
     def _handle(self, data: bytes) -> None:
         off = 0
@@ -293,7 +431,7 @@ class ProcessMonitor:
         pids = set(tr.cgroup.pids()) if tr.cgroup else set()
         todo = list(frontier | pids)
         found: set[int] = set()
-        while todo:
+        while todo and len(found) < MAX_KNOWN:
             pid = todo.pop()
             if pid in found:
                 continue
@@ -331,30 +469,130 @@ class ProcessMonitor:
 
     # -- delivery -----------------------------------------------------------------------
 
-    def _deliver_loop(self) -> None:
+    def _worker(self) -> None:
         while True:
-            item = self._out.get()
-            if item is None:
-                self._out.task_done()
-                return
-            sid, info, source = item
-            self._deliver(sid, info, source)
-            self._out.task_done()
+            tr: _Tracked | None = None
+            item: tuple[ProcInfo, str] | None = None
+            with self._cv:
+                while not self._stop.is_set():
+                    now = time.monotonic()
+                    if now - self._housekept >= _HOUSEKEEP_S:
+                        self._housekept = now
+                        break
+                    if self._ready:
+                        tr = self._sessions.get(self._ready.popleft())
+                        if tr is not None and tr.queue:
+                            item = tr.queue.popleft()
+                            break
+                        if tr is not None:
+                            tr.scheduled = False
+                        tr = None
+                        continue
+                    self._cv.wait(_HOUSEKEEP_S / 2)
+                if self._stop.is_set():
+                    return
+                self._busy += 1
+            used = 0.0
+            try:
+                if item is None:
+                    self._housekeep()
+                else:
+                    assert tr is not None
+                    t0 = time.thread_time()
+                    self._deliver(tr, *item)
+                    used = time.thread_time() - t0
+            finally:
+                with self._cv:
+                    self._busy -= 1
+                    if tr is not None:
+                        now = time.monotonic()
+                        tr.cpu_used += used
+                        tr.paused_until = now + tr.cpu.charge(used, now)
+                        tr.scheduled = False
+                        if tr.session_id in self._sessions:
+                            self._schedule(tr, now)
+                    self._cv.notify_all()
 
-    def _deliver(self, sid: str, info: ProcInfo, source: str) -> None:
-            with self._lock:
-                tr = self._sessions.get(sid)
-            emit = (tr.emit if tr else None) or (
-                self.emit_for_session(sid) if self.emit_for_session else None)
-            with contextlib.suppress(Exception):  # a broken consumer must not stop recording
-                if emit is not None:
-                    emit("proc.exec", {**info.detail(), "source": source})
-            with contextlib.suppress(Exception):
-                if self.on_exec is not None:
-                    self.on_exec(sid, info)
+    def _housekeep(self) -> None:
+        """Runs on a delivery thread every few tenths of a second: resume sessions whose
+        CPU share came back, record pending loss and drop counts, rescan after an
+        overrun."""
+        now = time.monotonic()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            for tr in sessions:
+                self._schedule(tr, now)
+            rescan, self._rescan_wanted = self._rescan_wanted, False
+        for tr in sessions:
+            self._report(tr, now)
+        if rescan:
+            self._rescan()
+
+    def _emit_for(self, tr: _Tracked) -> Emit | None:
+        return tr.emit or (self.emit_for_session(tr.session_id)
+                           if self.emit_for_session else None)
+
+    def _report(self, tr: _Tracked, now: float, *, force: bool = False) -> None:
+        """Record `proc.lost` and `record.dropped` for what is pending (at most once per
+        `REPORT_EVERY_S` each, unless forced)."""
+        lost: dict[str, int] = {}
+        dropped: dict[str, int] = {}
+        with self._lock:
+            if tr.lost and (force or now - tr.lost_reported >= REPORT_EVERY_S):
+                lost, tr.lost = dict(tr.lost), Counter()
+                tr.lost_reported = now
+            if tr.dropped and (force or now - tr.dropped_reported >= REPORT_EVERY_S):
+                dropped, tr.dropped = dict(tr.dropped), Counter()
+                size, tr.dropped_bytes = tr.dropped_bytes, 0
+                window = now - tr.dropped_since
+                tr.dropped_reported = now
+        emit = self._emit_for(tr)
+        if emit is None:
+            return
+        with contextlib.suppress(Exception):  # a broken consumer must not stop recording
+            if lost:
+                emit("proc.lost", {
+                    "lost": sum(lost.values()), **lost, "total": tr.lost_total,
+                    "reason": "exec events dropped before they were judged: "
+                              + ", ".join(sorted(lost))}, severity="warning")
+            if dropped:
+                emit("record.dropped", {
+                    "counts": dropped, "bytes": size, "window_s": round(window, 3),
+                    "events_per_s": tr.budget.events_per_s,
+                    "bytes_per_s": tr.budget.bytes_per_s,
+                    "reason": "over the session's record budget: summarised, still judged"})
+
+    def _deliver(self, tr: _Tracked, info: ProcInfo, source: str) -> None:
+        detail = {**info.detail(), "source": source}
+        size = 160 + sum(len(a) + 3 for a in info.argv) + len(info.exe)
+        now = time.monotonic()
+        with self._lock:
+            keep = tr.events.take(1, now) and tr.bytes.take(size, now)
+            if not keep:
+                if not tr.dropped:
+                    tr.dropped_since = now
+                tr.dropped["proc.exec"] += 1
+                tr.dropped_bytes += size
+        emit = self._emit_for(tr)
+        with contextlib.suppress(Exception):  # a broken consumer must not stop recording
+            if keep and emit is not None:
+                emit("proc.exec", detail)
+        if not keep and now - tr.dropped_reported >= REPORT_EVERY_S:
+            self._report(tr, now)
+        with contextlib.suppress(Exception):
+            if self.on_exec is not None:
+                self.on_exec(tr.session_id, info)
+
+    def _wait_idle(self, sessions: list[_Tracked] | None, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while time.monotonic() < deadline:
+                pending = sessions if sessions is not None else list(self._sessions.values())
+                if not any(tr.queue or tr.scheduled for tr in pending) and (
+                        sessions is not None or not self._busy):
+                    return
+                self._cv.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def drain(self, timeout: float = 2.0) -> None:
         """Wait until queued events are delivered (tests, session end)."""
-        deadline = time.monotonic() + timeout
-        while self._out.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
+        self._wait_idle(None, timeout)

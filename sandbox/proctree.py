@@ -19,6 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PROC = "/proc"
+ARGV_CAP = 16384
+"""Bytes of argv kept per exec (head and tail; the middle is cut and marked). An exec
+may carry megabytes of arguments; reading, storing and judging them all would let one
+process stall the monitor for every session."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,18 @@ class ProcInfo:
     """Real uid as the host sees it; -1 when unknown."""
     start: str = ""
     """`pid_start_time`: with `pid`, names this process even after the pid is reused."""
+    argv_bytes: int = 0
+    """Size of the whole argv in bytes (NULs included), as the kernel has it."""
+    argv_truncated: bool = False
+    """True when argv was over `ARGV_CAP`: `argv` is its head and tail around a marker."""
 
     def detail(self) -> dict[str, Any]:
-        """The `proc.exec` event detail (JSON-able)."""
-        return asdict(self)
+        """The `proc.exec` event detail (JSON-able); `argv_truncated` and `argv_bytes`
+        only when argv was cut."""
+        out = asdict(self)
+        if not self.argv_truncated:
+            del out["argv_truncated"], out["argv_bytes"]
+        return out
 
 
 def _read(path: str) -> bytes:
@@ -94,11 +106,43 @@ def info_stat(pid: int) -> tuple[str, str, int] | None:
 
 
 def argv_of(pid: int) -> list[str]:
+    """argv, cut to `ARGV_CAP` bytes (see `read_argv`)."""
+    return read_argv(pid)[0]
+
+
+def _split(raw: bytes) -> list[str]:
+    parts = raw.split(b"\0")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    return [a.decode("utf-8", "replace") for a in parts]
+
+
+def read_argv(pid: int, cap: int = ARGV_CAP, total: int = 0) -> tuple[list[str], int, bool]:
+    """(argv, size in bytes, truncated) with at most `cap` bytes read from /proc.
+
+    Over the cap, argv is the first and last `cap // 2` bytes with a marker element
+    between (`...[N bytes cut]...`); the arguments at the cut are partial. `total` is the
+    size from /proc/<pid>/stat (arg_end - arg_start) when the caller has it: without it
+    only the head is kept.
+    """
     try:
-        raw = _read(f"{PROC}/{pid}/cmdline")
+        fd = os.open(f"{PROC}/{pid}/cmdline", os.O_RDONLY)
     except OSError:
-        return []
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]] if raw else []
+        return [], 0, False
+    try:
+        head = os.read(fd, cap + 1)
+        if len(head) <= cap:
+            return _split(head), len(head), False
+        half = cap // 2
+        head = head[:cap - half]
+        size = max(total, cap + 1)
+        tail = os.pread(fd, half, max(len(head), total - half)) if total > cap else b""
+    except OSError:
+        return [], 0, False
+    finally:
+        os.close(fd)
+    cut = size - len(head) - len(tail)
+    return [*_split(head + b"\0"), f"...[{cut} bytes cut]...", *_split(tail)], size, True
 
 
 def uid_of(pid: int) -> int:
@@ -114,17 +158,23 @@ def uid_of(pid: int) -> int:
 def info(pid: int, comm: str = "") -> ProcInfo:
     """Everything readable about `pid` now; `comm` is the fallback when it is already gone."""
     st = _stat_fields(pid)
-    argv = argv_of(pid)
+    fields = st[1] if st else []
+    try:  # arg_start, arg_end (stat fields 48, 49): where the tail of a long argv is
+        total = int(fields[46]) - int(fields[45])
+    except (IndexError, ValueError):
+        total = 0
+    argv, size, cut = read_argv(pid, total=total)
     try:
         exe = os.readlink(f"{PROC}/{pid}/exe")
     except OSError:
         exe = ""
     if st is None:
-        return ProcInfo(pid=pid, ppid=-1, argv=argv, exe=exe, comm=comm)
-    fields = st[1]
+        return ProcInfo(pid=pid, ppid=-1, argv=argv, exe=exe, comm=comm, argv_bytes=size,
+                        argv_truncated=cut)
     return ProcInfo(
         pid=pid, ppid=int(fields[1]) if len(fields) > 1 else -1, argv=argv, exe=exe,
         comm=st[0] or comm, uid=uid_of(pid), start=fields[19] if len(fields) > 19 else "",
+        argv_bytes=size, argv_truncated=cut,
     )
 
 

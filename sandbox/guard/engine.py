@@ -23,7 +23,7 @@ from ..profile import GuardSection
 from .actions import ACTIONS, rank
 from .evidence import CommandText, Evidence, ProcessExec, from_event, to_dict
 from .honeytokens import HoneytokenMatch, Token
-from .normalize import variants
+from .normalize import variants, windows
 from .packs import PACKS, all_rules, load_pack
 from .rules import Rule, parse_rule
 
@@ -104,9 +104,9 @@ class Engine:
         texts: list[str] = []
         argv_texts: list[str] = []
         if isinstance(evidence, CommandText):
-            texts = variants(evidence.text)
+            texts = _searchable(evidence.text)
         elif isinstance(evidence, ProcessExec):
-            argv_texts = variants(evidence.command_line())
+            argv_texts = _searchable(evidence.command_line())
         out: list[Verdict] = []
         for rule in self.rules:
             why = rule.match(evidence, texts, argv_texts)
@@ -143,6 +143,19 @@ class Engine:
             evidence=data, attack=rule.attack, source=rule.source, kind=rule.event_kind,
             extra=extra,
         )
+
+
+def _searchable(text: str) -> list[str]:
+    """What text rules search: the variants of `text`, long ones cut into windows.
+
+    Bounded work per piece of evidence, whatever the agent sends (see `normalize`): an
+    exec with megabytes of argv costs about as much as one with `MAX_TEXT` characters,
+    and no single regex search scans more than a window.
+    """
+    out: dict[str, None] = {}
+    for v in variants(text):
+        out.update(dict.fromkeys(windows(v)))
+    return list(out)
 
 
 def honeytoken_rules(tokens: Sequence[Token]) -> list[Rule]:

@@ -8,7 +8,8 @@ Seven kinds, one per producer:
     ScanEvent        the gateway's verdict that a session is sweeping hosts or ports
     DnsQuery         one query to the allowlisting resolver (or a tunnel suspicion)
     ResourceSample   CPU / memory / pids / GPU use, averaged over a window (monitors)
-    TamperSignal     the recorder noticed forged or missing shell markers
+    TamperSignal     the recorder noticed forged or missing shell markers, or the exec
+                     monitor lost events (proc.lost)
 
 `from_event` turns a stored event (the dicts `events.Emit` producers write, or store rows
 whose `detail` is still JSON text) into evidence, so the same rules run live and over a
@@ -42,6 +43,7 @@ class ProcessExec:
     ppid: int = 0
     uid: int = -1
     comm: str = ""
+    argv_truncated: bool = False  # argv was over the monitor's cap: head and tail only
 
     def names(self) -> set[str]:
         """Basenames this process goes by: exe, comm and argv[0] (they differ when renamed)."""
@@ -112,7 +114,8 @@ class ResourceSample:
 
 @dataclass(frozen=True)
 class TamperSignal:
-    """The recorder noticed tampering: kind is marker_forged or marker_missing."""
+    """The recorder noticed tampering: kind is marker_forged, marker_missing or
+    proc_lost (exec events dropped before the rules saw them)."""
 
     kind: str
     detail: Mapping[str, Any] = field(default_factory=dict)
@@ -213,7 +216,10 @@ def from_event(event: Mapping[str, Any]) -> Evidence | None:
             argv=tuple(str(a) for a in argv), exe=exe, pid=_int(d, "pid"),
             ppid=_int(d, "ppid"), uid=_int(d, "uid", -1),
             comm=_str(d, "comm") or os.path.basename(exe),
+            argv_truncated=d.get("argv_truncated") is True,
         )
+    if kind == "proc.lost":
+        return TamperSignal(kind="proc_lost", detail=dict(d))
     if kind in ("resource.sample", "resource.breach"):
         return ResourceSample(
             cpu_percent=_num(d, "cpu_percent"), mem_bytes=_int(d, "mem_bytes"),

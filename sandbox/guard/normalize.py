@@ -21,10 +21,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import re
+from collections import deque
+from collections.abc import Iterator
 
 MAX_VARIANTS = 24
 _MAX_DEPTH = 3
+# Bounded work per text, whatever the agent sends: every step below is at most linear in
+# these sizes (the exec monitor calls this for every exec of every session).
+MAX_TEXT = 65536
+"""Characters of one text the rules see at all; the rest is cut (the caller says so)."""
+MAX_NORMALIZE = 16384
+"""Characters of a text that are normalised and decoded (longer texts: the head)."""
+MAX_VARIANT_CHARS = 4 * MAX_NORMALIZE
+"""All variants of one text together, in characters."""
+MAX_NAMES = 32
+"""Shell variables expanded per text."""
+MAX_PAYLOADS = 16
+"""Encoded payloads decoded per text and encoding."""
+WINDOW = 2048
+"""Rules search long texts in windows of this many characters (see `windows`)."""
+OVERLAP = 512
+"""Consecutive windows share this many characters: a match up to this long is never cut."""
 
 _ANSI_C = re.compile(r"\$'((?:[^'\\]|\\.)*)'")
 _IFS = re.compile(r"\$\{IFS\}|\$IFS\b")
@@ -67,18 +86,20 @@ def _strip_quoting(text: str) -> str:
 
 def _expand_vars(text: str) -> str:
     assigned: dict[str, str] = {}
-    for name, value in _ASSIGN.findall(text):
-        assigned[name] = value.strip("'\"")
+    for m in _ASSIGN.finditer(text):
+        if m.group(1) not in assigned and len(assigned) >= MAX_NAMES:
+            break
+        assigned[m.group(1)] = m.group(2).strip("'\"")
     if not assigned:
         return text
+    names = "|".join(re.escape(n) for n in sorted(assigned, key=len, reverse=True))
+    pattern = re.compile(r"\$\{(" + names + r")\}|\$(" + names + r")(?![A-Za-z0-9_])")
     for _ in range(3):
         before = text
-        for name, value in assigned.items():
-            pattern = re.compile(r"\$\{" + name + r"\}|\$" + name + r"(?![A-Za-z0-9_])")
-            text = pattern.sub(value.replace("\\", "\\\\"), text)
-        if text == before:
+        text = pattern.sub(lambda m: assigned[m.group(1) or m.group(2)], text)
+        if text == before or len(text) > MAX_NORMALIZE * 2:
             break
-    return text
+    return text[:MAX_NORMALIZE * 2]
 
 
 def _printable(raw: bytes) -> str | None:
@@ -105,29 +126,32 @@ def _decode_b64(token: str) -> str | None:
     return _printable(raw)
 
 
+def _first(found: Iterator[re.Match[str]]) -> list[str]:
+    return [m.group(0) for m in itertools.islice(found, MAX_PAYLOADS)]
+
+
 def _decoded_payloads(text: str) -> list[str]:
     low = text.lower()
     out: list[str] = []
     if "base64" in low or "b64" in low or "openssl" in low:
-        for token in _B64.findall(text):
+        for token in _first(_B64.finditer(text)):
             decoded = _decode_b64(token)
             if decoded:
                 out.append(decoded)
     if "xxd" in low or "fromhex" in low or "unhexlify" in low or "hex" in low:
-        for token in _HEX.findall(text):
+        for token in _first(_HEX.finditer(text)):
             decoded = _printable(bytes.fromhex(token))
             if decoded:
                 out.append(decoded)
-    for token in _XESC.findall(text):
+    for token in _first(_XESC.finditer(text)):
         decoded = _printable(bytes.fromhex(token.replace("\\x", "")))
         if decoded:
             out.append(decoded)
     if re.search(r"\|\s*rev\b", text):
-        for a, b in _QUOTED.findall(text):
-            out.append((a or b)[::-1])
-        for word in text.split():
-            if len(word) > 4:
-                out.append(word[::-1])
+        for m in itertools.islice(_QUOTED.finditer(text), MAX_PAYLOADS):
+            out.append((m.group(1) or m.group(2) or "")[::-1])
+        words = (w for w in text.split() if len(w) > 4)
+        out.extend(w[::-1] for w in itertools.islice(words, MAX_PAYLOADS))
     return out
 
 
@@ -142,21 +166,70 @@ def normalize(text: str) -> str:
 
 
 def variants(text: str) -> list[str]:
-    """The raw text, its normal form, quoted bodies and decoded payloads (deduplicated)."""
+    """The raw text, its normal form, quoted bodies and decoded payloads (deduplicated).
+
+    Bounded whatever the input: the raw text is cut to `MAX_TEXT`, only the first
+    `MAX_NORMALIZE` characters of each text are normalised and decoded, and all variants
+    together stay under `MAX_VARIANT_CHARS` (the raw text is always the first).
+    """
     seen: dict[str, None] = {}
-    queue: list[tuple[str, int]] = [(text, 0)]
+    budget = MAX_VARIANT_CHARS
+    queue: deque[tuple[str, int]] = deque([(text[:MAX_TEXT], 0)])
     while queue and len(seen) < MAX_VARIANTS:
-        current, depth = queue.pop(0)
-        if current in seen or not current.strip():
+        current, depth = queue.popleft()
+        if current in seen or not current.strip() or (seen and len(current) > budget):
             continue
         seen[current] = None
-        norm = normalize(current)
-        if norm not in seen:
+        budget -= len(current)
+        head = current[:MAX_NORMALIZE]
+        norm = normalize(head)
+        if norm not in seen and len(norm) <= budget:
             seen[norm] = None
-        if depth >= _MAX_DEPTH:
+            budget -= len(norm)
+        if depth >= _MAX_DEPTH or budget <= 0:
             continue
-        inner = [a or b for a, b in _QUOTED.findall(_ANSI_C.sub(_ansi_c, current))]
-        for candidate in [*inner, *_decoded_payloads(current), *_decoded_payloads(norm)]:
+        inner = [m.group(1) if m.group(1) is not None else m.group(2) for m in
+                 itertools.islice(_QUOTED.finditer(_ANSI_C.sub(_ansi_c, head)), MAX_PAYLOADS)]
+        for candidate in [*inner, *_decoded_payloads(head), *_decoded_payloads(norm)]:
             if candidate.strip() and candidate not in seen:
                 queue.append((candidate, depth + 1))
     return list(seen)[:MAX_VARIANTS]
+
+
+def windows(text: str, size: int = WINDOW, overlap: int = OVERLAP) -> list[str]:
+    """`text` cut into overlapping pieces of at most about `size` characters, so that one
+    regex search costs at most a window's worth of work (backtracking patterns are
+    quadratic in the length they scan), and the rule engine can give up the GIL in
+    between. Short texts come back whole.
+
+    Cuts fall on whitespace where there is some: every window after the first starts
+    with the whitespace character before its first word (so `^` and the `(?:^|\\s)` style
+    anchors of the packs behave as in the whole text) and ends before whitespace (so `$`
+    behaves as a word end). A match longer than `overlap` may straddle two windows and be
+    missed: long argv is best-effort, and it is marked cut in the event anyway.
+    Identical windows are searched once (a flood of repeated bytes costs one window).
+    """
+    if len(text) <= size:
+        return [text]
+    out: dict[str, None] = {}
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = _last_space(text, start + size // 2, end)
+            end = cut if cut > start else end
+        out[text[start:end]] = None
+        if end >= len(text):
+            break
+        nxt = max(start + 1, end - overlap)
+        ws = _last_space(text, nxt - overlap // 2, nxt + 1)
+        start = ws if ws > start else nxt
+    return list(out)
+
+
+def _last_space(text: str, lo: int, hi: int) -> int:
+    """The index of the last whitespace character in text[lo:hi], or -1."""
+    for i in range(min(hi, len(text)) - 1, max(lo, 0) - 1, -1):
+        if text[i].isspace():
+            return i
+    return -1

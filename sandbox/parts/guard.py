@@ -136,6 +136,8 @@ class GuardPart(Part):
     def on_event(self, row: dict[str, Any]) -> None:
         if row["kind"] in ("proc.exec", "guard.verdict", "honeytoken.touched"):
             return  # execs come through _on_exec with the full process info
+        if row["kind"] == "proc.lost" and not self.session.profile.recording.lost_events_tamper:
+            return  # recorded as a warning; a tamper signal only where the profile says so
         try:
             verdicts = self.engine.evaluate_event(row)
         except Exception as e:  # a rule bug must not break recording

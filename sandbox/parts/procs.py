@@ -1,4 +1,7 @@
-"""Every exec in the session's process tree, recorded from outside (proc connector)."""
+"""Every exec in the session's process tree, recorded from outside (proc connector).
+
+One monitor serves every session of the process; each session gets its own queue, its
+share of the delivery threads and its budget from the profile's `[recording]`."""
 
 from __future__ import annotations
 
@@ -6,13 +9,13 @@ import threading
 from collections.abc import Callable
 
 from ..jail import JailSpec
-from ..procmon import ProcessMonitor
+from ..procmon import Budget, ProcessMonitor
 from ..proctree import ProcInfo
 from . import Part
 
 _monitor: ProcessMonitor | None = None
 _lock = threading.Lock()
-# session id -> exec callback (the guard); the one monitor thread serves every session.
+# session id -> exec callback (the guard); the one monitor serves every session.
 _on_exec: dict[str, Callable[[ProcInfo], None]] = {}
 
 
@@ -36,8 +39,13 @@ class ProcsPart(Part):
     def before_jail(self, spec: JailSpec) -> JailSpec:
         limits = self.session.hooks.part("limits")
         cgroup = getattr(limits, "cgroup", None)
+        rec = self.session.profile.recording
+        budget = Budget(events_per_s=rec.max_events_per_s,
+                        bytes_per_s=rec.max_event_bytes_per_s,
+                        cpu_percent=rec.max_monitor_cpu_percent)
         # Registered before the spawn, so firejail's own first exec is already seen.
-        monitor().register(self.session.id, None, cgroup, emit=self.session.emit)
+        monitor().register(self.session.id, None, cgroup, emit=self.session.emit,
+                           budget=budget)
         return spec
 
     def jail_started(self, jail_pid: int) -> None:
@@ -50,5 +58,7 @@ class ProcsPart(Part):
         return monitor().known_pids(self.session.id)
 
     def teardown(self) -> None:
-        _on_exec.pop(self.session.id, None)
+        # Unregister first: what is still queued is delivered (and judged) before the
+        # guard's callback goes.
         monitor().unregister(self.session.id)
+        _on_exec.pop(self.session.id, None)
