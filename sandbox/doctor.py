@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import jail, paths
+from . import jail, launch, paths
 from .errors import SandboxError
 from .store import Store
 
@@ -23,7 +23,7 @@ class Check:
 
 
 def _which(program: str, package: str, why: str, required: bool = True) -> Check:
-    path = shutil.which(program)
+    path = shutil.which(program, path=launch.TRUSTED_PATH)
     return Check(program, path is not None, path or f"not found ({why})",
                  "" if path else f"apt-get install {package}", required)
 
@@ -35,8 +35,8 @@ def _firejail() -> list[Check]:
         return [Check("firejail", False, str(e), "apt-get install firejail")]
     out = [Check("firejail", True, "version " + ".".join(map(str, version)))]
     proc = subprocess.run(
-        ["firejail", "--quiet", "--noprofile", "--net=none", "--", "true"],
-        capture_output=True, text=True, timeout=30, check=False,
+        [launch.tool("firejail"), "--quiet", "--noprofile", "--net=none", "--", "true"],
+        capture_output=True, text=True, timeout=30, check=False, env=launch.supervisor_env(),
     )
     out.append(Check(
         "firejail runs", proc.returncode == 0,
@@ -91,10 +91,44 @@ def _gpu() -> Check:
                      required=False)
 
 
+def _tiocsti() -> Check:
+    """C1: a jail that could TIOCSTI into a terminal types commands into it. The jail's
+    own seccomp filter refuses it either way; the sysctl is defence in depth."""
+    knob = Path("/proc/sys/dev/tty/legacy_tiocsti")
+    try:
+        value = knob.read_text().strip()
+    except OSError:
+        return Check("tiocsti", False, "kernel < 6.2: TIOCSTI is always allowed on this host "
+                     "(each jail's seccomp filter refuses it)", "", required=False)
+    if value == "0":
+        return Check("tiocsti", True, "dev.tty.legacy_tiocsti = 0")
+    return Check("tiocsti", False, "dev.tty.legacy_tiocsti = 1: programs may type into "
+                 "their terminal (each jail's seccomp filter refuses it)",
+                 "sysctl -w dev.tty.legacy_tiocsti=0 (and persist it in /etc/sysctl.d/)",
+                 required=False)
+
+
+def _shared_disk() -> Check:
+    """M5: an agent filling its workspace must not fill the disk the store writes to."""
+    from .users import WORK_ROOT
+
+    state = paths.db_path().parent
+    work = WORK_ROOT if WORK_ROOT.exists() else WORK_ROOT.parent
+    try:
+        same = os.stat(state).st_dev == os.stat(work).st_dev
+    except OSError as e:
+        return Check("disk", False, f"cannot compare filesystems: {e}", "", required=False)
+    if not same:
+        return Check("disk", True, f"{work} and {state} are on different filesystems")
+    return Check("disk", False, f"{work} (workspaces) and {state} (the store) share a "
+                 "filesystem: a workspace without a quota could fill the store's disk",
+                 "keep `disk_mib` set in your profiles (fresh workspaces get a size-limited "
+                 "mount), or put /srv/sandbox on its own filesystem", required=False)
+
+
 def run_checks() -> list[Check]:
-    checks = [*_firejail(), *_kernel(), _state(), _cgroups()]
+    checks = [*_firejail(), *_kernel(), _state(), _cgroups(), _tiocsti(), _shared_disk()]
     root = os.geteuid() == 0
-    checks.append(_which("setpriv", "util-linux", "drops root to the agent user", root))
     checks.append(_which("setfacl", "acl", "opens the workspace to the agent user", root))
     checks.append(_which("ip", "iproute2", "allowlist networking", False))
     checks.append(_which("nft", "nftables", "allowlist networking", False))

@@ -76,3 +76,13 @@ def test_helpers_resolve_to_root_owned_absolute_paths() -> None:
     assert exe.is_absolute() and exe.stat().st_uid == 0
     assert not exe.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     assert supervisor_env()["PATH"].split(":")[0].startswith("/")
+
+
+def test_doctor_reports_tiocsti_and_shared_disk() -> None:
+    r = subprocess.run([sys.executable, "-m", "sandbox", "doctor"], capture_output=True,
+                       text=True, timeout=120, check=False)
+    out = r.stdout + r.stderr
+    knob = Path("/proc/sys/dev/tty/legacy_tiocsti")
+    if knob.exists() and knob.read_text().strip() == "1":
+        assert "legacy_tiocsti = 1" in out and "sysctl -w dev.tty.legacy_tiocsti=0" in out
+    assert "disk" in out
