@@ -8,6 +8,7 @@ When the owner is dead, the requester ends the jail itself and cleans up (same a
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from . import owners, supervisor
 from .store import FINAL_STATES, Store
 
+log = logging.getLogger("sandbox")
 POLL_S = 0.025  # kill requests are seen within 25 ms (goal: kill <= 200 ms)
 
 
@@ -57,7 +59,8 @@ class ControlWatcher:
                 continue
             try:
                 pending = self.store.pending_kills(ids)
-            except Exception:  # a locked or busy store must not kill the watcher
+            except Exception as e:  # a locked or busy store must not kill the watcher
+                log.debug("sandbox: kill watcher poll: %s", e)
                 continue
             for session_id, requested_by in pending:
                 with self.lock:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import control, owners
+from . import control, launch, owners
 from .store import FINAL_STATES, Store
 
 log = logging.getLogger("sandbox")
@@ -44,7 +44,14 @@ def _remove_home(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _remove_include(path: str) -> None:
+    if path.startswith("/run/sandbox/jail/"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 register_cleaner("workspace", _remove_workspace)
+register_cleaner("include", _remove_include)
 register_cleaner("home", _remove_home)
 
 
@@ -81,12 +88,14 @@ def reap(store: Store, session: dict[str, Any], *, state: str, reason: str) -> N
     control.kill_jail(session.get("jail_pid"), session.get("jail_name"))
     errors = cleanup_resources(session.get("resources") or {})
     if store.finish_session(session["id"], state, reason):
-        with contextlib.suppress(Exception):
+        try:
             store.add_event(
                 session["id"], "session.end",
                 {"state": state, "reason": reason, "cleanup_errors": errors},
                 severity="warning" if state == "failed" else "info",
             )
+        except Exception as e:
+            log.warning("sandbox gc: %s: recording its end failed: %s", session["id"], e)
     store.mark_controls_handled(session["id"])
 
 
@@ -155,7 +164,7 @@ def _orphan_networks(store: Store) -> None:
     if os.geteuid() != 0:
         return
     live = {s["id"] for s in store.list_sessions(live_only=True, limit=10_000)}
-    with contextlib.suppress(Exception):
+    try:
         items = network.leftovers()
         keys = {_leftover_key(i) for i in items} - live
         for key in keys:
@@ -164,11 +173,13 @@ def _orphan_networks(store: Store) -> None:
                                 or _netns_pids(f"sbx-{key}")):
                 continue
             network.cleanup(network.resources_for(key))
+    except Exception as e:  # a sweep is best effort; the next gc tries again
+        log.warning("sandbox gc: network sweep: %s", e)
 
 
 def _netns_pids(name: str) -> bool:
-    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True,
-                         timeout=10, check=False).stdout
+    out = subprocess.run([launch.tool("ip"), "netns", "pids", name], capture_output=True,
+                         text=True, timeout=10, check=False, env=launch.supervisor_env()).stdout
     return bool(out.strip())
 
 
@@ -183,10 +194,12 @@ def _empty_leftover_cgroups(store: Store) -> None:
 
     live = {s["id"] for s in store.list_sessions(live_only=True, limit=10_000)}
     now = time.time()
-    with contextlib.suppress(Exception):
+    try:
         for res in cgroups.leftovers(live).values():
             group = cgroups.SessionCgroup.from_resources(res)
             dirs = [Path(d) for d in res.get("dirs", {}).values()]
             old = all(now - d.stat().st_ctime > 60 for d in dirs if d.exists())
             if old and not group.pids():
                 group.remove()
+    except Exception as e:  # a sweep is best effort; the next gc tries again
+        log.warning("sandbox gc: cgroup sweep: %s", e)

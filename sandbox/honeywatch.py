@@ -8,9 +8,9 @@ session; ctypes keeps it dependency-free.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import select
 import struct
@@ -24,6 +24,8 @@ IN_CLOEXEC = 0o2000000
 _EVENT = struct.Struct("iIII")
 
 OnTouch = Callable[[str], None]  # called with the touched path
+
+log = logging.getLogger("sandbox")
 
 
 class HoneyWatch:
@@ -75,8 +77,11 @@ class HoneyWatch:
                 with self._lock:
                     entry = self._by_wd.get(wd)
                 if entry is not None:
-                    with contextlib.suppress(Exception):
+                    try:
                         entry[1](entry[0])
+                    except Exception as e:  # one session's callback must not stop the rest
+                        log.warning("sandbox: honeytoken callback for %s failed: %s",
+                                    entry[0], e)
 
 
 _instance: HoneyWatch | None = None

@@ -8,7 +8,7 @@ monitor, network, GPU, and the guard last (it sees what the others produce).
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .result import CommandResult
     from .session import Session
 
+
+log = logging.getLogger("sandbox")
 
 def _default_parts(session: Session) -> list[Part]:
     from .parts.disk import DiskPart
@@ -77,8 +79,11 @@ class Hooks:
     def teardown(self) -> None:
         """Remove host resources, in reverse order (idempotent)."""
         for part in reversed(self.parts):
-            with contextlib.suppress(Exception):
+            try:
                 part.teardown()
+            except Exception as e:  # keep going: one stuck part must not block the rest
+                log.warning("sandbox: session %s: %s teardown failed: %s",
+                            self.session.id, part.name, e)
 
     # -- evidence -----------------------------------------------------------------------
 

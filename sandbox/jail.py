@@ -13,6 +13,7 @@ Firejail is run, never reimplemented; its version is checked by `check_firejail`
 from __future__ import annotations
 
 import functools
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -156,6 +157,38 @@ def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
 def build_argv(profile: Profile, spec: JailSpec, program: list[str]) -> list[str]:
     """The full command line for one session: firejail + flags + `--` + program."""
     return [launch.tool("firejail"), *firejail_flags(profile, spec), "--", *program]
+
+
+INCLUDE_DIR = Path("/run/sandbox/jail")
+
+
+def hide_list_in_file(argv: list[str], session_id: str) -> tuple[list[str], Path | None]:
+    """Move the `--blacklist=` flags into a root-owned include file (red-team L7).
+
+    Inside the jail `/proc/1/cmdline` is firejail's argv, readable by the agent: inline,
+    it lists every hidden path, the state dir's location included. The file sits in a
+    0711 directory that the file itself hides. Root only (firejail reads it as the
+    agent user, before the sandbox exists); paths with a newline stay inline, since a
+    newline would start a new profile command.
+    """
+    if os.geteuid() != 0:
+        return argv, None
+    hidden = [a for a in argv if a.startswith("--blacklist=") and "\n" not in a]
+    if not hidden:
+        return argv, None
+    INCLUDE_DIR.mkdir(parents=True, exist_ok=True, mode=0o711)
+    os.chmod(INCLUDE_DIR.parent, 0o711)
+    os.chmod(INCLUDE_DIR, 0o711)
+    path = INCLUDE_DIR / f"{session_id}.inc"
+    lines = [f"blacklist {a.removeprefix('--blacklist=')}" for a in hidden]
+    lines.append(f"blacklist {INCLUDE_DIR.parent}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    drop = set(hidden)
+    out = [a for a in argv if a not in drop]
+    out.insert(out.index("--noprofile") + 1, f"--include={path}")
+    return out, path
 
 
 def launcher(spec: JailSpec, steps: list[Callable[[], None]], *,

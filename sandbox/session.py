@@ -13,7 +13,6 @@ tears down what was made and marks the session failed with the reason (fail clos
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import logging
 import os
@@ -134,9 +133,11 @@ class Session:
             self.store.finish_session(self.id, "failed", reason)
             self.state = "failed"
             self.reason = reason
-            with contextlib.suppress(Exception):
+            try:
                 self.emit("session.end", {"state": "failed", "reason": reason},
                           severity="warning")
+            except Exception as err:  # the row says failed already; the event is extra
+                log.warning("sandbox: session %s: recording its end failed: %s", self.id, err)
             raise
         return self
 
@@ -182,6 +183,14 @@ class Session:
         jail.check_env(env)
         return env
 
+    def jail_argv(self, program: list[str]) -> list[str]:
+        """The firejail argv for `program`, its hide list kept off the jail's view."""
+        argv = jail.build_argv(self.profile, self._spec, program)
+        argv, include = jail.hide_list_in_file(argv, self.id)
+        if include is not None and "include" not in self.resources:
+            self.add_resource("include", str(include))
+        return argv
+
     def launcher(self, ctty_fd: int | None = None) -> Callable[[], None]:
         """What the jail's child runs before exec: cgroup, own session, netns, TIOCSTI
         filter, privilege drop (see `launch`)."""
@@ -192,7 +201,7 @@ class Session:
         program = ["bash", "--noprofile", "--norc", "-i"]
         if self.kind == "api":
             program.insert(3, "--noediting")
-        argv = jail.build_argv(self.profile, self._spec, program)
+        argv = self.jail_argv(program)
         self.shell = Shell(
             argv, self.env(), str(self.workdir), mode=self.kind,
             max_output=self.profile.recording.max_output_bytes,
@@ -227,6 +236,13 @@ class Session:
         timeout = self.profile.limits.command_timeout_s if timeout is None else timeout
         self.store.update_session(self.id, current_command=command[:500])
         raw = self.shell.run(command, timeout)
+        if raw.background_bytes:
+            # Background jobs wrote between commands: kept, attributed to this command.
+            self.emit("shell.background_output", {
+                "output": raw.background.decode("utf-8", errors="replace"),
+                "bytes": raw.background_bytes,
+                "truncated": raw.background_bytes > len(raw.background),
+                "before_command": command[:200]})
         output = raw.output.decode("utf-8", errors="replace")
         row = self.store.add_command(
             self.id, text=command, output=output, exit_code=raw.exit_code, started=raw.started,
@@ -236,6 +252,17 @@ class Session:
         for marker in raw.forged:
             self.hooks.tamper("shell.marker_forged", {
                 "marker": marker.decode(errors="replace"), "command": command[:500]})
+        for kind, detail in raw.tamper:
+            detail = {**detail, "command": command[:500], "seq": row["seq"]}
+            if kind == "shell.recorder_hooks":
+                self.emit(kind, detail, severity="critical", action="flag",
+                          rule="tamper.recorder_hooks")
+            else:
+                self.hooks.tamper(kind, detail)
+        if raw.shell_exited and self.state == "running" and not raw.timed_out \
+                and raw.exit_code is None and not Shell.is_exit_command(command):
+            # The shell ended without an end marker on a command that is not `exit`.
+            self.hooks.tamper("shell.marker_missing", {"command": command[:500]})
         alerts = self.hooks.drain_alerts()
         result = CommandResult(
             exit_code=raw.exit_code, output=output, duration=raw.duration,
@@ -244,8 +271,6 @@ class Session:
         )
         if raw.shell_exited:
             if self.state == "running":
-                if not raw.timed_out and raw.exit_code is None and "exit" not in command:
-                    self.hooks.tamper("shell.marker_missing", {"command": command[:500]})
                 self._finish("exited", "the shell exited", None)
             if self.state == "killed":
                 raise SessionClosed(f"session {self.id} was killed: {self.reason}")
@@ -348,6 +373,8 @@ class Session:
         self.hooks.teardown()
         if self.placement is not None:
             users.remove_fresh(self.placement)
+        if "include" in self.resources:
+            gc.cleanup_resources({"include": self.resources["include"]})
         if self.resources:
             self.resources["released"] = True
             self.store.update_session(self.id, resources=self.resources)

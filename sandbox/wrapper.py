@@ -30,9 +30,8 @@ import termios
 import threading
 import time
 import tty
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from . import jail
 from .errors import SetupError
 from .session import Session
 from .shell import Capture
@@ -106,7 +105,7 @@ class _OperatorTty:
     """The operator's terminal: raw while the jail runs; restored and flushed after."""
 
     def __init__(self) -> None:
-        self.saved: list[object] | None = None
+        self.saved: list[Any] | None = None
         with contextlib.suppress(termios.error, OSError):
             self.saved = termios.tcgetattr(0)
 
@@ -146,7 +145,7 @@ def run_wrapped(session: Session, program: list[str], timeout: float | None = No
         sys.stderr.write(blocked.output + "\n")
         session.close(126)
         return 126
-    argv = jail.build_argv(session.profile, session.spec(), program)
+    argv = session.jail_argv(program)
     env = session.env()
     started, t0 = time.time(), time.monotonic()
     session.store.update_session(session.id, current_command=text[:500])

@@ -86,3 +86,16 @@ def test_doctor_reports_tiocsti_and_shared_disk() -> None:
     if knob.exists() and knob.read_text().strip() == "1":
         assert "legacy_tiocsti = 1" in out and "sysctl -w dev.tty.legacy_tiocsti=0" in out
     assert "disk" in out
+
+
+def test_jail_pid1_cmdline_does_not_list_hidden_paths(workspace: Path, state_dir: Path) -> None:
+    """L7: firejail's argv (PID 1 inside) used to name every hidden path, the store's too."""
+    with Sandbox(workdir=workspace) as sb:
+        r = sb.run("tr '\\0' ' ' < /proc/1/cmdline; echo; ls /run/sandbox 2>&1 | head -1")
+        assert "--blacklist" not in r.output and str(state_dir) not in r.output, r.output
+        assert "--include=/run/sandbox/jail/" in r.output
+        assert "Permission denied" in r.output
+        assert sb.run(f"ls {state_dir} 2>&1").exit_code != 0
+        include = Path(f"/run/sandbox/jail/{sb.id}.inc")
+        assert include.exists()
+    assert not include.exists()
