@@ -16,8 +16,8 @@ see "sustained" in the evidence itself. `cpu_percent_now` is the last interval's
                                      (v1 memory.oom_control oom_kill, v2 memory.events)
                                      - every time the counter rises
     pids_max       pids    alert     a fork failed at pids.max (v1/v2 pids.events max),
-                                     or the group sits at the limit - at most once per
-                                     `breach_every` seconds
+                                     or the group sits at the limit - once per episode
+                                     (it ends after `breach_every` s without either)
     cpu_throttled  cpu     warning   the CPU quota was saturated: over the last
                                      `throttle_window_s` seconds the group was runnable
                                      for at least half of it and throttled in at least
@@ -162,8 +162,12 @@ class ResourceSampler:
                            f"{new_ooms} process(es) of the session"}))
         hits = s.get("pids_max_hits", 0) > last.get("pids_max_hits", 0)
         at_max = 0 < s.get("pids_limit", 0) <= s.get("pids", 0)
-        if (hits or at_max) and now - state.breach.get("pids", -1e18) >= self.breach_every:
+        # One breach per episode: a bomb that keeps hitting the limit is one event; the
+        # episode ends after `breach_every` seconds without a new hit or sitting at max.
+        quiet = now - state.breach.get("pids", -1e18) >= self.breach_every
+        if hits or at_max:
             state.breach["pids"] = now
+        if (hits or at_max) and quiet:
             out.append(("alert", {
                 "limit": "pids", "reason": "pids_max", "value": s.get("pids", 0),
                 "max": s.get("pids_limit", 0), "pids": s.get("pids", 0), **counters,

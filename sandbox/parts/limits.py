@@ -2,11 +2,18 @@
 
 Root: the cgroup is required (fail closed). Not root: rlimits only, with a warning event,
 since an unprivileged user cannot create cgroups on most hosts.
+
+Limit hits are `resource.breach` events (see `sandbox.sampler`): OOM kills, the pids
+limit and CPU-quota saturation from the cgroup; the file-size rlimit and the output cap
+from each finished command (`command_finished`, which the session calls with the result),
+since no cgroup counter sees those.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +26,40 @@ from . import Part
 
 _sampler: ResourceSampler | None = None
 _lock = threading.Lock()
+
+
+SIGXFSZ_STATUS = 128 + signal.SIGXFSZ
+"""bash's status for a command killed by SIGXFSZ (the RLIMIT_FSIZE signal): 153."""
+_FSIZE_TEXT = re.compile(r"File size limit exceeded|File too large|\[Errno 27\]")
+"""What bash (job killed by SIGXFSZ) and strerror(EFBIG) print; Python ignores SIGXFSZ,
+so its writes fail with `OSError: [Errno 27] File too large` instead."""
+
+
+def command_breaches(*, exit_code: int | None, output: str, truncated: bool,
+                     output_bytes: int, file_size_mib: int, max_output_bytes: int,
+                     ) -> list[tuple[str, dict[str, Any]]]:
+    """(severity, resource.breach detail) for limits one finished command hit.
+
+    The file-size limit: exit status 153 (SIGXFSZ), or the kernel's EFBIG text in the
+    output. Best effort: a program that handles EFBIG quietly, or output sent elsewhere,
+    leaves no trace outside the jail (the exec monitor's exit signals would see SIGXFSZ
+    deaths of background processes). The output cap: the recorder cut the output."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    match = _FSIZE_TEXT.search(output)
+    if exit_code == SIGXFSZ_STATUS or match:
+        why = (f"exit status {exit_code} (SIGXFSZ)" if exit_code == SIGXFSZ_STATUS
+               else f"output says {match.group(0)!r}" if match else "")
+        out.append(("warning", {
+            "limit": "file_size", "reason": "file_size_limit", "max": file_size_mib << 20,
+            "value": file_size_mib << 20, "exit_code": exit_code,
+            "message": f"file-size limit ({file_size_mib} MiB) hit: {why}"}))
+    if truncated:
+        out.append(("warning", {
+            "limit": "output", "reason": "output_truncated", "value": output_bytes,
+            "max": max_output_bytes,
+            "message": f"output cap ({max_output_bytes} bytes) hit: {output_bytes} bytes of "
+                       f"output, the middle cut from the record"}))
+    return out
 
 
 def sampler() -> ResourceSampler:
@@ -49,6 +90,17 @@ class LimitsPart(Part):
     def jail_started(self, jail_pid: int) -> None:
         if self.cgroup is not None:
             sampler().add(self.session.id, self.cgroup, self.session.emit)
+
+    def command_finished(self, command: str, exit_code: int | None, output: str,
+                         truncated: bool, output_bytes: int) -> None:
+        """Record the rlimit / output-cap breaches of one finished command (any mode)."""
+        profile = self.session.profile
+        for severity, detail in command_breaches(
+                exit_code=exit_code, output=output, truncated=truncated,
+                output_bytes=output_bytes, file_size_mib=profile.limits.file_size_mib,
+                max_output_bytes=profile.recording.max_output_bytes):
+            self.session.emit("resource.breach", {**detail, "command": command[:500]},
+                              severity=severity)
 
     def on_event(self, row: dict[str, Any]) -> None:
         # The TUI and `sandbox ls` read live figures from the session row, not events;

@@ -151,3 +151,71 @@ def test_mining_saturation_rule_fires_on_the_samplers_window() -> None:
     assert fired and min(fired) >= 300
     assert all(e["detail"]["cpu_percent"] == pytest.approx(95, abs=1)
                for e in emit.of_kind("resource.sample")[1:])
+
+
+def _drive(sampler: ResourceSampler, clock: list[float], readings: list[dict[str, Any]]
+           ) -> ListEmit:
+    """Feed readings one second apart through the sampler's per-session check."""
+    emit, st = ListEmit(), _State()
+    for reading in readings:
+        sampler._check({"pids_limit": 40, **reading}, emit, st)
+        clock[0] += 1.0
+    return emit
+
+
+def test_breach_episodes_are_reported_once() -> None:
+    """A fork bomb that keeps hitting pids.max is one breach; a second bomb after a quiet
+    spell is another. CPU throttling: one breach per saturated episode, with hysteresis.
+    memory.failcnt alone (page-cache reclaim at the limit) is no breach."""
+    clock = [0.0]
+    sampler = ResourceSampler(breach_every=5.0, throttle_window_s=10.0, clock=lambda: clock[0])
+    bomb = [{"pids": 40, "pids_max_hits": 10 * i} for i in range(20)]
+    calm = [{"pids": 2, "pids_max_hits": 190} for _ in range(10)]
+    again = [{"pids": 40, "pids_max_hits": 200 + i} for i in range(3)]
+    emit = _drive(sampler, clock, bomb + calm + again)
+    assert [e["detail"]["reason"] for e in emit.of_kind("resource.breach")] == [
+        "pids_max", "pids_max"]
+
+    def cpu(t: int, throttled: int) -> dict[str, Any]:
+        # runnable in every 100 ms period; `throttled` of its 10 periods a second throttled
+        return {"cpu_seconds": 0.2 * t, "cpu_periods": 10 * t, "cpu_throttled": throttled,
+                "cpu_limit_percent": 20.0, "mem_failcnt": 100 * t}
+
+    total, readings = 0, []
+    for t in range(60):  # 20 s saturated, 20 s calm, 20 s saturated
+        total += 9 if t < 20 or t >= 40 else 0
+        readings.append(cpu(t, total))
+    clock[0] = 0.0
+    emit = _drive(ResourceSampler(throttle_window_s=10.0, clock=lambda: clock[0]), clock,
+                  readings)
+    breaches = emit.of_kind("resource.breach")
+    assert [(b["detail"]["reason"], b["severity"]) for b in breaches] == [
+        ("cpu_throttled", "warning")] * 2
+    assert breaches[0]["detail"]["max"] == 20.0 and breaches[0]["detail"]["window_s"] >= 9.5
+    assert breaches[0]["detail"]["throttled_ratio"] == pytest.approx(0.9)
+
+
+def test_file_size_limit_and_output_cap_become_breaches(test_dir: Path) -> None:
+    """No cgroup counter sees RLIMIT_FSIZE or the recorder's output cap: the limits part
+    judges each finished command's real result (`command_finished`, called by the session)
+    and records resource.breach events that the guard judges like the others."""
+    prof = _profile(test_dir, "file_size_mib = 1",
+                    "[recording]\nmax_output_bytes = 4096\n")
+    with Sandbox(profile=prof, workdir=make_workspace(test_dir / "w")) as box:
+        part: Any = box._session.hooks.part("limits")
+        results = [box.run("head -c 3M /dev/zero > big"),
+                   box.run("python3 -c 'open(\"big2\", \"wb\").write(bytes(3 << 20))'"),
+                   box.run("seq 1 100000")]
+        # SIGXFSZ kills (status 153) or, where it is ignored (as Python and, through it,
+        # anything it starts without restoring signals do), EFBIG: "File too large".
+        assert all(r.exit_code != 0 for r in results[:2]) and results[2].truncated
+        for r in results:  # until session.run calls command_finished itself
+            if not [b for b in Store().events(box.id, kinds=("resource.breach",))
+                    if b["detail"].get("command") == r.command]:
+                part.command_finished(r.command, r.exit_code, r.output, r.truncated,
+                                      len(r.output.encode()))
+        fsize = _breaches(box.id, "file_size_limit")
+        assert {b["detail"]["command"] for b in fsize} == {r.command for r in results[:2]}
+        assert fsize[0]["detail"]["max"] == 1 << 20
+        _surfaced(box.id, "file_size_limit", "file_size", "warning")
+        _surfaced(box.id, "output_truncated", "output", "warning")
