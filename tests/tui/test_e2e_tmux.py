@@ -88,3 +88,29 @@ def test_k_in_a_real_terminal_kills_a_real_session(state_dir: Path, sleeper, tmu
     assert wait_for(lambda: "killed" in capture(tmux_name), 5), capture(tmux_name)
     assert sleeper.wait(timeout=10) != 0  # the wrapper saw its program die
     assert "via tui" in store.get_session(sid)["reason"]
+
+
+def test_agent_output_cannot_retitle_or_paint_the_operators_terminal(
+        state_dir: Path, workspace: Path, tmux_name: str) -> None:
+    """M1 in a real terminal: output with OSC 2 (title) and SGR colours, shown in the
+    session screen, leaves tmux's pane title alone and appears as visible `␛` text."""
+    from sandbox import Sandbox
+
+    with Sandbox(workdir=workspace) as box:
+        r = box.run("printf 'x\\033]2;TUI-TITLE-INJECTED\\033\\\\y\\n\\033[31;1mRED\\n'")
+        assert "\x1b]2;TUI-TITLE-INJECTED" in r.output  # the API result stays exact
+    sandbox = shutil.which("sandbox")
+    cmd = shlex.join([sandbox, "tui"] if sandbox else [sys.executable, "-m", "sandbox", "tui"])
+    subprocess.run(["tmux", "new-session", "-d", "-s", tmux_name, "-x", "200", "-y", "48",
+                    f"env SANDBOX_STATE_DIR={shlex.quote(str(state_dir))} {cmd}"], check=True)
+    subprocess.run(["tmux", "select-pane", "-t", tmux_name, "-T", "operator"], check=True)
+    assert wait_for(lambda: box.id in capture(tmux_name), 20), capture(tmux_name)
+    subprocess.run(["tmux", "send-keys", "-t", tmux_name, "Enter"], check=True)
+    assert wait_for(lambda: "TUI-TITLE-INJECTED" in capture(tmux_name), 10), capture(tmux_name)
+    subprocess.run(["tmux", "send-keys", "-t", tmux_name, "Enter"], check=True)  # full output
+    assert wait_for(lambda: "␛[31;1mRED" in capture(tmux_name), 10), capture(tmux_name)
+    screen = capture(tmux_name)
+    assert "␛]2;TUI-TITLE-INJECTED" in screen, screen
+    title = subprocess.run(["tmux", "display", "-p", "-t", tmux_name, "#{pane_title}"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert title == "operator", title
