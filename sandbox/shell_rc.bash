@@ -1,9 +1,22 @@
 # The rc file of every recorded shell. shell.py passes it in the environment and the
 # shell's first input line evals it, so nothing is written to disk where the agent could
-# edit it before it runs. Markers follow OSC 133 (prompt A, command start C, command end
-# D with exit code), each carrying the session's random nonce: output that merely
-# contains a marker (a `cat` of a log file) cannot end a command early, and a marker with
-# a wrong nonce is recorded as forged.
+# edit it before it runs.
+#
+# Markers follow OSC 133: C (a command line was read) comes from PS0 and D (the prompt is
+# back, with `$?`) from PS1. Both are printed by bash's own prompt expansion, not by
+# functions, and both carry bash's command number `\#`, which nothing in the shell can
+# set: C of command k carries k, its D carries k+1. A copied or forged marker therefore
+# shows up as a duplicate or out-of-order number. The nonce is not a secret (the agent
+# can read PS1); it only tells our markers from markers in ordinary output.
+#
+# The agent owns this bash, so everything the recorder relies on is made readonly: the
+# prompts, PROMPT_COMMAND and the recorder's functions; `enable` is disabled (no builtin
+# can be switched off or loaded from a .so). Commands are run by `\__sbx_run` (the
+# backslash defeats aliases) which evals them in POSIX mode for the lookup: there the
+# special builtin `eval` wins over any function named eval (or builtin, or command).
+# D also reports the state a DEBUG trap would need to skip or rewrite a command
+# (extdebug, functrace) and POSIXLY_CORRECT's attributes; shell.py treats those as
+# tampering. What this cannot stop is written down in shell.py's module docstring.
 __sbx_n=$__SBX_NONCE
 __sbx_mode=$__SBX_MODE
 unset __SBX_NONCE __SBX_RC __SBX_MODE
@@ -15,39 +28,55 @@ unset HISTFILE
 HISTCONTROL=
 # Pagers wait for a keypress that never comes in API mode.
 export PAGER=cat GIT_PAGER=cat SYSTEMD_PAGER=cat
-# A continuation prompt would leak into the output of multi-line commands.
-PS2=
-__sbx_active=0
+# The probe token: shell.py assigns a fresh one after every command (`__sbx_t=...`) and
+# waits for the D that shows it, so nothing a command prints can pass for its end.
+__sbx_t=
+__sbx_c=
+# Fields of D: exit code; nonce; command number; probe token; $-; POSIXLY_CORRECT's
+# attributes; BASHOPTS (shell mode adds the command text, last: it may hold ';').
+__sbx_d='\e]133;D;$?;'"$__sbx_n"';\#;${__sbx_t};$-;${POSIXLY_CORRECT@a};${BASHOPTS}'
 if [ "$__sbx_mode" = api ]; then
   # No echo: the command text is not part of its output. No ONLCR: output keeps its
   # own line endings. -icanon: lines longer than the 4 KiB canonical buffer get through.
   stty -echo -onlcr -icanon 2>/dev/null
-  PS1='\[\e]133;A;'"$__sbx_n"'\a\]'
-  __sbx_prompt() {
-    local s=$?
-    if [ "$__sbx_active" = 1 ]; then
-      __sbx_active=0
-      printf '\e]133;D;%s;%s\a' "$s" "$__sbx_n"
-    fi
-  }
+  PS1=$__sbx_d'\a'
+  PS0='\e]133;C;'"$__sbx_n"';\#\a'
+  PROMPT_COMMAND=
   # stdin is /dev/null: an agent has no keyboard, `read` must not hang until the timeout.
-  __sbx_run() { __sbx_active=1; printf '\e]133;C;%s\a' "$__sbx_n"; eval "$1" </dev/null; }
+  # The newline matters: the command is parsed after POSIX mode is off again.
+  __sbx_run() {
+    POSIXLY_CORRECT=1
+    eval '\unset POSIXLY_CORRECT
+'"$1" </dev/null
+  }
+  readonly -f __sbx_run
 else
   PS1='\[\e]133;A;'"$__sbx_n"'\a\]\[\e[1;32m\]sandbox\[\e[0m\]:\w\$ '
-  # The subscript assignment runs in the shell itself (not a subshell) when PS0 is
-  # expanded, so it marks "a command was read" without a fork.
-  PS0='${__sbx_z[__sbx_active=1]}\[\e]133;C;'"$__sbx_n"'\a\]'
+  PS1='\['$__sbx_d';${__sbx_c}\a\]'$PS1
+  # PS0 is not a readline prompt: \[ \] would print as raw \001 \002.
+  PS0='\e]133;C;'"$__sbx_n"';\#\a'
+  # The command text for D, from history. POSIX mode first, so that `unset` is the
+  # builtin: it removes any function shadowing the builtins used here.
   __sbx_prompt() {
-    local s=$? c
-    if [ "$__sbx_active" = 1 ]; then
-      __sbx_active=0
-      # `history 1`, not `fc -ln -1`: in a command substitution fc lags one entry.
-      c=$(HISTTIMEFORMAT= history 1)
-      read -r _ c <<<"$c"
-      c=${c//[$'\a\e']/}
-      printf '\e]133;D;%s;%s;%s\a' "$s" "$__sbx_n" "$c"
-    fi
+    POSIXLY_CORRECT=1
+    unset -f builtin history
+    unset POSIXLY_CORRECT
+    # `history 1`, not `fc -ln -1`: in a command substitution fc lags one entry.
+    __sbx_c=$(HISTTIMEFORMAT= builtin history 1)
+    # "%5d%c %s": the number, a space or '*', a space, the text.
+    __sbx_c=${__sbx_c#"${__sbx_c%%[! ]*}"}
+    __sbx_c=${__sbx_c#"${__sbx_c%%[!0-9]*}"}
+    __sbx_c=${__sbx_c:2:2000}
+    __sbx_c=${__sbx_c//[$'\a\e']/}
   }
+  readonly -f __sbx_prompt
+  PROMPT_COMMAND='\__sbx_prompt'
 fi
-PROMPT_COMMAND=__sbx_prompt
+# A continuation prompt would leak into the output of multi-line commands in API mode;
+# in shell mode it says "still reading the same command" (no C, no D).
+PS2=
+[ "$__sbx_mode" = api ] || PS2='\[\e]133;P;'"$__sbx_n"'\a\]> '
+readonly PS0 PS1 PS2 PROMPT_COMMAND __sbx_n __sbx_mode
+unset __sbx_d
+enable -n enable
 cd "${SANDBOX_WORKDIR:-$HOME}" 2>/dev/null
