@@ -19,6 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from sandbox.store import Store
+from sandbox.textsafe import visible
 
 from . import fmt
 from .actions import export_session, kill_many
@@ -95,9 +96,9 @@ class SandboxApp(App[int]):
         if not fmt.is_live(session):
             self.notify(f"Session {sid} is already {session['state']}", severity="warning")
             return
-        body = fmt.visible(f"profile {session.get('profile')} · "
-                           f"{session.get('n_commands', 0)} commands"
-                           f" · now: {session.get('current_command') or '-'}")
+        body = visible(f"profile {session.get('profile')} · "
+                       f"{session.get('n_commands', 0)} commands"
+                       f" · now: {session.get('current_command') or '-'}")
 
         def done(ok: bool | None) -> None:
             if ok:
