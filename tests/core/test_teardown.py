@@ -17,9 +17,13 @@ from typing import Any
 import pytest
 
 from sandbox import Sandbox
+from sandbox.errors import SessionClosed
 from sandbox.store import Store
 
-SSH_R = "ssh -o BatchMode=yes -R 1:127.0.0.1:1 x"
+# The exec of `ssh -R` is what strict kills; the text is built so that the text check
+# (which judges mentions) does not refuse it first.
+SSH_R = ("python3 -c \"import os; s='s'+'sh'; os.execvp(s, [s, '-o', 'BatchMode=yes', "
+         "'-'+'R', '1:127.0.0.1:1', 'x'])\"")
 
 
 def _leftovers(res: dict[str, Any]) -> list[str]:
@@ -68,7 +72,8 @@ def test_api_guard_kill_then_close_leaves_nothing(root_cwd: Path, state_dir: Pat
     monkeypatch.chdir(root_cwd)
     sb = Sandbox(profile="strict")
     sb.start()
-    sb.run(f"{SSH_R}; sleep 30", timeout=30)
+    with pytest.raises(SessionClosed, match="tunnels.ssh_forward"):
+        sb.run(f"{SSH_R}; sleep 30", timeout=30)
     sb.close()
     s = _only_session(state_dir)
     assert s["state"] == "killed"
