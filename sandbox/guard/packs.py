@@ -2,15 +2,22 @@
 
 Each file holds `description = "..."` and a `[[rules]]` array. Rule ids start with the
 pack name (`tunnels.ssh_forward`), so an id says where a rule lives.
+
+A pack rule that looks at command text with `command` (what the text mentions) has no
+other matcher and flags at most; it is capped there, so `[guard.actions] tunnels = "kill"`
+does not turn `grep -rn 'ssh -R' docs/` into a kill. What a command runs is matched with
+`invocation` (see `rules.invocations`), and those rules may block or kill.
 """
 
 from __future__ import annotations
 
 import functools
 import tomllib
+from dataclasses import replace
 from importlib import resources
 
 from ..errors import ProfileError
+from .actions import rank
 from .rules import Rule, parse_rule
 
 PACKS: tuple[str, ...] = ("tunnels", "recon", "mining", "secrets", "tamper", "escape")
@@ -31,10 +38,27 @@ def load_pack(name: str) -> tuple[Rule, ...]:
         parse_rule(r, pack=name, where=f"{where} rules[{i}]")
         for i, r in enumerate(data.get("rules", []))
     )
+    out = []
     for rule in rules:
         if not rule.id.startswith(name + "."):  # pragma: no cover - shipped data
             raise ProfileError(f"{where}: rule id {rule.id!r} must start with {name + '.'!r}")
-    return rules
+        if rule.command:
+            _check_mention_rule(rule, where)
+            rule = replace(rule, cap="flag")
+        out.append(rule)
+    return tuple(out)
+
+
+def _check_mention_rule(rule: Rule, where: str) -> None:
+    """Text mentions flag at most, and never share a rule with action matchers."""
+    others = [k for k in ("invocation", "process", "network", "scan", "dns", "sample",
+                          "tamper") if getattr(rule, k)]
+    if others:  # pragma: no cover - shipped data
+        raise ProfileError(f"{where}: rule {rule.id!r} mixes `command` (mentions) with "
+                           f"{', '.join(others)}; split it in two")
+    if rank(rule.action) > rank("flag"):  # pragma: no cover - shipped data
+        raise ProfileError(f"{where}: rule {rule.id!r} would {rule.action} on a mention "
+                           "in command text; use flag, or match what runs (`invocation`)")
 
 
 def all_rules() -> tuple[Rule, ...]:

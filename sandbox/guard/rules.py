@@ -5,9 +5,12 @@ TOML tables in `[[guard.rules]]`), with one matcher per evidence kind it cares a
 
     id, description, action (record|flag|block|kill)       required
     severity, attack (ATT&CK ids), source (citation), pack optional
-    command = [regex, ...]       command text (all normalised variants) and process argv
+    command = [regex, ...]       command text (all normalised variants) and process argv:
+                                 what the text MENTIONS (grep patterns, echo, which ...)
+    invocation = [regex, ...]    what the text or an exec RUNS: one string per simple
+                                 command, program basename first (see `invocations`)
     process = {exe = [basename, ...], argv = [regex, ...]}  both must hold when both given
-    network = {protocol, port, verdict, name, dst}           all given conditions must hold
+    network = {protocol, port, verdict, name, dst, reason, payload}  all given must hold
     scan    = {min_targets, min_ports}
     dns     = {name, qtype, verdict}
     sample  = {source, cpu_percent, mem_bytes, pids, gpu_util, gpu_mem_bytes, min_window_s}
@@ -16,18 +19,28 @@ TOML tables in `[[guard.rules]]`), with one matcher per evidence kind it cares a
 A rule fires when any of its matchers matches. Regexes are Python `re`, case-sensitive
 unless they say `(?i)`. `command` regexes also run over a process's argv (argv[0] cut to
 its basename): a command started by a program, not typed, is still seen.
+
+Mentions are not actions. `block` and `kill` are for what is done (an exec, a connection,
+a read or write the command performs, a write to the recorder's hooks); a `command`
+regex matches text that may only mention it (`grep -rn 'stratum+tcp' src/`, `which nc`,
+`echo "use ssh -R" > notes.md`). So a built-in pack rule with a `command` matcher has
+only that matcher and at most `flag`, and a `[guard.actions]` override cannot raise it
+higher (`Rule.cap`). Rules that block or kill use `invocation`, `process`, `network`,
+`scan`, `dns`, `sample` or `tamper`.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ProfileError
-from .actions import ACTIONS, DEFAULT_SEVERITY, SEVERITIES
+from .actions import ACTIONS, DEFAULT_SEVERITY, SEVERITIES, rank
 from .evidence import (
     CommandText,
     DnsQuery,
@@ -57,6 +70,588 @@ def search_any(patterns: Sequence[re.Pattern[str]], texts: Sequence[str]) -> str
             if m:
                 return _snippet(text, m)
     return None
+
+
+# -- simple commands: what a command line actually runs ---------------------------------
+#
+# `command` regexes see every spelling of the text, so they also match text that only
+# *mentions* something (`grep -rn 'stratum+tcp' src/`, `which ssh`, `echo "use ssh -R"`).
+# `invocation` regexes see only what would run: one string per simple command, the
+# program's basename first, then its arguments and redirections. Wrappers (timeout, nice,
+# nohup, setsid, env, sudo, xargs, exec, command, strace...) are yielded whole and then
+# unwrapped; `sh -c SCRIPT`, `eval`, `su -c`, `watch`, `find -exec`, `$(...)`, backticks
+# and heredocs fed to a shell are parsed as scripts in turn. Arguments that are only text
+# (echo/printf's words, grep's pattern, the names given to which/man/type/apt-cache, a git
+# message) are dropped, redirections are kept (`echo 1 > /proc/sys/...` is a write).
+# Commands inside a loop body (for/while/until, xargs, parallel) are yielded a second time
+# prefixed with "loop: "; pipelines of two or more commands also as one string joined by
+# " | ". When a shell or interpreter runs text it did not get literally (a pipe into
+# `sh`, `bash -c "$(...)"`, `eval`, decoded payloads), every normalised variant of the text
+# is treated as a script too, and also kept whole.
+
+# The recorder's own shell (session.py starts it; firejail execs it): not the agent's
+# hookless shell. (Better: the guard part skipping the session's shell pid.)
+RECORDER_SHELL = ("bash", "--noprofile", "--norc", "--noediting", "-i")
+MAX_PARSE = 64 * 1024  # characters of one text parsed for invocations (the rest is cut)
+_MAX_SCRIPT_DEPTH = 4
+_MAX_INVOCATIONS = 512
+
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "yash", "fish"})
+_INTERP = re.compile(r"^(?:python[\d.]*|pypy[\d.]*|perl[\d.]*|ruby[\d.]*|php[\d.]*|node|nodejs"
+                     r"|deno|bun|lua[\d.]*|luajit|tclsh|jshell|osascript|Rscript|julia)$")
+# Programs whose arguments are text or names, never something they act on.
+_ALL_TEXT = frozenset({
+    "echo", "printf", "which", "whereis", "type", "man", "info", "apropos", "whatis", "help",
+    "apt-cache", "git", "hg", "svn", "tldr", "dpkg-query", "hash", "alias", "complete",
+    "compgen", "read", "getent", "dig", "host", "nslookup", ":", "true", "false", "test", "[",
+    "[[", "let", "logger", "notify-send", "wall", "say", "figlet", "cowsay", "yes",
+})
+_PATTERN_FIRST = frozenset({"grep", "egrep", "fgrep", "zgrep", "rg", "ag", "ack", "pgrep",
+                            "sed", "ugrep", "git-grep"})
+_PKG = frozenset({"apt", "apt-get", "dpkg", "pip", "pip3", "npm", "yarn", "brew", "dnf", "yum",
+                  "apk", "conda", "cargo", "gem", "pacman", "snap", "flatpak"})
+_KEYWORDS = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "while", "until",
+                       "!", "{", "}", "time", "coproc", "function", "esac", "in", "[[", "]]"})
+_REDIR = re.compile(r"&?(?:>>|>&|>\||<>|<&|<<<|<<-|<<|>|<)")
+_NAME_ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\+?=)(.*)$", re.S)
+_BRACE_WORD = re.compile(r"^([^{}]*)\{([^{}\s]*,[^{}\s]*)\}([^{}]*)$")
+_DYNAMIC = re.compile(r"\$\(|`|b64decode|base64|fromhex|unhexlify|\bxxd\b|\brev\b|"
+                      r"\bexec\s*\(|\beval\b|decode\s*\(|\bopenssl\s+(?:enc|base64)")
+
+
+def _ansi_c_decode(body: str) -> str:
+    try:
+        return body.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except (UnicodeDecodeError, ValueError):
+        return body
+
+
+def _closing(text: str, i: int, open_: str, close: str) -> int:
+    """Index just past the `close` matching the `open_` before i (quotes respected)."""
+    depth = 1
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "'":
+            j = text.find("'", i + 1)
+            i = n if j < 0 else j + 1
+            continue
+        if ch == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            i += 1
+            continue
+        if ch == open_:
+            depth += 1
+        elif ch == close:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return n
+
+
+class _Lexer:
+    """A small shell tokenizer: words (quotes removed), operators, redirections, heredocs.
+
+    Command and process substitutions found anywhere are collected in `subs` (to be
+    parsed as scripts of their own); the word keeps their text.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text.replace("${IFS}", " ").replace("$IFS", " ")
+        self.subs: list[str] = []
+        self.tokens: list[tuple[str, str]] = []  # ("w"|"op"|"redir"|"doc", text)
+
+    def run(self) -> list[tuple[str, str]]:
+        t = self.text
+        i, n = 0, len(t)
+        word: list[str] = []
+        in_word = False
+        quoted = False
+        pending_docs: list[tuple[str, bool]] = []  # (delimiter, strip tabs)
+
+        def end_word() -> None:
+            nonlocal in_word, quoted
+            if in_word:
+                w = "".join(word)
+                if self.tokens and self.tokens[-1][0] == "redir" and \
+                        self.tokens[-1][1].endswith(("<<", "<<-")):
+                    pending_docs.append((w, self.tokens[-1][1].endswith("-")))
+                self.tokens.append(("q" if quoted else "w", w))
+            word.clear()
+            in_word = quoted = False
+
+        while i < n:
+            ch = t[i]
+            if ch == "\n":
+                end_word()
+                self.tokens.append(("op", ";"))
+                i += 1
+                for delim, tabs in pending_docs:
+                    body: list[str] = []
+                    while i < n:
+                        j = t.find("\n", i)
+                        line = t[i:] if j < 0 else t[i:j]
+                        i = n if j < 0 else j + 1
+                        if (line.lstrip("\t") if tabs else line) == delim:
+                            break
+                        body.append(line)
+                    self.tokens.append(("doc", "\n".join(body)))
+                pending_docs.clear()
+                continue
+            if ch in " \t\r":
+                end_word()
+                i += 1
+                continue
+            if ch == "#" and not in_word:
+                j = t.find("\n", i)
+                i = n if j < 0 else j
+                continue
+            if ch == "\\":
+                if i + 1 < n and t[i + 1] == "\n":
+                    i += 2
+                    continue
+                word.append(t[i + 1] if i + 1 < n else "")
+                in_word = True
+                i += 2
+                continue
+            if ch == "'":
+                j = t.find("'", i + 1)
+                j = n if j < 0 else j
+                word.append(t[i + 1:j])
+                in_word = quoted = True
+                i = j + 1
+                continue
+            if ch == "$" and t.startswith("$'", i):
+                j = i + 2
+                while j < n and t[j] != "'":
+                    j += 2 if t[j] == "\\" else 1
+                word.append(_ansi_c_decode(t[i + 2:j]))
+                in_word = quoted = True
+                i = j + 1
+                continue
+            if ch == '"':
+                j = i + 1
+                buf: list[str] = []
+                while j < n and t[j] != '"':
+                    if t[j] == "\\" and j + 1 < n:
+                        nxt = t[j + 1]
+                        buf.append(nxt if nxt in '"\\$`\n' else "\\" + nxt)
+                        j += 2
+                        continue
+                    if t.startswith("$(", j) and not t.startswith("$((", j):
+                        k = _closing(t, j + 2, "(", ")")
+                        self.subs.append(t[j + 2:k - 1])
+                        buf.append(t[j:k])
+                        j = k
+                        continue
+                    if t[j] == "`":
+                        k = t.find("`", j + 1)
+                        k = n if k < 0 else k
+                        self.subs.append(t[j + 1:k])
+                        buf.append(t[j:k + 1])
+                        j = k + 1
+                        continue
+                    buf.append(t[j])
+                    j += 1
+                word.append("".join(buf))
+                in_word = quoted = True
+                i = j + 1
+                continue
+            if ch == "$" and t.startswith("$((", i):
+                k = _closing(t, i + 3, "(", ")")
+                k = _closing(t, k, "(", ")") if k < n and t[k - 1] == ")" else k
+                word.append(t[i:k])
+                in_word = True
+                i = k
+                continue
+            if (ch == "$" and t.startswith("$(", i)) or (ch in "<>" and t.startswith("(", i + 1)):
+                k = _closing(t, i + 2, "(", ")")
+                self.subs.append(t[i + 2:k - 1])
+                word.append(t[i:k])
+                in_word = True
+                i = k
+                continue
+            if ch == "`":
+                k = t.find("`", i + 1)
+                k = n if k < 0 else k
+                self.subs.append(t[i + 1:k])
+                word.append(t[i:k + 1])
+                in_word = True
+                i = k + 1
+                continue
+            if ch in "<>" or (ch == "&" and i + 1 < n and t[i + 1] == ">"):
+                prefix = "".join(word) if in_word and "".join(word).isdigit() else ""
+                if prefix:
+                    word.clear()
+                    in_word = False
+                else:
+                    end_word()
+                m = _REDIR.match(t, i)
+                op = m.group(0) if m else ch
+                self.tokens.append(("redir", prefix + op))
+                i += len(op)
+                continue
+            if ch in ";&|()":
+                end_word()
+                two = t[i:i + 2]
+                if two in ("&&", "||", ";;", "|&", ";&"):
+                    self.tokens.append(("op", two if two != ";;" else ";"))
+                    i += 2
+                else:
+                    self.tokens.append(("op", ch))
+                    i += 1
+                continue
+            word.append(ch)
+            in_word = True
+            i += 1
+        end_word()
+        return self.tokens
+
+
+def _brace_expand(word: str) -> list[str]:
+    m = _BRACE_WORD.match(word)
+    if not m or "$" in word:
+        return [word]
+    pre, body, post = m.groups()
+    return [pre + part + post for part in body.split(",")]
+
+
+def _expand(word: str, env: dict[str, str]) -> str:
+    if "$" not in word or not env:
+        return word
+    for _ in range(3):
+        before = word
+        for name, value in env.items():
+            word = re.sub(r"\$\{" + name + r"\}|\$" + name + r"(?![A-Za-z0-9_])",
+                          value.replace("\\", "\\\\"), word)
+        if word == before:
+            break
+    return word
+
+
+class _Invocations:
+    """Collects the invocation strings of one evidence text (see the section comment)."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.dynamic = False
+        self.env: dict[str, str] = {}
+
+    def add(self, text: str, loop: bool) -> None:
+        if len(self.out) < _MAX_INVOCATIONS:
+            self.out.append(text)
+            if loop:
+                self.out.append("loop: " + text)
+
+    def script(self, text: str, depth: int, loop: bool = False) -> None:
+        """Parse shell text and collect what it runs."""
+        if depth > _MAX_SCRIPT_DEPTH or not text.strip():
+            return
+        lexer = _Lexer(text[:MAX_PARSE])
+        tokens = lexer.run()
+        for sub in lexer.subs:
+            self.script(sub, depth + 1, loop)
+        pipeline: list[str] = []
+        words: list[str] = []
+        redirs: list[str] = []
+        docs: list[str] = []
+        loop_depth = 1 if loop else 0
+        piped_in = False
+        skip_list = False  # inside `for x in ...` / `case ... in`
+
+        def finish(next_op: str) -> None:
+            nonlocal piped_in, loop_depth
+            while words and words[0] in _KEYWORDS:
+                kw = words.pop(0)
+                if kw == "do":
+                    loop_depth += 1
+                elif kw == "done":
+                    loop_depth = max(0, loop_depth - 1)
+            if words or redirs:
+                inv = self.simple(words, redirs, docs, depth, loop_depth > 0,
+                                  piped_in=piped_in)
+                if inv:
+                    pipeline.append(inv)
+            if next_op in ("|", "|&"):
+                piped_in = True
+            else:
+                if len(pipeline) > 1:
+                    self.add(" | ".join(pipeline), loop_depth > 0)
+                pipeline.clear()
+                piped_in = False
+            words.clear()
+            redirs.clear()
+            docs.clear()
+
+        i = 0
+        while i < len(tokens):
+            kind, value = tokens[i]
+            if kind == "op":
+                if skip_list and value in (";",):
+                    skip_list = False
+                    i += 1
+                    continue
+                finish(value)
+            elif kind == "redir":
+                has_target = i + 1 < len(tokens) and tokens[i + 1][0] in ("w", "q")
+                target = tokens[i + 1][1] if has_target else ""
+                redirs.append(f"{value}{_expand(target, self.env)}")
+                i += 1 if has_target else 0
+            elif kind == "doc":
+                # The body belongs to the command before the newline: re-attach.
+                if self.out and self._last_shell is not None:
+                    self._doc_for_last(value, depth)
+            else:
+                if skip_list:
+                    i += 1
+                    continue
+                if not words and value in ("for", "select", "case"):
+                    skip_list = True
+                    i += 1
+                    continue
+                if not words and value in ("do", "done"):
+                    loop_depth += 1 if value == "do" else -1
+                    loop_depth = max(0, loop_depth)
+                    i += 1
+                    continue
+                value = _expand(value, self.env)
+                words.extend(_brace_expand(value) if kind == "w" else [value])
+            i += 1
+        finish(";")
+
+    _last_shell: tuple[str, bool] | None = None  # (program, loop) of the last <<-fed command
+
+    def _doc_for_last(self, body: str, depth: int) -> None:
+        assert self._last_shell is not None
+        prog, loop = self._last_shell
+        self._last_shell = None
+        if prog in SHELLS:
+            self.script(body, depth + 1, loop)
+        else:  # an interpreter: its code is part of what it runs
+            self.add(f"{prog} - {body}", loop)
+
+    def simple(self, words: list[str], redirs: list[str], docs: list[str], depth: int,
+               loop: bool, *, piped_in: bool = False) -> str:
+        """Collect one simple command (and what it wraps); return its own string."""
+        # Leading assignments: remembered for later words, and yielded on their own.
+        k = 0
+        while k < len(words) and _NAME_ASSIGN.match(words[k]):
+            m = _NAME_ASSIGN.match(words[k])
+            assert m is not None
+            self.add(words[k], loop)
+            self.env[m.group(1)] = m.group(3)
+            k += 1
+        words = words[k:]
+        if not words:
+            if redirs:
+                s = " ".join(redirs)
+                self.add(s, loop)
+                return s
+            return ""
+        return self.command(words, redirs, depth, loop, piped_in=piped_in)
+
+    def command(self, words: list[str], redirs: list[str], depth: int, loop: bool, *,
+                piped_in: bool = False) -> str:
+        """Collect one command (program + arguments) and what it runs.
+
+        A wrapper's string is the wrapper and its own options followed by the string of
+        the command it runs, so text dropped there (echo's words) stays dropped. Returns
+        the string of the innermost command (what a pipeline shows).
+        """
+        prog = os.path.basename(words[0]) or words[0]
+        args = words[1:]
+        if prog in ("export", "declare", "local", "typeset", "readonly"):
+            for a in args:
+                m = _NAME_ASSIGN.match(a)
+                if m:
+                    self.env[m.group(1)] = m.group(3)
+        inner = self._unwrap(prog, args)
+        if inner is not None:
+            inner_words, inner_loop = inner
+            own_args = args[:len(args) - len(inner_words)] if inner_words else args
+            prefix = " ".join([prog, *own_args])
+            if inner_words:
+                inner_own = self.command(inner_words, redirs, depth, loop or inner_loop,
+                                         piped_in=piped_in)
+                self.add(prefix + " " + inner_own, loop)
+                return inner_own  # a pipeline shows what runs: `env | curl`, `| bash`
+            own = " ".join([prefix, *redirs])
+            self.add(own, loop)
+            return own
+        script = self._script_of(prog, args)
+        if script is not None:
+            own_args = args[:args.index(script)] if script in args else []
+            own = " ".join([prog, *own_args, *redirs])
+            self.add(own, loop)
+            if _DYNAMIC.search(script):
+                self.dynamic = True
+            self.script(script, depth + 1, loop)
+            return own
+        own = self._own_string(prog, args, redirs)
+        self.add(own, loop)
+        if prog in SHELLS or _INTERP.match(prog):
+            operands = [a for a in args if not a.startswith("-")]
+            reads_stdin = not operands or "-s" in args or "-" in args
+            if any(re.match(r"\d*<<(?!<)", r) for r in redirs):
+                self._last_shell = (prog, loop)
+            elif reads_stdin and piped_in:
+                self.dynamic = True
+            if _INTERP.match(prog) and _DYNAMIC.search(" ".join(args)):
+                self.dynamic = True
+        return own
+
+    @staticmethod
+    def _own_string(prog: str, args: list[str], redirs: list[str]) -> str:
+        kept: list[str]
+        if prog in _ALL_TEXT:
+            kept = []
+        elif prog in _PATTERN_FIRST:
+            kept, pattern_done, it = [], False, iter(args)
+            for a in it:
+                if a in ("-e", "--regexp", "-f", "--file", "--expression"):
+                    next(it, None)
+                    pattern_done = True
+                elif a.startswith("-") or pattern_done:
+                    kept.append(a)
+                else:
+                    pattern_done = True
+        elif prog in _PKG and args and args[0] in ("show", "search", "info", "list", "policy",
+                                                   "-s", "-l", "-L", "download", "view"):
+            kept = args[:1]
+        else:
+            kept = args
+        return " ".join([prog, *kept, *redirs])
+
+    @staticmethod
+    def _script_of(prog: str, args: list[str]) -> str | None:
+        """The script text a program runs from its arguments (sh -c, eval, su -c, watch)."""
+        if prog in SHELLS:
+            for j, a in enumerate(args):
+                if a.startswith("-") and not a.startswith("--") and "c" in a[1:]:
+                    return args[j + 1] if j + 1 < len(args) else ""
+                if not (a.startswith(("-", "+"))):
+                    return None
+            return None
+        if prog == "eval":
+            return " ".join(args)
+        if prog in ("su", "runuser") and "-c" in args:
+            j = args.index("-c")
+            return args[j + 1] if j + 1 < len(args) else ""
+        if prog == "watch":
+            rest = _skip_options(args, arg_opts={"-n", "--interval"})
+            return " ".join(rest)
+        return None
+
+    @staticmethod
+    def _unwrap(prog: str, args: list[str]) -> tuple[list[str], bool] | None:
+        """The command a wrapper runs ([] when it runs none), and whether it loops."""
+        if prog == "timeout":
+            rest = _skip_options(args, arg_opts={"-s", "--signal", "-k", "--kill-after"})
+            return rest[1:], False
+        if prog in ("nice", "ionice", "chrt", "taskset", "stdbuf", "nohup", "setsid", "time",
+                    "builtin", "unbuffer", "caffeinate", "flock", "chronic", "sudo", "doas",
+                    "torsocks", "proxychains", "proxychains4", "faketime", "firejail",
+                    "strace", "ltrace", "valgrind", "catchsegv", "busybox"):
+            arg_opts = {
+                "nice": {"-n", "--adjustment"}, "ionice": {"-c", "-n", "--class"},
+                "stdbuf": {"-i", "-o", "-e"}, "sudo": {"-u", "-g", "-h", "-p", "-C", "-D",
+                                                       "-r", "-t", "-U", "-T"},
+                "doas": {"-u", "-C"}, "proxychains4": {"-f"}, "proxychains": {"-f"},
+                "strace": {"-o", "-e", "-p", "-s", "-u", "-E", "-P", "-I", "-a", "-b", "-O",
+                           "-S", "-X"},
+                "ltrace": {"-o", "-e", "-p", "-s", "-u", "-n", "-a"},
+            }.get(prog, set())
+            rest = _skip_options(args, arg_opts=arg_opts)
+            if prog in ("chrt", "taskset", "flock", "faketime") and rest:
+                rest = rest[1:]
+            return rest, False
+        if prog == "exec":
+            return _skip_options(args, arg_opts={"-a"}), False
+        if prog == "command":
+            if any(a in ("-v", "-V") for a in args):
+                return [], False
+            return _skip_options(args), False
+        if prog == "env":
+            it = list(args)
+            while it and (it[0].startswith("-") or _NAME_ASSIGN.match(it[0])):
+                a = it.pop(0)
+                if a in ("-u", "--unset", "-C", "--chdir") and it:
+                    it.pop(0)
+                elif a in ("-S", "--split-string") and it:
+                    return it[0].split() + it[1:], False
+                elif a == "--":
+                    break
+            return it, False
+        if prog in ("xargs", "parallel"):
+            rest = _skip_options(args, arg_opts={"-I", "-L", "-n", "-P", "-d", "-E",
+                                                       "-s", "-a", "-j", "--max-args"})
+            return rest, True
+        if prog in ("find",):
+            for j, a in enumerate(args):
+                if a in ("-exec", "-execdir", "-ok", "-okdir"):
+                    rest = args[j + 1:]
+                    for end in (";", "+"):
+                        if end in rest:
+                            rest = rest[:rest.index(end)]
+                    return rest, True
+            return None
+        if prog == "chroot":
+            return args[1:] if args and not args[0].startswith("-") else [], False
+        return None
+
+
+def _skip_options(args: list[str], *, arg_opts: frozenset[str] | set[str] = frozenset()
+                  ) -> list[str]:
+    """`args` after leading options (those in `arg_opts` take the next word)."""
+    j = 0
+    while j < len(args) and args[j].startswith("-") and args[j] != "-":
+        a = args[j]
+        j += 1
+        if a == "--":
+            break
+        if a in arg_opts and j < len(args):
+            j += 1
+    return args[j:]
+
+
+@functools.lru_cache(maxsize=512)
+def _invocations_cached(text: str, extra: tuple[str, ...]) -> tuple[str, ...]:
+    inv = _Invocations()
+    inv.script(text, 0)
+    if inv.dynamic:
+        for variant in extra:
+            inv.script(variant, 1)
+            inv.add(variant, False)
+    return tuple(dict.fromkeys(inv.out))
+
+
+def invocations(text: str, variants: Sequence[str] = ()) -> tuple[str, ...]:
+    """What the command text runs: one string per simple command (see above).
+
+    `variants` (normalised spellings of the same text) are used only when the text runs
+    text it did not get literally: a pipe into a shell, `eval`, `bash -c "$(...)"`.
+    """
+    return _invocations_cached(text[:MAX_PARSE], tuple(v for v in variants if v != text))
+
+
+def argv_invocations(argv: Sequence[str]) -> tuple[str, ...]:
+    """What one exec runs: its argv as a simple command (wrappers and `sh -c` unwrapped)."""
+    if not argv:
+        return ()
+    return _argv_cached(tuple(a[:MAX_PARSE] for a in argv[:4096]))
+
+
+@functools.lru_cache(maxsize=512)
+def _argv_cached(argv: tuple[str, ...]) -> tuple[str, ...]:
+    inv = _Invocations()
+    inv.command(list(argv), [], 0, False)
+    return tuple(dict.fromkeys(inv.out))
 
 
 @dataclass(frozen=True)
@@ -90,6 +685,8 @@ class NetworkMatch:
     verdict: frozenset[str] = frozenset()
     name: tuple[re.Pattern[str], ...] = ()
     dst: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    reason: tuple[re.Pattern[str], ...] = ()
+    payload: tuple[re.Pattern[str], ...] = ()  # over the first bytes sent (latin-1)
 
     def match(self, ev: NetworkAttempt) -> str | None:
         if self.protocol and ev.protocol.lower() not in self.protocol:
@@ -107,8 +704,16 @@ class NetworkMatch:
                 return None
             if not any(ip in net for net in self.dst):
                 return None
+        if self.reason and search_any(self.reason, [ev.reason]) is None:
+            return None
+        first = ""
+        if self.payload:
+            first = search_any(self.payload, [ev.payload[:4096].decode("latin-1")]) or ""
+            if not first:
+                return None
         target = f"{ev.name or ev.dst_ip}:{ev.dst_port}"
-        return f"{ev.protocol or 'unknown'} to {target} ({ev.verdict})"
+        why = f"{ev.protocol or 'unknown'} to {target} ({ev.verdict})"
+        return f"{why}: {first}" if first else why
 
 
 @dataclass(frozen=True)
@@ -200,15 +805,24 @@ class Rule:
     tamper: TamperMatch | None = None
     honeytokens: HoneytokenMatch | None = None
     event_kind: str = "guard.verdict"  # the event a verdict becomes
+    invocation: tuple[re.Pattern[str], ...] = ()
+    cap: str = "kill"  # the strongest action overrides may give it (mentions: flag)
 
     @property
     def effective_severity(self) -> str:
         return self.severity or DEFAULT_SEVERITY[self.action]
 
     def with_action(self, action: str) -> Rule:
-        """The same rule with another action (its severity follows the new action)."""
+        """The same rule with another action (its severity follows the new action).
+
+        Never above `cap`: a pack-wide `tunnels = "kill"` leaves the pack's mention rules
+        at flag (their severity stays what the pack gave them).
+        """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}")
+        if rank(action) > rank(self.cap):
+            return replace(self, action=self.cap) if rank(self.action) < rank(self.cap) \
+                else self
         return replace(self, action=action, severity=None)
 
     def match(
@@ -224,10 +838,18 @@ class Rule:
             if why:
                 return why
         if isinstance(evidence, CommandText):
+            if self.invocation:
+                why = search_any(self.invocation, invocations(evidence.text, texts))
+                if why:
+                    return why
             return search_any(self.command, texts) if self.command else None
         if isinstance(evidence, ProcessExec):
             if self.process is not None:
                 why = self.process.match(evidence, argv_texts)
+                if why:
+                    return why
+            if self.invocation and tuple(evidence.argv) != RECORDER_SHELL:
+                why = search_any(self.invocation, argv_invocations(evidence.argv))
                 if why:
                     return why
             return search_any(self.command, argv_texts) if self.command else None
@@ -248,11 +870,11 @@ class Rule:
 
 _RULE_KEYS = {
     "id", "pack", "description", "action", "severity", "attack", "source",
-    "command", "process", "network", "scan", "dns", "sample", "tamper",
+    "command", "invocation", "process", "network", "scan", "dns", "sample", "tamper",
 }
 _MATCHER_KEYS = {
     "process": {"exe", "argv"},
-    "network": {"protocol", "port", "verdict", "name", "dst"},
+    "network": {"protocol", "port", "verdict", "name", "dst", "reason", "payload"},
     "scan": {"min_targets", "min_ports"},
     "dns": {"name", "qtype", "verdict"},
     "sample": {"source", "min_window_s", *_SAMPLE_FIELDS},
@@ -357,6 +979,8 @@ def parse_rule(data: Mapping[str, Any], *, pack: str = "custom", where: str = "r
     kwargs: dict[str, Any] = {}
     if "command" in data:
         kwargs["command"] = _regexes(data["command"], f"{where}.command")
+    if "invocation" in data:
+        kwargs["invocation"] = _regexes(data["invocation"], f"{where}.invocation")
     if "process" in data:
         t = _table(data, "process", where)
         kwargs["process"] = ProcessMatch(
@@ -372,6 +996,8 @@ def parse_rule(data: Mapping[str, Any], *, pack: str = "custom", where: str = "r
             verdict=frozenset(_str_list(t.get("verdict", []), f"{where}.network.verdict")),
             name=_regexes(t.get("name", []), f"{where}.network.name"),
             dst=_networks(t.get("dst", []), f"{where}.network.dst"),
+            reason=_regexes(t.get("reason", []), f"{where}.network.reason"),
+            payload=_regexes(t.get("payload", []), f"{where}.network.payload"),
         )
     if "scan" in data:
         t = _table(data, "scan", where)
@@ -402,8 +1028,8 @@ def parse_rule(data: Mapping[str, Any], *, pack: str = "custom", where: str = "r
         kwargs["tamper"] = TamperMatch(
             kind=frozenset(_str_list(t.get("kind", []), f"{where}.tamper.kind")))
     if not kwargs:
-        raise _fail(where, "a rule needs at least one matcher: "
-                           "command, process, network, scan, dns, sample or tamper")
+        raise _fail(where, "a rule needs at least one matcher: command, invocation, "
+                           "process, network, scan, dns, sample or tamper")
     return Rule(
         id=rule_id, pack=pack_name, description=str(data["description"]), action=action,
         severity=severity, attack=tuple(_str_list(data.get("attack", []), f"{where}.attack")),
