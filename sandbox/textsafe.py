@@ -13,6 +13,8 @@ SQLite stores whole: surrogate-escaped bytes become `\\xNN`, NUL becomes `␀`.
 
 from __future__ import annotations
 
+import re
+
 ESC_PICTURE = "\u241b"  # ␛
 NUL_PICTURE = "\u2400"  # ␀
 NEWLINE_MARK = "\u23ce"  # ⏎, a newline in one-line views
@@ -44,9 +46,10 @@ def _one(ch: str, *, multiline: bool) -> str:
     return ch
 
 
-def _needs(o: int) -> bool:
-    return (o < 0x20 or 0x7F <= o <= 0x9F or 0xD800 <= o <= 0xDFFF
-            or o in _INVISIBLE_FORMAT)
+_NEEDS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff"
+    + "".join(re.escape(chr(c)) for c in sorted(_INVISIBLE_FORMAT)) + "]"
+)
 
 
 def visible(text: object, *, multiline: bool = False) -> str:
@@ -57,11 +60,11 @@ def visible(text: object, *, multiline: bool = False) -> str:
     would let later text overwrite a line) is still shown as `␍`.
     """
     s = "" if text is None else str(text)
-    if not any(_needs(ord(c)) for c in s):
+    if _NEEDS.search(s) is None:
         return s
     if multiline:
         s = s.replace("\r\n", "\n")
-    return "".join(_one(c, multiline=multiline) if _needs(ord(c)) else c for c in s)
+    return _NEEDS.sub(lambda m: _one(m.group(), multiline=multiline), s)
 
 
 def storable(text: str) -> str:
