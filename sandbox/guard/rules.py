@@ -517,6 +517,9 @@ class _Invocations:
                 if a in ("-e", "--regexp", "-f", "--file", "--expression"):
                     next(it, None)
                     pattern_done = True
+                elif a == "--" and not pattern_done:
+                    if next(it, None) is not None:
+                        pattern_done = True
                 elif a.startswith("-") or pattern_done:
                     kept.append(a)
                 else:
