@@ -460,7 +460,13 @@ class Shell:
         if now[0] != self._identity[0]:
             problems.append("the recorded shell was replaced by another program (exec)")
         for n, (was, is_) in enumerate(zip(self._identity[1], now[1], strict=True)):
-            if was != is_:
+            if was == is_:
+                continue
+            if n == 0 and is_ == "/dev/null" and self.mode == "api":
+                problems.append("at the end marker the shell was still inside the command "
+                                "(its stdin was the command's /dev/null): the marker was "
+                                "printed by the command")
+            else:
                 problems.append(f"the shell's fd {n} was redirected from the terminal to "
                                 f"{is_!r}: its output or markers bypass the recorder")
         return problems

@@ -146,13 +146,32 @@ def cmd_shell(args: argparse.Namespace) -> int:
           file=sys.stderr)
     shell = session.shell
     assert shell is not None
+    guard = session.hooks.part("guard")
+    engine = getattr(guard, "engine", None)
 
     def on_command(text: str, output: bytes, code: int | None, started: float,
                    duration: float) -> None:
         session.record_command(text, output, code, started, duration, "shell")
+        if engine is None:
+            return
+        # The guard's text rules, after the fact: the operator's keys reach bash directly,
+        # so a command is judged once it has run. A block or kill rule is recorded as a
+        # flag (with the rule's own action), never as a refusal that did not happen.
+        for v in engine.check_command(text):
+            action = "flag" if v.stops else v.action
+            session.emit(v.kind, {**v.detail(), "action": action, "rule_action": v.action,
+                                  "typed_in_shell": True},
+                         severity=v.severity, action=action, rule=v.rule_id)
+
+    def on_tamper(kind: str, detail: dict[str, Any]) -> None:
+        if kind == "shell.recorder_hooks":
+            session.emit(kind, detail, severity="critical", action="flag",
+                         rule="tamper.recorder_hooks")
+        else:
+            session.hooks.tamper(kind, detail)
 
     try:
-        shell.interact(on_command)
+        shell.interact(on_command, on_tamper)
     except (OSError, SandboxError):
         pass
     finally:
