@@ -172,3 +172,41 @@ def test_v2_membership_kill_and_remove(procs: list[subprocess.Popen[bytes]]) -> 
     finally:
         group.remove()
     assert not group.exists()
+
+
+def test_v2_counters_are_read(test_dir: Path) -> None:
+    """The v2 files behind breaches (memory.events oom_kill, pids.events max, cpu.stat
+    nr_throttled, cpu.max) parse into the same sample keys as v1's (this host is v1 for
+    limits, so the files are written here as a v2 kernel would)."""
+    d = test_dir / "v2"
+    d.mkdir()
+    files = {
+        "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n"
+                    "nr_periods 120\nnr_throttled 90\nthrottled_usec 4000000\n",
+        "cpu.max": "30000 100000\n", "memory.current": "1048576\n",
+        "memory.max": "104857600\n", "memory.peak": "104000000\n",
+        "memory.events": "low 0\nhigh 0\nmax 17\noom 2\noom_kill 2\n",
+        "pids.current": "40\n", "pids.max": "40\n", "pids.events": "max 311\n",
+    }
+    for name, text in files.items():
+        (d / name).write_text(text)
+    s = cgroups.SessionCgroup("t-v2-files", 2, {"": d}).sample()
+    assert (s["oom_kills"], s["mem_failcnt"], s["mem_peak"]) == (2, 17, 104_000_000)
+    assert (s["pids"], s["pids_limit"], s["pids_max_hits"]) == (40, 40, 311)
+    assert (s["cpu_periods"], s["cpu_throttled"], s["cpu_throttled_s"]) == (120, 90, 4.0)
+    assert s["cpu_limit_percent"] == 30.0 and s["cpu_seconds"] == 2.5
+    (d / "cpu.max").write_text("max 100000\n")
+    assert cgroups.SessionCgroup("t-v2-files", 2, {"": d}).sample()["cpu_limit_percent"] == 0
+
+
+def test_v1_throttle_counters_move_under_a_quota(
+        make_cgroup: Any, procs: list[subprocess.Popen[bytes]]) -> None:
+    """A busy loop under a 10 % quota is throttled: cpu.stat's counters say so."""
+    group = make_cgroup(cpu_percent=10)
+    p = subprocess.Popen(["timeout", "3", "sh", "-c", "while :; do :; done"],
+                         preexec_fn=group.enter_current_process)
+    procs.append(p)
+    assert wait_for(lambda: group.sample()["cpu_throttled"] >= 5, 3)
+    s = group.sample()
+    assert s["cpu_limit_percent"] == 10.0 and s["cpu_periods"] >= s["cpu_throttled"]
+    p.kill()
