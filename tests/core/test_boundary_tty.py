@@ -57,6 +57,8 @@ def pane(state_dir: Path) -> Iterator[str]:
     """A root bash in a real terminal (tmux), with this test's store."""
     name = f"sbsti-{uuid.uuid4().hex[:8]}"
     env = f"SANDBOX_STATE_DIR={shlex.quote(str(state_dir))}"
+    if os.environ.get("PYTHONPATH"):  # the checkout under test, when it is not the venv's
+        env += f" PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}"
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "160", "-y", "40",
                     f"env {env} PS1='op$ ' bash --norc --noprofile"], check=True, timeout=10)
     try:
