@@ -7,7 +7,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import psutil
@@ -39,7 +39,7 @@ def sandbox(ctx: Ctx, profile: Profile | str = "default", ws: Path | None = None
 
 
 def tree(pid: int | None) -> list[int]:
-    """`pid` and all its descendants (the jail: setpriv->firejail, firejail, bash, ...)."""
+    """`pid` and all its descendants (the jail: firejail, its sandbox child, bash, ...)."""
     if not pid:
         return []
     try:
@@ -79,8 +79,9 @@ def wait_gone(pids: Iterable[int], timeout: float = 5.0) -> float | None:
 
 
 def floor_cmd(ctx: Ctx, program: list[str], ws: Path, name: str
-              ) -> tuple[list[str], dict[str, str]]:
-    """The firejail floor: exactly the session's argv and env (build_argv), other program."""
+              ) -> tuple[list[str], dict[str, str], Callable[[], None]]:
+    """The firejail floor: exactly the session's argv, env and child-side launch (the drop
+    to the agent user, the TIOCSTI filter), other program."""
     from sandbox.jail import Agent, JailSpec
 
     agent = None
@@ -93,15 +94,18 @@ def floor_cmd(ctx: Ctx, program: list[str], ws: Path, name: str
         host_home=Path(os.environ.get("HOME") or Path.home()),
     )
     profile = load_profile("default")
-    return jail.build_argv(profile, spec, program), jail.build_env(profile, spec, dict(os.environ))
+    return (jail.build_argv(profile, spec, program),
+            jail.build_env(profile, spec, dict(os.environ)), jail.launcher(spec, []))
 
 
 def time_until_first_byte(argv: list[str], env: dict[str, str] | None, cwd: Path | str,
-                          timeout: float = 30.0) -> tuple[float, float]:
+                          timeout: float = 30.0, preexec: Callable[[], None] | None = None
+                          ) -> tuple[float, float]:
     """(seconds to the first stdout byte, seconds to exit) of one run of `argv`."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            preexec_fn=preexec)
     try:
         assert proc.stdout is not None
         proc.stdout.read(1)

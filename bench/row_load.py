@@ -1,6 +1,6 @@
 """Row 7: N live sessions on this machine: memory, per-command and start latency under load.
 
-Memory per session = the session's host processes (setpriv->firejail, firejail, bash: RSS,
+Memory per session = the session's host processes (firejail, its sandbox child, bash: RSS,
 and PSS which splits shared pages fairly) + the owner's Python share (owner RSS growth / N).
 Every session is closed in `finally`, whatever fails.
 """

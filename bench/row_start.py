@@ -3,7 +3,7 @@
 "Ready" means the first command could run: for a session, `Sandbox(...).start()` plus the
 first `run("true")` returned; for a one-shot jail, the first byte the jailed program writes
 (`echo`). "Closed"/"exit" adds the teardown: a session's `close()`, a jail's exit. The
-floor is the session's own firejail argv (build_argv, through setpriv as the agent user)
+floor is the session's own firejail argv (build_argv, dropped to the agent user in the child)
 with the program swapped. Variants run interleaved, one of each per round, so drift on
 this noisy machine hits all of them alike.
 """
@@ -42,8 +42,8 @@ def run(ctx: Ctx) -> Row:
     row = Row("start", "Start to ready")
     reps = ctx.reps(20, 5)
     ws = ctx.workspace("floor")
-    ready_argv, env = floor_cmd(ctx, ["echo", "r"], ws, "benchfloor1")
-    true_argv, _ = floor_cmd(ctx, ["true"], ws, "benchfloor2")
+    ready_argv, env, launch = floor_cmd(ctx, ["echo", "r"], ws, "benchfloor1")
+    true_argv, _, _ = floor_cmd(ctx, ["true"], ws, "benchfloor2")
 
     samples: dict[str, list[float]] = {}
     variants: dict[str, Callable[[], None]] = {}
@@ -58,11 +58,11 @@ def run(ctx: Ctx) -> Row:
         samples["bash -c true"].append(time.perf_counter() - t0)
 
     def floor_ready() -> None:
-        samples[FLOOR_READY].append(time_until_first_byte(ready_argv, env, ws)[0])
+        samples[FLOOR_READY].append(time_until_first_byte(ready_argv, env, ws, preexec=launch)[0])
 
     def floor_exit() -> None:
         t0 = time.perf_counter()
-        subprocess.run(true_argv, env=env, cwd=ws, check=False)
+        subprocess.run(true_argv, env=env, cwd=ws, check=False, preexec_fn=launch)
         samples[FLOOR_EXIT].append(time.perf_counter() - t0)
 
     def none_mode() -> None:

@@ -80,3 +80,37 @@ def no_leftover_cgroups() -> Iterator[None]:
             group = cgroups.SessionCgroup.from_resources(res)
             if not group.pids():
                 group.remove()
+
+
+def _host_leftovers() -> set[str]:
+    """Every host object a session makes, by name: netns, veth, nft table, cgroup, decoy
+    home, fresh workspace, hide-list include file."""
+    from sandbox import cgroups, network
+
+    out = set(network.leftovers())
+    out |= {f"cgroup:{sid}" for sid in cgroups.leftovers()}
+    for root in (Path("/srv/sandbox/homes"), Path("/srv/sandbox/work"),
+                 Path("/run/sandbox/jail")):
+        if root.is_dir():
+            out |= {f"file:{p}" for p in root.iterdir()}
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_leftovers_after_module() -> Iterator[None]:
+    """Issue 11: after every test module, nothing a session made is left on the host.
+
+    Compared with what existed when the module began (another run's live sessions are
+    not ours); a teardown still finishing gets a few seconds. A test that kills an owner
+    on purpose must reap it (`gc.collect`) itself.
+    """
+    import time
+
+    before = _host_leftovers()
+    yield
+    deadline = time.monotonic() + 15
+    new = _host_leftovers() - before
+    while new and time.monotonic() < deadline:
+        time.sleep(0.25)
+        new = _host_leftovers() - before
+    assert not new, f"host resources left behind by this module: {sorted(new)}"
