@@ -7,7 +7,6 @@ Through the real `sandbox` command and real jailed sessions.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -210,8 +209,3 @@ def test_binary_output_of_a_real_run(workspace: Path) -> None:
     cmds = [e for e in exported if e["type"] == "command"]
     assert base64.b64decode(cmds[0]["output_raw_b64"]) == want
 
-
-def test_state_dir_stays_private() -> None:
-    """The store file the tests above wrote is the operator's (0600)."""
-    st = Store()
-    assert os.stat(st.path).st_mode & 0o077 == 0
