@@ -17,7 +17,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _rows() -> dict[str, Callable[[Ctx], Row]]:
-    from . import row_cmd, row_egress, row_kill, row_load, row_start
+    from . import row_cmd, row_egress, row_flood, row_kill, row_load, row_start
 
     return {
         "start": row_start.run,
@@ -27,6 +27,7 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         "kill": row_kill.kill,
         "detect": row_kill.detect,
         "concurrency": row_load.run,
+        "flood": row_flood.run,
     }
 
 

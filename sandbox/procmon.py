@@ -200,7 +200,8 @@ class ProcessMonitor:
         self._sessions: dict[str, _Tracked] = {}
         self._owner: dict[int, str] = {}  # live pid -> session id
         self._lock = threading.RLock()
-        self._cv = threading.Condition(self._lock)
+        self._cv = threading.Condition(self._lock)  # workers wait here for work
+        self._idle = threading.Condition(self._lock)  # drain/unregister wait here
         self._ready: deque[str] = deque()  # sessions with events, round-robin
         self._busy = 0  # workers delivering right now
         self._rescan_wanted = False
@@ -266,7 +267,7 @@ class ProcessMonitor:
             tr = self._sessions.get(session_id)
         if tr is None:
             return
-        self._wait_idle([tr], 2.0)
+        self._wait_idle([tr], 1.0)
         with self._lock:
             self._sessions.pop(session_id, None)
             for pid in tr.live:
@@ -511,7 +512,7 @@ class ProcessMonitor:
                         tr.scheduled = False
                         if tr.session_id in self._sessions:
                             self._schedule(tr, now)
-                    self._cv.notify_all()
+                    self._idle.notify_all()
 
     def _housekeep(self) -> None:
         """Runs on a delivery thread every few tenths of a second: resume sessions whose
@@ -585,13 +586,13 @@ class ProcessMonitor:
 
     def _wait_idle(self, sessions: list[_Tracked] | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        with self._cv:
+        with self._idle:
             while time.monotonic() < deadline:
                 pending = sessions if sessions is not None else list(self._sessions.values())
                 if not any(tr.queue or tr.scheduled for tr in pending) and (
                         sessions is not None or not self._busy):
                     return
-                self._cv.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+                self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def drain(self, timeout: float = 2.0) -> None:
         """Wait until queued events are delivered (tests, session end)."""

