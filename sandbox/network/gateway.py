@@ -8,6 +8,10 @@ either a relay to the real destination or a reset. Every attempt is one `net.att
 event (emitted when a denied attempt is reset, or when an allowed one closes, with byte
 counts); bursts of denied destinations become one `net.scan` event per window.
 
+An HTTP proxy request (`CONNECT host:port`, `GET http://host/`) sent to an allowed host
+is allowed only when its target is itself allowed by name; the attempt records the target
+as `proxy` (and its first bytes, which the guard's proxy rule reads).
+
 SSH carries no name: it is matched by the names the resolver handed out for the
 destination IP. TLS without SNI and HTTP without Host carry none either, but those are IP
 literals and stay denied unless an explicit IP entry allows them.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import ipaddress
 import os
 import socket
 import struct
@@ -28,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..events import Emit
-from .policy import Decision, Policy
+from .policy import Decision, Policy, normalize_name
 from .sniff import MAX_SNIFF, Sniffed, sniff
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, level SOL_IP
@@ -198,6 +203,25 @@ class Gateway:
         ips = self.names.ips_for(seen.name) if seen.name else set()
         return self.policy.decide(seen.name, seen.protocol, ip, port, ips)
 
+    def _check_proxy(self, target: str, via: str | None, decision: Decision) -> Decision:
+        """An HTTP proxy request (CONNECT, absolute URI) through an allowed host reaches
+        only a place the policy allows by name itself; anything else is denied."""
+        if not decision.allowed:
+            return decision
+        host = target.rpartition(":")[0] or target
+        if via and normalize_name(host) == normalize_name(via):
+            return decision
+        try:
+            ipaddress.ip_address(host)
+            literal = True
+        except ValueError:
+            literal = False
+        if literal or not self.policy.name_allowed(host):
+            return Decision("deny", f"proxy request through {via or 'an allowed host'} to "
+                                    f"{target}: not allowed", decision.name)
+        return Decision("allow", f"{decision.reason}; proxy request to {target} (allowed "
+                                 "name)", decision.name)
+
     def _handle(self, conn: socket.socket) -> None:
         try:
             self._handle_one(conn)
@@ -224,6 +248,9 @@ class Gateway:
             if decision is None:
                 decision = self._decide(seen, ip, port)
                 info["name"] = decision.name or seen.name
+            if seen.proxy:
+                info["proxy"] = seen.proxy
+                decision = self._check_proxy(seen.proxy, info["name"], decision)
         except OSError as e:
             decision = Decision("deny", f"gateway error before decision: {e}")
             data = b""

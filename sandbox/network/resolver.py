@@ -5,13 +5,23 @@ handed out for which name: the gateway allows a connection only to those. AAAA a
 types for allowed names get an empty answer (the sandbox has no IPv6, and TXT/NULL are the
 usual tunnel carriers). Every other name gets NXDOMAIN, not REFUSED: resolvers retry on
 REFUSED ("temporary failure"), which turns one denied name into a slow retry loop.
-Every query is a `dns.query` event; tunnel shapes raise one `dns.tunnel` event per
-domain and reason per window.
+Every query is a `dns.query` event; tunnel shapes (long, high-entropy, or hex/base32-
+shaped names even when short) raise one `dns.tunnel` event per domain and reason per
+window.
+
+nftables redirects DNS to *any* address here, so a query the sandbox sent to another
+resolver (`dig @198.51.100.9`, a hard-coded 8.8.8.8) is answered by this one, and is
+surfaced: its original destination comes from conntrack (UDP) or SO_ORIGINAL_DST (TCP),
+and the first query to each foreign resolver per window is a `net.attempt` with protocol
+`dns` (the guard flags it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
+import re
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -32,6 +42,12 @@ UNIQUE_SUBDOMAINS = 30  # distinct names under one domain within WINDOW_S
 TXT_FLOOD = 20  # TXT/NULL/ANY queries within WINDOW_S
 WINDOW_S = 60.0
 UPSTREAM_TIMEOUT_S = 3.0
+# Encoded data in short names: the labels left of the base domain, dots removed.
+HEX_MIN = 12  # chars of [0-9a-f] with both digits and letters: 6+ bytes of hex
+BASE32_MIN = 16  # chars of [a-z2-7] with digits: 10+ bytes of base32
+MIXED_MIN = 12  # letters and digits interleaved (base36/base64-ish), no hyphens
+CONNTRACK = Path("/proc/self/net/nf_conntrack")
+CONNTRACK_MAX_BYTES = 8 * 1024 * 1024  # read at most this much of the table per lookup
 
 
 def host_upstream(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
@@ -53,6 +69,57 @@ def _entropy(label: str) -> float:
 
 def _base_domain(name: str) -> str:
     return ".".join(name.split(".")[-2:])
+
+
+_HEX = re.compile(r"[0-9a-f]+")
+_B32 = re.compile(r"[a-z2-7]+")
+_ALNUM = re.compile(r"[a-z0-9]+")
+
+
+def encoded_shape(name: str) -> str | None:
+    """Why the subdomain part of `name` looks like encoded data, or None.
+
+    Short exfiltration names (`4a6f686e2e446f65.x.test`, `mzxw6ytboi.x.test` split over
+    labels) are neither long nor high-entropy per label; their alphabet gives them away.
+    """
+    sub = "".join(name.lower().rstrip(".").split(".")[:-2])
+    digits = sum(c.isdigit() for c in sub)
+    letters = sum(c.isalpha() for c in sub)
+    if len(sub) >= HEX_MIN and _HEX.fullmatch(sub) and digits >= 2 and letters >= 2:
+        return f"hex-encoded name: {len(sub)} chars"
+    if len(sub) >= BASE32_MIN and _B32.fullmatch(sub) and digits >= 2:
+        return f"base32-encoded name: {len(sub)} chars"
+    if len(sub) >= MIXED_MIN and _ALNUM.fullmatch(sub) and digits >= 3 and letters >= 3:
+        switches = sum(1 for a, b in itertools.pairwise(sub)
+                       if a.isdigit() != b.isdigit())
+        if switches >= len(sub) // 3 and _entropy(sub) >= 3.0:
+            return f"encoded-looking name: {len(sub)} chars, {switches} letter/digit switches"
+    return None
+
+
+def conntrack_original_dst(client: tuple[str, int], local: tuple[str, int],
+                           table: Path = CONNTRACK) -> tuple[str, int] | None:
+    """Where a redirected UDP packet from `client` was going before nftables sent it to
+    `local`: the original tuple of the conntrack entry whose reply comes from `local`.
+    None when conntrack is not readable or holds no such entry."""
+    want_reply = f"src={local[0]} dst={client[0]} sport={local[1]} dport={client[1]} "
+    try:
+        with table.open("r", encoding="ascii", errors="replace") as f:
+            read = 0
+            for line in f:
+                read += len(line)
+                if read > CONNTRACK_MAX_BYTES:
+                    return None
+                if " udp " not in line or want_reply not in line:
+                    continue
+                # The original tuple comes first, the reply tuple (ours) after it.
+                orig = dict(kv.split("=", 1) for kv in line.split(want_reply)[0].split()
+                            if "=" in kv)
+                if orig.get("src") == client[0] and orig.get("sport") == str(client[1]):
+                    return orig["dst"], int(orig["dport"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
 
 
 class TunnelDetector:
@@ -83,6 +150,10 @@ class TunnelDetector:
             self._flag(domain, f"long label: {len(longest)} chars", name)
         elif len(longest) >= ENTROPY_MIN and _entropy(longest) >= ENTROPY_BITS:
             self._flag(domain, f"high-entropy label: {_entropy(longest):.1f} bits/char", name)
+        else:
+            shape = encoded_shape(name)
+            if shape:
+                self._flag(domain, shape, name)
         seen = self._names[domain]
         seen.append((now, name))
         while seen and now - seen[0][0] > WINDOW_S:
@@ -129,6 +200,7 @@ class Resolver:
         self._servers: list[DNSServer] = []
         self.udp_port = 0
         self.tcp_port = 0
+        self._foreign_seen: dict[tuple[str, int], float] = {}
 
     # The gateway's view of what was handed out.
     def ips_for(self, name: str) -> set[str]:
@@ -170,10 +242,46 @@ class Resolver:
             server.server.server_close()
         self._servers.clear()
 
+    def asked_resolver(self, handler: Any) -> tuple[str, int] | None:
+        """The address the client sent this query to, when nftables redirected it here."""
+        if getattr(handler, "protocol", "udp") == "tcp":
+            from .gateway import original_dst
+
+            with contextlib.suppress(OSError):
+                return original_dst(handler.request)
+            return None
+        client = getattr(handler, "client_address", None)
+        if not client:
+            return None
+        return conntrack_original_dst((str(client[0]), int(client[1])),
+                                      (self.address, self.udp_port))
+
+    def _check_foreign(self, handler: Any, name: str, qtype: str) -> None:
+        asked = self.asked_resolver(handler)
+        if asked is None or asked == (self.address, 53):
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._foreign_seen.get(asked, -WINDOW_S) < WINDOW_S:
+                return
+            self._foreign_seen[asked] = now
+        ip, port = asked
+        self.emit("net.attempt", {
+            "dst_ip": ip, "dst_port": port, "protocol": "dns", "name": name, "qtype": qtype,
+            "transport": getattr(handler, "protocol", "udp"), "verdict": "deny",
+            "reason": f"DNS query to {ip}:{port}, not the sandbox resolver: redirected and "
+                      f"answered by the sandbox resolver (once per {WINDOW_S:g}s per resolver)",
+        }, severity="warning", action="block")
+
     # dnslib calls this from its server threads.
     def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
         name = normalize_name(str(request.q.qname))
         qtype = QTYPE.get(request.q.qtype, str(request.q.qtype))
+        try:
+            self._check_foreign(handler, name, qtype)
+        except Exception as e:  # surfacing must never break answering
+            self.emit("session.warning", {"reason": f"resolver: foreign check failed: {e}"},
+                      severity="warning")
         reply = request.reply()
         answers: list[str] = []
         verdict, reason = "deny", "name not allowed"

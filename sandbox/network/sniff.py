@@ -3,7 +3,8 @@
 Pure and incremental: call `sniff(buffer)` with everything read so far; when the result
 says `need_more`, read again (until the gateway's deadline or `MAX_SNIFF` bytes) and call
 again with the longer buffer. Mining is checked first, whatever the framing: a stratum
-`mining.subscribe` over TLS-looking or HTTP-looking bytes is still mining.
+`mining.subscribe` over TLS-looking or HTTP-looking bytes is still mining. HTTP proxy
+requests (`CONNECT host:port`, absolute URIs) carry their target in `proxy`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ _MINING = re.compile(
 
 @dataclass(frozen=True)
 class Sniffed:
-    """What the first bytes are: protocol (tls, http, ssh, mining, unknown), name, detail."""
+    """What the first bytes are: protocol (tls, http, ssh, mining, unknown), name, detail.
+
+    `proxy` is the target of an HTTP proxy request (`CONNECT host:port`, or an absolute
+    URI such as `GET http://host/path`), as "host:port"; None for an ordinary request.
+    """
 
     protocol: str
     name: str | None = None
     detail: str = ""
     need_more: bool = False
+    proxy: str | None = None
 
 
 _MORE = Sniffed("unknown", need_more=True)
@@ -67,22 +73,43 @@ def sniff(data: bytes) -> Sniffed:
     return Sniffed("unknown", detail=data[:32].hex())
 
 
+_ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(\[[^\]]*\]|[^/:?#@\s]*)(?::(\d+))?",
+                       re.ASCII)
+
+
+def proxy_target(request_line: bytes) -> str | None:
+    """"host:port" when the request line asks a proxy for another place, else None."""
+    parts = request_line.split(b" ")
+    if len(parts) < 2:
+        return None
+    method, target = parts[0], parts[1].decode("ascii", "replace")
+    if method == b"CONNECT":
+        return target or None
+    m = _ABSOLUTE.match(target)
+    if not m or not m.group(1):
+        return None
+    scheme = target.split(":", 1)[0].lower()
+    port = m.group(2) or {"https": "443", "wss": "443", "ftp": "21"}.get(scheme, "80")
+    return f"{m.group(1).strip('[]')}:{port}"
+
+
 def _http(data: bytes) -> Sniffed:
     end = data.find(b"\r\n\r\n")
     head = data if end < 0 else data[:end]
     request_line, *lines = head.split(b"\r\n")
     detail = request_line[:200].decode("ascii", "replace")
+    proxy = proxy_target(request_line) if b"\r\n" in data else None
     for line in lines:
         key, sep, value = line.partition(b":")
         if sep and key.strip().lower() == b"host":
             return Sniffed("http", name=_strip_port(value.strip().decode("ascii", "replace")),
-                           detail=detail)
+                           detail=detail, proxy=proxy)
     if end < 0 and len(data) < MAX_SNIFF:
-        return Sniffed("http", detail=detail, need_more=True)
+        return Sniffed("http", detail=detail, need_more=True, proxy=proxy)
     if request_line.startswith(b"CONNECT "):
         target = request_line.split(b" ")[1].decode("ascii", "replace")
-        return Sniffed("http", name=_strip_port(target), detail=detail)
-    return Sniffed("http", detail=detail)
+        return Sniffed("http", name=_strip_port(target), detail=detail, proxy=proxy)
+    return Sniffed("http", detail=detail, proxy=proxy)
 
 
 def _strip_port(host: str) -> str:
