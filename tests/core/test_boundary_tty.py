@@ -164,3 +164,19 @@ def test_wrapped_program_sees_no_controlling_tty_without_one(workspace: Path) ->
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
         env=dict(os.environ), check=False)
     assert "no-tty" in r.stdout and "HAS-TTY" not in r.stdout, r.stdout + r.stderr
+
+
+@needs_tmux
+def test_ctrl_c_and_typed_input_reach_the_jail_through_its_own_pty(
+        pane: str, workspace: Path) -> None:
+    cmd = (f"cd {shlex.quote(str(workspace))} && {sys.executable} -m sandbox run -q -- "
+           "sh -c 'trap \"echo got-int; exit 7\" INT; read line; echo \"typed:$line\"; "
+           "echo ready; sleep 20 & wait'; echo sandbox-exit=$?")
+    subprocess.run(["tmux", "send-keys", "-t", pane, cmd, "Enter"], check=True, timeout=10)
+    time.sleep(1.5)
+    subprocess.run(["tmux", "send-keys", "-t", pane, "hello there", "Enter"], check=True)
+    assert wait_for(lambda: "ready" in capture(pane), timeout=30), capture(pane)
+    subprocess.run(["tmux", "send-keys", "-t", pane, "C-c"], check=True)
+    assert wait_for(lambda: _exited(pane), timeout=30), capture(pane)
+    screen = capture(pane)
+    assert "typed:hello there" in screen and "got-int" in screen, screen
