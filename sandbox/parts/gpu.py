@@ -32,9 +32,10 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from .. import supervisor
+from .. import cgroups, supervisor
 from ..gpu import (
     GpuMonitor,
     NvmlUnavailable,
@@ -100,6 +101,11 @@ def _host_emit(backend: Any) -> Any:
              action: str = "record", rule: str | None = None) -> None:
         with _lock:
             targets = [s for s, _ in _sessions.values() if s.gpu_part_backend is backend]
+        owner = _cgroup_session(int(detail.get("pid") or 0))
+        if owner is not None and targets and _live_elsewhere(targets[0].store, owner):
+            return  # a live session of another supervisor process: its own monitor's
+        if owner is not None:
+            detail = {**detail, "cgroup_session": owner}
         log.warning("%s (host): %s", kind, detail)
         note = {**detail, "host": True,
                 "note": "a GPU process of no live session; recorded in every live session "
@@ -111,16 +117,49 @@ def _host_emit(backend: Any) -> Any:
     return emit
 
 
+def _cgroup_session(pid: int) -> str | None:
+    """The sandbox session whose cgroup `pid` is in (any hierarchy), or None."""
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text() if pid > 0 else ""
+    except OSError:
+        return None
+    for line in text.splitlines():
+        parts = line.split(":", 2)[-1].strip("/").split("/")
+        if len(parts) >= 2 and parts[0] == cgroups.PARENT:
+            return parts[1]
+    return None
+
+
+def _live_elsewhere(store: Any, sid: str) -> bool:
+    """`sid` is live in the store but not a session of this process."""
+    with _lock:
+        if sid in _sessions:
+            return False
+    try:
+        return store.get_session(sid)["state"] in ("starting", "running")
+    except Exception:  # unknown to this store: another store's, or long gone
+        return False
+
+
 def _provider_for(backend: Any) -> Any:
     def provider() -> dict[str, SessionGpu]:
         with _lock:
-            out = {}
-            for sid, (session, entry) in _sessions.items():
-                if session.gpu_part_backend is backend:
-                    procs = session.hooks.part("procs")
-                    extra = frozenset(procs.known_pids()) if procs is not None else frozenset()
-                    out[sid] = replace(entry, extra_pids=extra)
-            return out
+            items = [(sid, session, entry) for sid, (session, entry) in _sessions.items()
+                     if session.gpu_part_backend is backend]
+        out = {}
+        for sid, session, entry in items:
+            # Every pid the exec monitor saw, and every member of the session's cgroup:
+            # a process that left the jail's tree is still the session's.
+            extra: set[int] = set()
+            procs = session.hooks.part("procs")
+            if procs is not None:
+                extra |= set(procs.known_pids())
+            limits = session.hooks.part("limits")
+            group = getattr(limits, "cgroup", None)
+            if group is not None:
+                extra |= set(group.pids())
+            out[sid] = replace(entry, extra_pids=frozenset(extra))
+        return out
     return provider
 
 

@@ -157,3 +157,54 @@ def test_mining_gpu_saturation_fires_after_five_minutes(tree: Tree) -> None:
     fired = [e["detail"]["window_s"] for e in emit.of_kind("gpu.sample")
              if any(v.rule_id == "mining.gpu_saturation" for v in engine.evaluate_event(e))]
     assert fired and min(fired) >= 300
+
+
+def test_orphan_sink_skips_other_supervisors_live_sessions(test_dir: Path) -> None:
+    """A GPU process in the cgroup of a session another supervisor process runs (live in
+    the shared store) is that supervisor's to judge, not an orphan here; one in the cgroup
+    of a session that has ended is an orphan naming that session."""
+    from sandbox.cgroups import SessionCgroup
+    from sandbox.profile import LimitsSection
+
+    from sandbox import owners
+
+    store = Store()
+    owner_pid, owner_start = owners.me()  # alive: gc leaves the stand-in sessions alone
+    made: list[SessionCgroup] = []
+    spawned: list[subprocess.Popen[bytes]] = []
+    fake = FakeNvml(devices=1)
+    prof = _profile(test_dir, "[gpu]\ncount = 1\npoll_interval_s = 0.2\n")
+    try:
+        pids = {}
+        for sid, state in (("t-gpu-other-live", "running"), ("t-gpu-other-gone", "exited")):
+            store.create_session(sid, profile="x", kind="api", workdir="/", argv=[],
+                                 owner_pid=owner_pid, owner_start=owner_start, host="h",
+                                 user="u")
+            if state == "exited":
+                store.finish_session(sid, "exited", "done")
+            else:
+                store.update_session(sid, state="running")
+            group = SessionCgroup.create(sid, LimitsSection())
+            made.append(group)
+            p = subprocess.Popen(["sleep", "1005.5"], preexec_fn=group.enter_current_process)
+            spawned.append(p)
+            pids[state] = p.pid
+        with Sandbox(profile=prof, workdir=make_workspace(test_dir / "w"),
+                     gpu_backend=fake) as box:
+            fake.set_process(0, pids["running"], used_memory=GIB // 4)
+            fake.set_process(0, pids["exited"], used_memory=GIB // 4)
+
+            def orphans() -> list[dict[str, object]]:
+                return [e["detail"] for e in Store().events(box.id, kinds=("gpu.orphan",))]
+
+            assert wait_for(orphans, 5)
+            assert not wait_for(lambda: len(orphans()) > 1, 1.0), orphans()  # more polls
+            (only,) = orphans()
+            assert only["pid"] == pids["exited"]
+            assert only["cgroup_session"] == "t-gpu-other-gone"
+    finally:
+        for p in spawned:
+            p.kill()
+            p.wait(5)
+        for group in made:
+            group.remove()
