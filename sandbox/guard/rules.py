@@ -52,6 +52,7 @@ from .evidence import (
     TamperSignal,
 )
 from .honeytokens import HoneytokenMatch
+from .normalize import MAX_TEXT, WINDOW, windows
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -92,7 +93,8 @@ def search_any(patterns: Sequence[re.Pattern[str]], texts: Sequence[str]) -> str
 # The recorder's own shell (session.py starts it; firejail execs it): not the agent's
 # hookless shell. (Better: the guard part skipping the session's shell pid.)
 RECORDER_SHELL = ("bash", "--noprofile", "--norc", "--noediting", "-i")
-MAX_PARSE = 64 * 1024  # characters of one text parsed for invocations (the rest is cut)
+MAX_PARSE = MAX_TEXT  # characters of one command text parsed for invocations (rest cut)
+MAX_ARGV_PARSE = 16 * 1024  # characters of one exec's argv parsed (the monitor keeps 16 KiB)
 _MAX_SCRIPT_DEPTH = 4
 _MAX_INVOCATIONS = 512
 
@@ -623,6 +625,22 @@ def _skip_options(args: list[str], *, arg_opts: frozenset[str] | set[str] = froz
     return args[j:]
 
 
+def _bounded(strings: Sequence[str]) -> tuple[str, ...]:
+    r"""Each string whole when short; long ones in windows (normalize.windows), each later
+    window prefixed with the program (and "loop: "), so that `^prog\s.*-x` still means
+    "prog run with -x" and no regex search scans more than a window."""
+    out: dict[str, None] = {}
+    for s in strings:
+        if len(s) <= WINDOW:
+            out[s] = None
+            continue
+        loop = "loop: " if s.startswith("loop: ") else ""
+        head = loop + s[len(loop):].split(" ", 1)[0]
+        for i, w in enumerate(windows(s)):
+            out[w if i == 0 else head + w] = None
+    return tuple(out)
+
+
 @functools.lru_cache(maxsize=512)
 def _invocations_cached(text: str, extra: tuple[str, ...]) -> tuple[str, ...]:
     inv = _Invocations()
@@ -631,7 +649,7 @@ def _invocations_cached(text: str, extra: tuple[str, ...]) -> tuple[str, ...]:
         for variant in extra:
             inv.script(variant, 1)
             inv.add(variant, False)
-    return tuple(dict.fromkeys(inv.out))
+    return _bounded(list(dict.fromkeys(inv.out)))
 
 
 def invocations(text: str, variants: Sequence[str] = ()) -> tuple[str, ...]:
@@ -647,14 +665,21 @@ def argv_invocations(argv: Sequence[str]) -> tuple[str, ...]:
     """What one exec runs: its argv as a simple command (wrappers and `sh -c` unwrapped)."""
     if not argv:
         return ()
-    return _argv_cached(tuple(a[:MAX_PARSE] for a in argv[:4096]))
+    kept: list[str] = []
+    budget = MAX_ARGV_PARSE
+    for a in argv:
+        if budget <= 0:
+            break
+        kept.append(a[:budget])
+        budget -= len(kept[-1]) + 1
+    return _argv_cached(tuple(kept))
 
 
 @functools.lru_cache(maxsize=512)
 def _argv_cached(argv: tuple[str, ...]) -> tuple[str, ...]:
     inv = _Invocations()
     inv.command(list(argv), [], 0, False)
-    return tuple(dict.fromkeys(inv.out))
+    return _bounded(list(dict.fromkeys(inv.out)))
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,17 @@ def test_argv_invocations_unwrap_shells_and_wrappers() -> None:
 
 
 def test_parser_is_bounded() -> None:
-    """Huge or deeply nested text is cut, not parsed for ever."""
-    assert len(invocations("a " * 200_000)) == 1
+    r"""Huge or deeply nested text is cut, not parsed for ever, and long invocations are
+    searched in windows that keep the program in front (`^ssh\s.*-R` still works)."""
+    from sandbox.guard.normalize import WINDOW
+
+    inv = invocations("a " * 200_000)
+    assert inv and all(len(s) <= WINDOW + 8 for s in inv)
+    assert all(s.startswith("a ") for s in inv)
     nested = "bash -c " + "'bash -c " * 50 + "x" + "'" * 50
     assert invocations(nested)
+    buried = "ssh " + "-o x " * 3000 + "-R 1:h:1 x"
+    assert fired(CommandText(buried)).get("tunnels.ssh_forward") == "block"
 
 
 # -- mention versus action ---------------------------------------------------------------
