@@ -13,7 +13,8 @@ nftables redirects DNS to *any* address here, so a query the sandbox sent to ano
 resolver (`dig @198.51.100.9`, a hard-coded 8.8.8.8) is answered by this one, and is
 surfaced: its original destination comes from conntrack (UDP) or SO_ORIGINAL_DST (TCP),
 and the first query to each foreign resolver per window is a `net.attempt` with protocol
-`dns` (the guard flags it).
+`dns` (the guard flags it). This resolver's address and the host's nameservers (a jail
+may see the host's resolv.conf) are the sandbox's own, not foreign.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ BASE32_MIN = 16  # chars of [a-z2-7] with digits: 10+ bytes of base32
 MIXED_MIN = 12  # letters and digits interleaved (base36/base64-ish), no hyphens
 CONNTRACK = Path("/proc/self/net/nf_conntrack")
 CONNTRACK_MAX_BYTES = 8 * 1024 * 1024  # read at most this much of the table per lookup
+CONNTRACK_LOOKUPS_PER_S = 20  # beyond this many UDP queries a second, skip the lookup
 
 
 def host_upstream(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
@@ -60,6 +62,20 @@ def host_upstream(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
     except OSError:
         pass
     return ""
+
+
+def host_nameservers(resolv_conf: Path = Path("/etc/resolv.conf")) -> set[str]:
+    """Every nameserver the host's resolv.conf names (what a jail that sees the host's
+    /etc/resolv.conf sends its queries to, before the redirect)."""
+    out: set[str] = set()
+    try:
+        for line in resolv_conf.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                out.add(parts[1])
+    except OSError:
+        pass
+    return out
 
 
 def _entropy(label: str) -> float:
@@ -201,6 +217,11 @@ class Resolver:
         self.udp_port = 0
         self.tcp_port = 0
         self._foreign_seen: dict[tuple[str, int], float] = {}
+        # Where the sandbox's own lookups go: this resolver, or (when the jail sees the
+        # host's resolv.conf) the host's nameservers; both end up here. Anything else is
+        # a resolver the agent picked.
+        self.own = {(address, 53), *((ns, 53) for ns in host_nameservers())}
+        self._lookups: deque[float] = deque()
 
     # The gateway's view of what was handed out.
     def ips_for(self, name: str) -> set[str]:
@@ -253,12 +274,21 @@ class Resolver:
         client = getattr(handler, "client_address", None)
         if not client:
             return None
+        # Bounded cost: a query flood must not turn into a conntrack-table reading flood
+        # (the flood itself is what the tunnel detector reports).
+        now = time.monotonic()
+        with self._lock:
+            while self._lookups and now - self._lookups[0] > 1.0:
+                self._lookups.popleft()
+            if len(self._lookups) >= CONNTRACK_LOOKUPS_PER_S:
+                return None
+            self._lookups.append(now)
         return conntrack_original_dst((str(client[0]), int(client[1])),
                                       (self.address, self.udp_port))
 
     def _check_foreign(self, handler: Any, name: str, qtype: str) -> None:
         asked = self.asked_resolver(handler)
-        if asked is None or asked == (self.address, 53):
+        if asked is None or asked in self.own:
             return
         now = time.monotonic()
         with self._lock:

