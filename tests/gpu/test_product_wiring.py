@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Sandbox, SetupError, Store
+from sandbox import Sandbox, SetupError, Store, owners
+from sandbox.cgroups import SessionCgroup
 from sandbox.events import ListEmit
 from sandbox.gpu import FakeNvml, GpuMonitor, SessionGpu
 from sandbox.guard import build_engine
-from sandbox.profile import GpuSection, GuardSection
+from sandbox.profile import GpuSection, GuardSection, LimitsSection
 from tests.gpu.conftest import Tree
 from tests.helpers import make_workspace, procs_matching, sandbox_cli, wait_for
 
@@ -163,11 +164,6 @@ def test_orphan_sink_skips_other_supervisors_live_sessions(test_dir: Path) -> No
     """A GPU process in the cgroup of a session another supervisor process runs (live in
     the shared store) is that supervisor's to judge, not an orphan here; one in the cgroup
     of a session that has ended is an orphan naming that session."""
-    from sandbox.cgroups import SessionCgroup
-    from sandbox.profile import LimitsSection
-
-    from sandbox import owners
-
     store = Store()
     owner_pid, owner_start = owners.me()  # alive: gc leaves the stand-in sessions alone
     made: list[SessionCgroup] = []
