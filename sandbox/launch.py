@@ -30,6 +30,7 @@ import functools
 import os
 import platform
 import shutil
+import signal
 import stat
 import struct
 import termios
@@ -179,6 +180,10 @@ class Launch:
         self._prog = _SockFprog(len(code) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
 
     def __call__(self) -> None:
+        # Python ignores SIGPIPE and SIGXFSZ; the jail gets the defaults (`yes | head`
+        # ends, a write past RLIMIT_FSIZE is the kill it is everywhere else).
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
         for step in self.steps:  # cgroup join: needs root, so first
             step()
         if self.setsid:
