@@ -90,9 +90,12 @@ def search_any(patterns: Sequence[re.Pattern[str]], texts: Sequence[str]) -> str
 # `sh`, `bash -c "$(...)"`, `eval`, decoded payloads), every normalised variant of the text
 # is treated as a script too, and also kept whole.
 
-# The recorder's own shell (session.py starts it; firejail execs it): not the agent's
-# hookless shell. (Better: the guard part skipping the session's shell pid.)
+# The recorder's own shell (session.py starts it, API mode with --noediting; firejail
+# execs it): not the agent's hookless shell. Exempt by argv from `invocation` matching
+# of execs only; typed, the same text is still caught. (Better: the guard part skipping
+# the session's own shell by pid.)
 RECORDER_SHELL = ("bash", "--noprofile", "--norc", "--noediting", "-i")
+RECORDER_SHELLS = frozenset({RECORDER_SHELL, ("bash", "--noprofile", "--norc", "-i")})
 MAX_PARSE = MAX_TEXT  # characters of one command text parsed for invocations (rest cut)
 MAX_ARGV_PARSE = 16 * 1024  # characters of one exec's argv parsed (the monitor keeps 16 KiB)
 _MAX_SCRIPT_DEPTH = 4
@@ -876,7 +879,7 @@ class Rule:
                 why = self.process.match(evidence, argv_texts)
                 if why:
                     return why
-            if self.invocation and tuple(evidence.argv) != RECORDER_SHELL:
+            if self.invocation and tuple(evidence.argv) not in RECORDER_SHELLS:
                 why = search_any(self.invocation, argv_invocations(evidence.argv))
                 if why:
                     return why

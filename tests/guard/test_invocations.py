@@ -148,7 +148,8 @@ def test_surfaced_behaviour_from_exec(argv: tuple[str, ...], rule: str) -> None:
 
 def test_recorder_shell_and_plain_shells_are_not_hookless() -> None:
     """The recorder's own bash, `bash -c`, scripts and `which` (a sh script) are fine."""
-    for argv in (RECORDER_SHELL, ("bash", "-c", "make test"), ("sh", "./configure"),
+    for argv in (RECORDER_SHELL, ("bash", "--noprofile", "--norc", "-i"),
+                 ("bash", "-c", "make test"), ("sh", "./configure"),
                  ("/bin/sh", "/usr/bin/which", "ssh"), ("bash", "scripts/test.sh")):
         assert fired(ProcessExec(argv=argv, exe="/usr/bin/bash")) == {}, argv
 
