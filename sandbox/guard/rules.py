@@ -86,9 +86,11 @@ def search_any(patterns: Sequence[re.Pattern[str]], texts: Sequence[str]) -> str
 # message) are dropped, redirections are kept (`echo 1 > /proc/sys/...` is a write).
 # Commands inside a loop body (for/while/until, xargs, parallel) are yielded a second time
 # prefixed with "loop: "; pipelines of two or more commands also as one string joined by
-# " | ". When a shell or interpreter runs text it did not get literally (a pipe into
+# " | ". A quoted argument with blanks given to a program other than a shell or an
+# interpreter is one opaque word (its blanks shown as visible marks that `\s` does not
+# match). When a shell or interpreter runs text it did not get literally (a pipe into
 # `sh`, `bash -c "$(...)"`, `eval`, decoded payloads), every normalised variant of the text
-# is treated as a script too, and also kept whole.
+# is treated as a script too, and also kept whole, prefixed "payload: ".
 
 # The recorder's own shell (session.py starts it, API mode with --noediting; firejail
 # execs it): not the agent's hookless shell. Exempt by argv from `invocation` matching
@@ -111,8 +113,8 @@ _ALL_TEXT = frozenset({
     "compgen", "read", "getent", "dig", "host", "nslookup", ":", "true", "false", "test", "[",
     "[[", "let", "logger", "notify-send", "wall", "say", "figlet", "cowsay", "yes",
 })
-_PATTERN_FIRST = frozenset({"grep", "egrep", "fgrep", "zgrep", "rg", "ag", "ack", "pgrep",
-                            "sed", "ugrep", "git-grep"})
+_PATTERN_FIRST = frozenset({"grep", "egrep", "fgrep", "zgrep", "rg", "ag", "ack", "sed",
+                            "ugrep", "awk", "gawk", "mawk", "jq", "yq"})
 _PKG = frozenset({"apt", "apt-get", "dpkg", "pip", "pip3", "npm", "yarn", "brew", "dnf", "yum",
                   "apk", "conda", "cargo", "gem", "pacman", "snap", "flatpak"})
 _KEYWORDS = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "while", "until",
@@ -120,6 +122,24 @@ _KEYWORDS = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "while"
 _REDIR = re.compile(r"&?(?:>>|>&|>\||<>|<&|<<<|<<-|<<|>|<)")
 _NAME_ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\+?=)(.*)$", re.S)
 _BRACE_WORD = re.compile(r"^([^{}]*)\{([^{}\s]*,[^{}\s]*)\}([^{}]*)$")
+# A quoted argument with spaces is one word: given to a program that is not a shell or an
+# interpreter (`gh issue create --body "curl 169.254.169.254"`, `ssh host 'cat x'`) it is
+# data, so its blanks are shown as visible marks that `\s` does not match; shells and
+# interpreters get it back as it was (their code runs).
+_OPAQUE = str.maketrans({" ": "\u2423", "\t": "\u21e5", "\n": "\u21b5"})
+_CLEAR = str.maketrans({"\u2423": " ", "\u21e5": "\t", "\u21b5": "\n"})
+_BLANK = re.compile(r"\s")
+PAYLOAD = "payload: "  # prefix of text a shell or interpreter runs that it did not get literally
+
+
+def _opaque(word: str) -> str:
+    return word.translate(_OPAQUE) if _BLANK.search(word) else word
+
+
+def _clear(words: Sequence[str]) -> list[str]:
+    return [w.translate(_CLEAR) for w in words]
+
+
 _DYNAMIC = re.compile(r"\$\(|`|b64decode|base64|fromhex|unhexlify|\bxxd\b|\brev\b|"
                       r"\bexec\s*\(|\beval\b|decode\s*\(|\bopenssl\s+(?:enc|base64)")
 
@@ -426,7 +446,11 @@ class _Invocations:
                     i += 1
                     continue
                 value = _expand(value, self.env)
-                words.extend(_brace_expand(value) if kind == "w" else [value])
+                if kind == "w":  # unquoted: word splitting and brace expansion
+                    for part in value.split() or [value]:
+                        words.extend(_brace_expand(part))
+                else:
+                    words.append(_opaque(value))
             i += 1
         finish(";")
 
@@ -450,7 +474,7 @@ class _Invocations:
             m = _NAME_ASSIGN.match(words[k])
             assert m is not None
             self.add(words[k], loop)
-            self.env[m.group(1)] = m.group(3)
+            self.env[m.group(1)] = m.group(3).translate(_CLEAR)
             k += 1
         words = words[k:]
         if not words:
@@ -469,17 +493,21 @@ class _Invocations:
         the command it runs, so text dropped there (echo's words) stays dropped. Returns
         the string of the innermost command (what a pipeline shows).
         """
-        prog = os.path.basename(words[0]) or words[0]
+        first = words[0].translate(_CLEAR)
+        prog = os.path.basename(first) or first
         args = words[1:]
         if prog in ("export", "declare", "local", "typeset", "readonly"):
             for a in args:
                 m = _NAME_ASSIGN.match(a)
                 if m:
-                    self.env[m.group(1)] = m.group(3)
+                    self.env[m.group(1)] = m.group(3).translate(_CLEAR)
         inner = self._unwrap(prog, args)
         if inner is not None:
             inner_words, inner_loop = inner
             own_args = args[:len(args) - len(inner_words)] if inner_words else args
+            if prog == "find":
+                own_args = args[:next((j for j, a in enumerate(args) if a.startswith(
+                    ("-exec", "-ok"))), len(args))]
             prefix = " ".join([prog, *own_args])
             if inner_words:
                 inner_own = self.command(inner_words, redirs, depth, loop or inner_loop,
@@ -494,10 +522,13 @@ class _Invocations:
             own_args = args[:args.index(script)] if script in args else []
             own = " ".join([prog, *own_args, *redirs])
             self.add(own, loop)
+            script = script.translate(_CLEAR)
             if _DYNAMIC.search(script):
                 self.dynamic = True
             self.script(script, depth + 1, loop)
             return own
+        if _INTERP.match(prog):
+            args = _clear(args)  # the code is what runs
         own = self._own_string(prog, args, redirs)
         self.add(own, loop)
         if prog in SHELLS or _INTERP.match(prog):
@@ -592,7 +623,7 @@ class _Invocations:
                 if a in ("-u", "--unset", "-C", "--chdir") and it:
                     it.pop(0)
                 elif a in ("-S", "--split-string") and it:
-                    return it[0].split() + it[1:], False
+                    return it[0].translate(_CLEAR).split() + it[1:], False
                 elif a == "--":
                     break
             return it, False
@@ -651,7 +682,7 @@ def _invocations_cached(text: str, extra: tuple[str, ...]) -> tuple[str, ...]:
     if inv.dynamic:
         for variant in extra:
             inv.script(variant, 1)
-            inv.add(variant, False)
+            inv.add(PAYLOAD + variant, False)
     return _bounded(list(dict.fromkeys(inv.out)))
 
 
@@ -681,7 +712,7 @@ def argv_invocations(argv: Sequence[str]) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=512)
 def _argv_cached(argv: tuple[str, ...]) -> tuple[str, ...]:
     inv = _Invocations()
-    inv.command(list(argv), [], 0, False)
+    inv.command([_opaque(a) for a in argv], [], 0, False)
     return _bounded(list(dict.fromkeys(inv.out)))
 
 

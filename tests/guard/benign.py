@@ -146,6 +146,12 @@ LOOKALIKES: list[str] = [
     'tail -n 50 build.log',
     'kill -0 $! 2>/dev/null && echo running',
     "python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 & sleep 0.5; curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/; kill %1",
+    "gh issue create --title imds --body \"repro: curl http://169.254.169.254/latest/meta-data/ and echo 1 > /proc/sys/kernel/x\"",
+    "awk '/nc -e/ {print FILENAME}' scripts/*.sh",
+    "find . -name '*.sh' -exec grep -l 'bash -i >& /dev/tcp' {} +",
+    "curl -s -X POST -d '{\"text\": \"nc -e /bin/sh is a reverse shell\"}' http://127.0.0.1:8000/notes",
+    "make test ARGS='--donate-level 1 -o stratum'",
+    "ssh -o BatchMode=yes git@github.com 'echo cat /proc/1/environ' || true",
 ]
 
 # Replayed in one real session by test_benign_live.py (bounded: a subset, each with a
