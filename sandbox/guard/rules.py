@@ -532,6 +532,12 @@ class _Invocations:
         own = self._own_string(prog, args, redirs)
         self.add(own, loop)
         if prog in SHELLS or _INTERP.match(prog):
+            for r in redirs:  # a here-string is what a shell or interpreter reads and runs
+                m = re.match(r"\d*<<<(.*)", r, re.S)
+                if m and prog in SHELLS:
+                    self.script(m.group(1).translate(_CLEAR), depth + 1, loop)
+                elif m:
+                    self.add(f"{prog} - {m.group(1).translate(_CLEAR)}", loop)
             operands = [a for a in args if not a.startswith("-")]
             reads_stdin = not operands or "-s" in args or "-" in args
             if any(re.match(r"\d*<<(?!<)", r) for r in redirs):

