@@ -148,7 +148,9 @@ class _SockFprog(ctypes.Structure):
 
 
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
-_CLONE_NEWNET = 0x40000000
+_CLONE_NEWNET, _CLONE_NEWNS = 0x40000000, 0x00020000
+_MS_BIND, _MS_REC, _MS_SLAVE, _MNT_DETACH = 0x1000, 0x4000, 0x80000, 2
+ETC_NETNS = Path("/etc/netns")
 
 
 class Launch:
@@ -170,6 +172,11 @@ class Launch:
     ) -> None:
         self.agent = (agent_uid, agent_gid) if agent_uid is not None else None
         self.netns_path = f"/run/netns/{netns}" if netns else None
+        # What `ip netns exec` would bind over /etc (the session's resolv.conf).
+        self.etc_binds: list[tuple[bytes, bytes]] = []
+        if netns and (ETC_NETNS / netns).is_dir():
+            self.etc_binds = [(str(p).encode(), f"/etc/{p.name}".encode())
+                              for p in sorted((ETC_NETNS / netns).iterdir())]
         self.steps = list(steps)
         self.setsid = setsid
         self.ctty_fd = ctty_fd
@@ -178,6 +185,20 @@ class Launch:
         code = _filter_program() if self.root else b""
         self._buf = ctypes.create_string_buffer(code, len(code))
         self._prog = _SockFprog(len(code) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
+
+    def _netns_mounts(self) -> None:
+        """As `ip netns exec` does: a mount namespace of our own (slave to the host's),
+        a /sys of the new network namespace, and /etc/netns/<ns>/* over /etc."""
+        libc = self._libc
+        if libc.unshare(_CLONE_NEWNS) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+        if libc.mount(None, b"/", None, _MS_SLAVE | _MS_REC, None) != 0:
+            raise OSError(ctypes.get_errno(), "mount --make-rslave /")
+        if libc.umount2(b"/sys", _MNT_DETACH) == 0:
+            libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None)
+        for src, dst in self.etc_binds:
+            if libc.mount(src, dst, None, _MS_BIND, None) != 0:
+                raise OSError(ctypes.get_errno(), f"bind {src!r} over {dst!r}")
 
     def __call__(self) -> None:
         # Python ignores SIGPIPE and SIGXFSZ; the jail gets the defaults (`yes | head`
@@ -196,6 +217,7 @@ class Launch:
             if self._libc.setns(fd, _CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), f"setns {self.netns_path}")
             os.close(fd)
+            self._netns_mounts()
         if self.root:
             # Without CAP_SYS_ADMIN this would need no_new_privs, which would stop the
             # setuid firejail; as root it does not.

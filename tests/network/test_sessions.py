@@ -191,3 +191,19 @@ def test_honeytoken_sent_over_the_network_kills(test_dir: Path,
         assert wait_for(lambda: Store().get_session(box.id)["state"] == "killed", 3)
     finally:
         box.close()
+
+
+def test_jail_sees_the_session_resolver_and_its_own_interfaces(allow_profile: str,
+                                                                test_dir: Path) -> None:
+    """The netns is entered in the jail's child (no `ip netns exec`, red-team H1); it still
+    binds /etc/netns/<ns>/resolv.conf over /etc and mounts a /sys of the namespace."""
+    ws = make_workspace(test_dir / "w")
+    with Sandbox(profile=allow_profile, workdir=ws) as box:
+        ns = Store().get_session(box.id)["resources"]["network"]["netns"]
+        expected = (Path("/etc/netns") / ns / "resolv.conf").read_text()
+        r = box.run("cat /etc/resolv.conf; echo ---; ls /sys/class/net")
+        resolv, _, ifaces = r.output.partition("---")
+        assert resolv.strip() == expected.strip()
+        assert set(ifaces.split()) <= {"lo", "eth0"} | {i for i in ifaces.split()
+                                                          if i.startswith("sbx")}
+    assert Path("/etc/resolv.conf").read_text() != expected  # the host's is untouched
