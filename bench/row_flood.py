@@ -11,7 +11,8 @@ Record budget: a session runs `/bin/true` in a loop for a few seconds, once with
 default profile's budget and once with the budget off (`[recording]` limits set to 0).
 Store bytes/s is the size of the rows the session wrote (detail JSON, hashes, kind) per
 second; supervisor CPU is this process's CPU time over the loop (it is the supervisor:
-the store, the monitor and the rules run in it), in percent of one core.
+the store, the monitor and the rules run in it) plus the monitor's reader process's, in
+percent of one core.
 """
 
 from __future__ import annotations
@@ -156,8 +157,9 @@ def _rows_bytes(sid: str) -> tuple[int, int]:
 
 
 def _cpu() -> float:
+    """This process's CPU seconds plus the exec monitor's reader process's."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    return ru.ru_utime + ru.ru_stime + monitor().reader_cpu_s()
 
 
 def _loop_once(ctx: Ctx, profile: str, seconds: int) -> dict[str, float]:

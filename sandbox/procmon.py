@@ -1,18 +1,21 @@
-"""Every exec in a session's process tree, seen from outside the sandbox, and usage samples.
+"""Every exec in a session's process tree, seen from outside the sandbox.
 
-`ProcessMonitor` watches all registered sessions of this process with one reader thread:
+`ProcessMonitor` watches all registered sessions of this process with one reader:
 
 - **netlink** (root / CAP_NET_ADMIN): the kernel's proc connector multicasts every fork,
   exec and exit on the host. A pid belongs to a session when its parent did at fork time
   (so double-forked daemons stay attributed after they leave the tree), or when
-  /proc/<pid>/cgroup puts it in the session's cgroup (the jail's first exec). argv is
-  read from /proc right after the event, at most `proctree.ARGV_CAP` bytes of it (head
-  and tail, marked `argv_truncated`); a process already gone keeps what was read.
+  /proc/<pid>/cgroup puts it in the session's cgroup (the jail's first exec). The
+  events are read, and argv read from /proc right after each exec, by a small reader
+  process (`procreader`: it shares no GIL with the supervisor's busy threads, so a
+  process living a few milliseconds is still read in time; in-process if it cannot be
+  started). At most `proctree.ARGV_CAP` bytes of argv are kept (head and tail, marked
+  `argv_truncated`); a process already gone is marked `argv_unknown`.
 - **poll** (anyone; `force_poll=True` in tests): every `poll_interval` the tree below the
   registered root, every live known pid and the cgroup's members are listed; a new pid or
   a changed comm is an exec. Processes shorter than the interval can be missed.
 
-The reader only does bookkeeping and those few small reads: everything else (the store,
+The reader thread only does bookkeeping: everything else (the store,
 the guard's rules) runs on a small pool of delivery threads. Each session has its own
 bounded queue, and the pool serves sessions round-robin, one event at a time, never two
 threads on one session (its events stay in order): an exec flood in one session delays
@@ -33,30 +36,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import select
 import socket
-import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import proctree
+from . import procreader, proctree
 from .cgroups import SessionCgroup
 from .events import Emit
+from .procreader import EV_EXEC, EV_FORK, parse, subscribe
 from .proctree import ProcInfo
 
 EmitFor = Callable[[str], Emit | None]  # session_id -> that session's Emit
 OnExec = Callable[[str, ProcInfo], None]  # (session_id, info), e.g. feeds the guard
 
-NETLINK_CONNECTOR = 11
-CN_IDX_PROC = 1
-PROC_CN_MCAST_LISTEN = 1
-EV_FORK, EV_EXEC, EV_EXIT = 0x1, 0x2, 0x80000000
-_NLMSG = struct.Struct("=IHHII")
-_CNMSG = struct.Struct("=IIIIHH")
-_EVHDR = struct.Struct("=IIQ")
-_DATA_OFF = _NLMSG.size + _CNMSG.size + _EVHDR.size  # union proc_event.event_data
 MAX_KNOWN = 100_000  # per session: a fork bomb must not grow the supervisor without bound
 WORKERS = 4  # delivery threads shared by all sessions (one session uses one at a time)
 REPORT_EVERY_S = 1.0  # proc.lost / record.dropped: at most this often per session
@@ -160,26 +159,40 @@ def _cgroup_paths(pid: int) -> list[str]:
 def netlink_available() -> tuple[bool, str]:
     """Whether the proc connector can be subscribed to (root / CAP_NET_ADMIN)."""
     try:
-        sock = _subscribe()
+        sock = subscribe()
     except OSError as e:
         return False, f"proc connector unavailable ({e}); polling instead"
     sock.close()
     return True, "proc connector"
 
 
-def _subscribe() -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+def _info_from(fields: list[object] | tuple[object, ...] | None
+               ) -> Callable[[], ProcInfo] | None:
+    if not fields:
+        return None
+    return lambda: ProcInfo(*fields)
+
+
+def _spawn_reader() -> subprocess.Popen[bytes] | None:
+    """The reader child process (see `procreader`), subscribed; None if it cannot be."""
     try:
-        with contextlib.suppress(OSError):  # a big buffer rides out fork storms
-            sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE
-        sock.bind((0, CN_IDX_PROC))
-        op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
-        cn = _CNMSG.pack(CN_IDX_PROC, 1, 0, 0, len(op), 0) + op
-        sock.send(_NLMSG.pack(_NLMSG.size + len(cn), 3, 0, 0, 0) + cn)  # 3 = NLMSG_DONE
+        child = subprocess.Popen(
+            [sys.executable, "-I", procreader.__file__, str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            close_fds=True)
     except OSError:
-        sock.close()
-        raise
-    return sock
+        return None
+    assert child.stdout is not None
+    buf = bytearray()
+    ready, _, _ = select.select([child.stdout], [], [], 5.0)
+    if ready:
+        buf += os.read(child.stdout.fileno(), 65536)
+    first = next(procreader.frames(buf), None)
+    if first == ("OK",) and not buf:
+        return child
+    child.kill()
+    child.wait()
+    return None
 
 
 class ProcessMonitor:
@@ -187,7 +200,7 @@ class ProcessMonitor:
 
     def __init__(self, emit_for_session: EmitFor | None = None, on_exec: OnExec | None = None,
                  *, poll_interval: float = 0.05, force_poll: bool = False,
-                 workers: int = WORKERS) -> None:
+                 workers: int = WORKERS, reader_process: bool = True) -> None:
         self.emit_for_session = emit_for_session
         self.on_exec = on_exec
         self.poll_interval = poll_interval
@@ -209,6 +222,11 @@ class ProcessMonitor:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sock: socket.socket | None = None
+        self.reader_process = reader_process
+        self._child: subprocess.Popen[bytes] | None = None
+        self._sync_sent = 0
+        self._synced = 0
+        self._sync_cv = threading.Condition()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -216,11 +234,14 @@ class ProcessMonitor:
         if self._threads:
             return self
         if not self.force_poll:
-            with contextlib.suppress(OSError):
-                self._sock = _subscribe()
-                self._sock.settimeout(0.2)
-        self.mode = "netlink" if self._sock else "poll"
-        reader = self._netlink_loop if self._sock else self._poll_loop
+            self._child = _spawn_reader() if self.reader_process else None
+            if self._child is None:  # in-process fallback: same events, the GIL shared
+                with contextlib.suppress(OSError):
+                    self._sock = subscribe()
+                    self._sock.settimeout(0.2)
+        self.mode = "netlink" if self._child or self._sock else "poll"
+        reader = (self._pipe_loop if self._child else
+                  self._netlink_loop if self._sock else self._poll_loop)
         self._threads = [threading.Thread(target=reader, name="sandbox-procmon", daemon=True)]
         self._threads += [
             threading.Thread(target=self._worker, name=f"sandbox-procmon-out{i}", daemon=True)
@@ -233,8 +254,20 @@ class ProcessMonitor:
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(OSError):
+                assert child.stdin is not None
+                child.stdin.close()  # the reader exits on EOF
+            try:
+                child.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
         for t in self._threads:
             t.join(timeout=2)
+        if child is not None and child.stdout is not None:
+            child.stdout.close()
         if self._sock is not None:
             self._sock.close()
 
@@ -267,6 +300,7 @@ class ProcessMonitor:
             tr = self._sessions.get(session_id)
         if tr is None:
             return
+        self._sync(0.5)
         self._wait_idle([tr], 1.0)
         with self._lock:
             self._sessions.pop(session_id, None)
@@ -294,6 +328,18 @@ class ProcessMonitor:
         with self._lock:
             tr = self._sessions.get(session_id)
             return list(tr.known.values()) if tr else []
+
+    def reader_cpu_s(self) -> float:
+        """CPU seconds the reader process has used (0 without one): supervisor cost too."""
+        child = self._child
+        if child is None:
+            return 0.0
+        try:
+            with open(f"/proc/{child.pid}/stat", "rb") as fh:
+                fields = fh.read().rpartition(b")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
 
     def stats(self, session_id: str) -> dict[str, float]:
         """Delivery figures of a live session: CPU seconds used, events queued, lost."""
@@ -354,6 +400,69 @@ class ProcessMonitor:
 
     # -- netlink ------------------------------------------------------------------------
 
+    def _pipe_loop(self) -> None:
+        """Apply the reader process's frames (see `procreader`) as they come."""
+        child = self._child
+        assert child is not None and child.stdout is not None
+        fd = child.stdout.fileno()
+        buf = bytearray()
+        while not self._stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except OSError:
+                chunk = b""
+            if not chunk:  # the reader died: events from now on are not seen
+                if not self._stop.is_set():
+                    self._overrun()
+                    self._reader_died()
+                return
+            buf += chunk
+            for rec in procreader.frames(buf):
+                kind = rec[0]
+                if kind == "F":
+                    self._on_fork(rec[1], rec[2])
+                elif kind == "E":
+                    self._on_exec(rec[1], _info_from(rec[2]))
+                elif kind == "X":
+                    self._on_exit(rec[1])
+                elif kind == "L":
+                    self._overrun()
+                elif kind == "S":
+                    with self._sync_cv:
+                        self._synced = max(self._synced, rec[1])
+                        self._sync_cv.notify_all()
+
+    def _reader_died(self) -> None:
+        """Fall back to reading the proc connector in this process."""
+        with contextlib.suppress(OSError):
+            self._sock = subscribe()
+            self._sock.settimeout(0.2)
+            self._child = None
+            threading.Thread(target=self._netlink_loop, name="sandbox-procmon",
+                             daemon=True).start()
+
+    def _sync(self, timeout: float) -> None:
+        """Wait until the reader process has handed over every event the kernel queued
+        before now (a no-op in-process: events are read as they come)."""
+        child = self._child
+        if child is None or child.stdin is None:
+            return
+        with self._sync_cv:
+            self._sync_sent += 1
+            token = self._sync_sent
+        try:
+            child.stdin.write(f"{token}\n".encode())
+            child.stdin.flush()
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + timeout
+        with self._sync_cv:
+            while self._synced < token and time.monotonic() < deadline:
+                self._sync_cv.wait(max(0.0, min(0.05, deadline - time.monotonic())))
+
     def _netlink_loop(self) -> None:
         assert self._sock is not None
         while not self._stop.is_set():
@@ -368,7 +477,13 @@ class ProcessMonitor:
                 if self._stop.is_set():
                     return
                 raise
-            self._handle(data)
+            for what, a, b in parse(data):
+                if what == EV_FORK:
+                    self._on_fork(a, b)
+                elif what == EV_EXEC:
+                    self._on_exec(a, None)
+                else:
+                    self._on_exit(a)
 
     def _overrun(self) -> None:
         """Events were lost and nobody knows whose: every live session is told (in
@@ -381,34 +496,25 @@ class ProcessMonitor:
             self._rescan_wanted = True
             self._cv.notify()
 
-    def _handle(self, data: bytes) -> None:
-        off = 0
-        while off + _DATA_OFF <= len(data):
-            length = _NLMSG.unpack_from(data, off)[0]
-            what = _EVHDR.unpack_from(data, off + _NLMSG.size + _CNMSG.size)[0]
-            at = off + _DATA_OFF
-            if what == EV_FORK:
-                ppid, _ptgid, child, child_tgid = struct.unpack_from("=4I", data, at)
-                if child == child_tgid:  # a process, not a thread
-                    with self._lock:
-                        sid = self._owner.get(ppid)
-                        if sid is not None and sid in self._sessions:
-                            self._adopt(self._sessions[sid], child)
-            elif what == EV_EXEC:
-                pid = struct.unpack_from("=I", data, at + 4)[0]
-                with self._lock:
-                    tr = self._attribute(pid) if self._sessions else None
-                if tr is not None:
-                    self._record(tr, proctree.info(pid), "netlink")
-            elif what == EV_EXIT:
-                pid, tgid = struct.unpack_from("=2I", data, at)
-                if pid == tgid:
-                    with self._lock:
-                        sid = self._owner.pop(pid, None)
-                        if sid is not None and sid in self._sessions:
-                            self._sessions[sid].live.discard(pid)
-                            self._sessions[sid].seen.pop(pid, None)
-            off += max(length + 3 & ~3, _DATA_OFF)
+    def _on_fork(self, ppid: int, child: int) -> None:
+        with self._lock:
+            sid = self._owner.get(ppid)
+            if sid is not None and sid in self._sessions:
+                self._adopt(self._sessions[sid], child)
+
+    def _on_exec(self, pid: int, info: Callable[[], ProcInfo] | None) -> None:
+        """`info` is what the reader process read at the exec; None: read it now."""
+        with self._lock:
+            tr = self._attribute(pid) if self._sessions else None
+        if tr is not None:
+            self._record(tr, info() if info is not None else proctree.info(pid), "netlink")
+
+    def _on_exit(self, pid: int) -> None:
+        with self._lock:
+            sid = self._owner.pop(pid, None)
+            if sid is not None and sid in self._sessions:
+                self._sessions[sid].live.discard(pid)
+                self._sessions[sid].seen.pop(pid, None)
 
     def _rescan(self) -> None:
         with self._lock:
@@ -595,5 +701,7 @@ class ProcessMonitor:
                 self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def drain(self, timeout: float = 2.0) -> None:
-        """Wait until queued events are delivered (tests, session end)."""
-        self._wait_idle(None, timeout)
+        """Wait until the events the kernel has queued so far are delivered (tests)."""
+        deadline = time.monotonic() + timeout
+        self._sync(timeout)
+        self._wait_idle(None, max(0.0, deadline - time.monotonic()))

@@ -48,10 +48,13 @@ class ProcInfo:
 
     def detail(self) -> dict[str, Any]:
         """The `proc.exec` event detail (JSON-able); `argv_truncated` and `argv_bytes`
-        only when argv was cut."""
+        only when argv was cut, `argv_unknown` when it could not be read (the process
+        was gone: it lived shorter than the monitor's reaction time)."""
         out = asdict(self)
         if not self.argv_truncated:
             del out["argv_truncated"], out["argv_bytes"]
+        if not self.argv:  # gone before it could be read: say so, do not look empty
+            out["argv_unknown"] = True
         return out
 
 
@@ -117,13 +120,21 @@ def _split(raw: bytes) -> list[str]:
     return [a.decode("utf-8", "replace") for a in parts]
 
 
-def read_argv(pid: int, cap: int = ARGV_CAP, total: int = 0) -> tuple[list[str], int, bool]:
+def _argv_size(pid: int) -> int:
+    """arg_end - arg_start (stat fields 48, 49): the size of argv; 0 when unknown."""
+    st = _stat_fields(pid)
+    try:
+        return int(st[1][46]) - int(st[1][45]) if st else 0
+    except (IndexError, ValueError):
+        return 0
+
+
+def read_argv(pid: int, cap: int = ARGV_CAP) -> tuple[list[str], int, bool]:
     """(argv, size in bytes, truncated) with at most `cap` bytes read from /proc.
 
     Over the cap, argv is the first and last `cap // 2` bytes with a marker element
-    between (`...[N bytes cut]...`); the arguments at the cut are partial. `total` is the
-    size from /proc/<pid>/stat (arg_end - arg_start) when the caller has it: without it
-    only the head is kept.
+    between (`...[N bytes cut]...`); the arguments at the cut are partial. The common
+    case is one open and one read: the process may be about to exit.
     """
     try:
         fd = os.open(f"{PROC}/{pid}/cmdline", os.O_RDONLY)
@@ -135,6 +146,7 @@ def read_argv(pid: int, cap: int = ARGV_CAP, total: int = 0) -> tuple[list[str],
             return _split(head), len(head), False
         half = cap // 2
         head = head[:cap - half]
+        total = _argv_size(pid)
         size = max(total, cap + 1)
         tail = os.pread(fd, half, max(len(head), total - half)) if total > cap else b""
     except OSError:
@@ -156,21 +168,20 @@ def uid_of(pid: int) -> int:
 
 
 def info(pid: int, comm: str = "") -> ProcInfo:
-    """Everything readable about `pid` now; `comm` is the fallback when it is already gone."""
-    st = _stat_fields(pid)
-    fields = st[1] if st else []
-    try:  # arg_start, arg_end (stat fields 48, 49): where the tail of a long argv is
-        total = int(fields[46]) - int(fields[45])
-    except (IndexError, ValueError):
-        total = 0
-    argv, size, cut = read_argv(pid, total=total)
+    """Everything readable about `pid` now; `comm` is the fallback when it is already gone.
+
+    argv first: it is what a short-lived process loses first (at exit), and what rules
+    need most."""
+    argv, size, cut = read_argv(pid)
     try:
         exe = os.readlink(f"{PROC}/{pid}/exe")
     except OSError:
         exe = ""
+    st = _stat_fields(pid)
     if st is None:
         return ProcInfo(pid=pid, ppid=-1, argv=argv, exe=exe, comm=comm, argv_bytes=size,
                         argv_truncated=cut)
+    fields = st[1]
     return ProcInfo(
         pid=pid, ppid=int(fields[1]) if len(fields) > 1 else -1, argv=argv, exe=exe,
         comm=st[0] or comm, uid=uid_of(pid), start=fields[19] if len(fields) > 19 else "",

@@ -87,7 +87,10 @@ def test_flood_in_one_session_does_not_blind_another(test_dir: Path) -> None:
         output = ""
         with contextlib.suppress(SandboxError):  # SessionClosed: killed while it ran
             output = b.run("./a1.sh", timeout=30).output
-        assert wait_for(lambda: b.state == "killed", 10), (b.state, output)
+        killed = wait_for(lambda: b.state == "killed", 10)
+        assert killed, (b.state, output, [
+            (e["kind"], e["detail"].get("argv") or e["detail"]) for e in
+            _events(b.id, "proc.exec", "proc.lost", "guard.verdict")][-8:])
         took = time.monotonic() - t0
         assert "survived" not in output
         assert took < 20, took  # before the script's sleep ended (not a latency figure)
