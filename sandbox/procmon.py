@@ -187,8 +187,7 @@ def _spawn_reader() -> subprocess.Popen[bytes] | None:
     ready, _, _ = select.select([child.stdout], [], [], 5.0)
     if ready:
         buf += os.read(child.stdout.fileno(), 65536)
-    first = next(procreader.frames(buf), None)
-    if first == ("OK",) and not buf:
+    if procreader.frames(buf) == [("OK",)] and not buf:
         return child
     child.kill()
     child.wait()

@@ -90,16 +90,18 @@ def frame(record: tuple[Any, ...]) -> bytes:
     return _FRAME.pack(len(body)) + body
 
 
-def frames(buf: bytearray) -> Iterator[tuple[Any, ...]]:
+def frames(buf: bytearray) -> list[tuple[Any, ...]]:
     """Decode and remove the complete frames at the start of `buf`."""
+    out = []
     off = 0
     while len(buf) - off >= _FRAME.size:
         n = _FRAME.unpack_from(buf, off)[0]
         if len(buf) - off - _FRAME.size < n:
             break
-        yield marshal.loads(bytes(buf[off + _FRAME.size:off + _FRAME.size + n]))
+        out.append(marshal.loads(bytes(buf[off + _FRAME.size:off + _FRAME.size + n])))
         off += _FRAME.size + n
     del buf[:off]
+    return out
 
 
 # -- the child process --------------------------------------------------------------------
@@ -127,6 +129,20 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(0)
 
 
+def _run_first() -> None:
+    """Wake before the jailed processes do: they may live for a millisecond, and under a
+    CPU-bound flood a normal task waits its turn for longer. The lowest real-time
+    priority (the work per event is small and bounded, and the kernel keeps 5 % of
+    every CPU for other tasks), else the highest nice value."""
+    if os.environ.get("SANDBOX_READER_PLAIN"):
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (OSError, AttributeError):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, -10)
+
+
 def _write(out: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -146,6 +162,7 @@ def main() -> int:
         _write(out, frame(("ERR", f"proc connector unavailable ({e})")))
         return 2
     pt = _proctree()
+    _run_first()
     _write(out, frame(("OK",)))
 
     def events(data: bytes) -> bytes:
