@@ -265,3 +265,45 @@ def test_windows_still_find_what_long_texts_hide() -> None:
     top = engine.evaluate(cut)
     assert top and top[0].rule_id == "tunnels.ssh_forward" and top[0].action == "kill"
     assert top[0].evidence["argv_truncated"] is True
+
+
+def test_kernel_overrun_is_told_to_every_live_session(
+        procs: list[subprocess.Popen[bytes]]) -> None:
+    """ENOBUFS names no session: every live one records proc.lost (netlink_overrun)."""
+    emits = {"s-o1": ListEmit(), "s-o2": ListEmit()}
+    mon = ProcessMonitor()
+    try:
+        for sid, emit in emits.items():
+            p = subprocess.Popen(["sleep", "30"])
+            procs.append(p)
+            mon.register(sid, p.pid, emit=emit)
+        mon._overrun()  # what the reader does on ENOBUFS
+        assert wait_for(lambda: all(e.of_kind("proc.lost") for e in emits.values()), 5)
+    finally:
+        mon.stop()
+    for emit in emits.values():
+        d = emit.of_kind("proc.lost")[0]["detail"]
+        assert d["netlink_overrun"] == 1 and d["lost"] == 1
+
+
+def test_short_lived_execs_keep_their_argv(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Processes that live about a millisecond are read in time (the reader process runs
+    first); one that is gone anyway says argv_unknown instead of looking empty."""
+    emit = ListEmit()
+    tag = f"quick-{uuid.uuid4().hex[:8]}"
+    mon = ProcessMonitor()
+    try:
+        p = _burst(100, tag)
+        procs.append(p)
+        mon.register("s-quick", p.pid, emit=emit)
+        assert mon.mode == "netlink" and mon._child is not None  # the reader process
+        assert p.stdin is not None
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        p.wait(timeout=20)
+        mon.drain(timeout=10)
+    finally:
+        mon.stop()
+    execs = [e["detail"] for e in emit.of_kind("proc.exec")]
+    assert all(d["argv"] or d.get("argv_unknown") for d in execs)
+    assert sum(1 for d in execs if tag in d["argv"]) >= 90
