@@ -158,13 +158,13 @@ def read_argv(pid: int, cap: int = ARGV_CAP) -> tuple[list[str], int, bool]:
 
 
 def uid_of(pid: int) -> int:
+    """The real uid (first of the `Uid:` line of /proc/<pid>/status); -1 when gone."""
     try:
-        for line in _read(f"{PROC}/{pid}/status").splitlines():
-            if line.startswith(b"Uid:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return -1
+        raw = _read(f"{PROC}/{pid}/status")
+        at = raw.index(b"\nUid:") + 5
+        return int(raw[at:raw.index(b"\t", at + 1)])
+    except (OSError, ValueError):
+        return -1
 
 
 def info(pid: int, comm: str = "") -> ProcInfo:
