@@ -4,8 +4,9 @@ Detection under a flood: a `strict` session B runs a script that writes the time
 then runs `ssh -o BatchMode=yes -R 1:127.0.0.1:1 x` (a script, so the text check does not
 see it: the exec monitor has to). The figure is from that timestamp to B's session.end
 (killed by tunnels.ssh_forward). Each round measures it once with nothing else running
-(baseline) and once while another session A runs the red team's flood.py (fork+exec
-`sh -c 'sleep 0.05'` with 15 x 131000 bytes of arguments, 8 at a time), interleaved.
+(baseline), once while another session A runs the red team's flood.py (fork+exec
+`sh -c 'sleep 0.05'` with 15 x 131000 bytes of arguments, 8 at a time), and once with
+the flood running in B itself (the red team's a2.sh), interleaved.
 
 Record budget: a session runs `/bin/true` in a loop for a few seconds, once with the
 default profile's budget and once with the budget off (`[recording]` limits set to 0).
@@ -72,10 +73,16 @@ def _put(ctx: Ctx, ws: Path, name: str, text: str) -> None:
         os.chown(path, ctx.agent_uid, ctx.agent_gid)
 
 
-def _detect_once(ctx: Ctx) -> float | str:
-    """Seconds from the script's timestamp (just before ssh) to B's session.end."""
+def _detect_once(ctx: Ctx, self_flood: bool = False) -> float | str:
+    """Seconds from the script's timestamp (just before ssh) to B's session.end; with
+    `self_flood`, B itself runs the flood first (the red team's a2.sh)."""
     ws = ctx.workspace()
-    _put(ctx, ws, "a1.sh", SSH_R)
+    script = SSH_R
+    if self_flood:
+        _put(ctx, ws, "flood.py", FLOOD_PY)
+        script = (f"#!/bin/sh\npython3 flood.py {FLOOD_S} >/dev/null 2>&1 &\nsleep 2\n"
+                  + SSH_R.partition("\n")[2])
+    _put(ctx, ws, "a1.sh", script)
     sb = Sandbox(profile="strict", workdir=ws)
     try:
         sb.start()
@@ -101,6 +108,8 @@ def _detect(ctx: Ctx, row: Row) -> None:
     goal = Goal("<= 1 s", lambda v: v <= 1000.0, on="value")
     base_name = "B alone: `ssh -R` exec to session killed (strict)"
     name = "B while A floods (15 x 131000-byte argv, 8 at a time)"
+    self_name = "B while B itself floods (the same flood, started 2 s before)"
+    own: list[float] = []
     base: list[float] = []
     flood: list[float] = []
     why: dict[str, str] = {}
@@ -128,6 +137,11 @@ def _detect(ctx: Ctx, row: Row) -> None:
             else:
                 flood.append(res * MS)
             a.run("wait", timeout=60)
+            res = _detect_once(ctx, self_flood=True)
+            if isinstance(res, str):
+                why[self_name] = res
+            else:
+                own.append(res * MS)
             with contextlib.suppress(OSError, ValueError):
                 execs += int((ws_a / "flood.out").read_text().split()[-1])
             i += 1
@@ -141,6 +155,8 @@ def _detect(ctx: Ctx, row: Row) -> None:
             unavailable(base_name, "ms", why.get(base_name, "no sample")))
     row.add(Line(name, "ms", stat(flood), baseline=base_name, goal=goal) if flood else
             unavailable(name, "ms", why.get(name, "no sample"), goal=goal))
+    row.add(Line(self_name, "ms", stat(own), baseline=base_name, goal=goal) if own else
+            unavailable(self_name, "ms", why.get(self_name, "no sample"), goal=goal))
     row.notes.append(
         f"A's flood: {execs} execs of ~1.97 MB argv in {i} x {FLOOD_S} s; A recorded "
         f"{truncated} proc.exec rows cut to 16 KiB and {lost} execs lost (proc.lost: its "

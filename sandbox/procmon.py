@@ -19,7 +19,9 @@ The reader thread only does bookkeeping: everything else (the store,
 the guard's rules) runs on a small pool of delivery threads. Each session has its own
 bounded queue, and the pool serves sessions round-robin, one event at a time, never two
 threads on one session (its events stay in order): an exec flood in one session delays
-that session's own events, not another's. A session's delivery CPU (store + rules) is
+that session's own events, not another's; within a session, execs of programs the rules
+name and execs with small argv are served before big ones (`_lane`). A session's
+delivery CPU (store + rules) is
 metered against `Budget.cpu_percent`; over it, the session waits for its share and its
 queue fills.
 
@@ -124,7 +126,9 @@ class _Tracked:
     seen: dict[int, tuple[str, str]] = field(default_factory=dict)  # pid -> (start, comm)
     ever: set[int] = field(default_factory=set)  # every pid adopted, forks without exec too
     # -- delivery (under the monitor's lock) --
-    queue: deque[tuple[ProcInfo, str]] = field(default_factory=deque)
+    lanes: tuple[deque[tuple[ProcInfo, str]], ...] = field(
+        default_factory=lambda: (deque(), deque(), deque()))  # see `_lane`
+    urgent: frozenset[str] = frozenset()  # program names rules look for (ssh, nc, ...)
     scheduled: bool = False  # in the ready queue or being delivered by a worker
     paused_until: float = 0.0  # over its CPU budget until then
     lost: Counter[str] = field(default_factory=Counter)  # not yet reported in proc.lost
@@ -139,12 +143,35 @@ class _Tracked:
     cpu: _Bucket = field(default_factory=lambda: _Bucket(0, 0))
     cpu_used: float = 0.0  # seconds of delivery CPU so far (bench, tests)
 
+    def queued(self) -> int:
+        return sum(len(lane) for lane in self.lanes)
+
     def set_budget(self, budget: Budget) -> None:
         self.budget = budget
         self.events = _Bucket(budget.events_per_s, budget.events_per_s)
         self.bytes = _Bucket(budget.bytes_per_s, budget.bytes_per_s)
         rate = budget.cpu_percent / 100.0
         self.cpu = _Bucket(rate, max(rate, 0.25))
+
+
+SMALL_ARGV = 512  # bytes: judging an exec this small costs about a millisecond at most
+
+
+def _lane(tr: _Tracked, info: ProcInfo) -> int:
+    """Which of the session's queues an exec waits in; lower lanes are served first.
+
+    0: programs the rules name (`ssh`, `nc`, miners: set by the guard), 1: small argv,
+    2: the rest. A flood of big argv (costly to judge) then never delays a small exec,
+    and a flood of small ones never delays `ssh`; each lane is bounded on its own.
+    """
+    if tr.urgent:
+        names = {info.comm, os.path.basename(info.exe)}
+        if info.argv:
+            names.add(os.path.basename(info.argv[0]))
+        if names & tr.urgent:
+            return 0
+    size = info.argv_bytes or sum(len(a) + 1 for a in info.argv)
+    return 1 if size <= SMALL_ARGV else 2
 
 
 def _cgroup_paths(pid: int) -> list[str]:
@@ -306,10 +333,19 @@ class ProcessMonitor:
             for pid in tr.live:
                 if self._owner.get(pid) == session_id:
                     del self._owner[pid]
-            if tr.queue:
-                tr.lost["unregistered"] += len(tr.queue)
-                tr.queue.clear()
+            if tr.queued():
+                tr.lost["unregistered"] += tr.queued()
+                tr.lost_total += tr.queued()
+                for lane in tr.lanes:
+                    lane.clear()
         self._report(tr, time.monotonic(), force=True)
+
+    def set_urgent(self, session_id: str, names: frozenset[str]) -> None:
+        """Program names whose execs a session's rules judge first (see `_lane`)."""
+        with self._lock:
+            tr = self._sessions.get(session_id)
+            if tr is not None:
+                tr.urgent = frozenset(names)
 
     def known_pids(self, session_id: str) -> set[int]:
         """Every pid seen in the session so far (live or exited, exec'd or only forked)."""
@@ -346,7 +382,7 @@ class ProcessMonitor:
             tr = self._sessions.get(session_id)
             if tr is None:
                 return {}
-            return {"cpu_s": tr.cpu_used, "queued": len(tr.queue), "lost": tr.lost_total}
+            return {"cpu_s": tr.cpu_used, "queued": tr.queued(), "lost": tr.lost_total}
 
     # -- bookkeeping (under the lock) ---------------------------------------------------
 
@@ -384,15 +420,16 @@ class ProcessMonitor:
                 tr.known[info.pid] = info
             if tr.session_id not in self._sessions:
                 return
-            if len(tr.queue) >= tr.budget.queue:
+            lane = tr.lanes[_lane(tr, info)]
+            if len(lane) >= tr.budget.queue:
                 tr.lost["queue_full"] += 1
                 tr.lost_total += 1
                 return
-            tr.queue.append((info, source))
+            lane.append((info, source))
             self._schedule(tr, time.monotonic())
 
     def _schedule(self, tr: _Tracked, now: float) -> None:
-        if not tr.scheduled and tr.queue and tr.paused_until <= now:
+        if not tr.scheduled and tr.queued() and tr.paused_until <= now:
             tr.scheduled = True
             self._ready.append(tr.session_id)
             self._cv.notify()
@@ -587,8 +624,8 @@ class ProcessMonitor:
                         break
                     if self._ready:
                         tr = self._sessions.get(self._ready.popleft())
-                        if tr is not None and tr.queue:
-                            item = tr.queue.popleft()
+                        if tr is not None and tr.queued():
+                            item = next(lane for lane in tr.lanes if lane).popleft()
                             break
                         if tr is not None:
                             tr.scheduled = False
@@ -694,7 +731,7 @@ class ProcessMonitor:
         with self._idle:
             while time.monotonic() < deadline:
                 pending = sessions if sessions is not None else list(self._sessions.values())
-                if not any(tr.queue or tr.scheduled for tr in pending) and (
+                if not any(tr.queued() or tr.scheduled for tr in pending) and (
                         sessions is not None or not self._busy):
                     return
                 self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))

@@ -104,6 +104,11 @@ class Engine:
         self._quiet: OrderedDict[tuple[object, ...], None] = OrderedDict()
         self._quiet_lock = threading.Lock()
 
+    def process_names(self) -> frozenset[str]:
+        """Program names process rules look for (`ssh`, `nc`, miners): the exec monitor
+        judges their execs before others when a session floods it."""
+        return frozenset(n for r in self.rules if r.process for n in r.process.exe)
+
     def rule(self, rule_id: str) -> Rule:
         return self._by_id[rule_id]
 

@@ -58,7 +58,8 @@ class GuardPart(Part):
         self.engine = build_engine(self.session.profile.guard, honeytokens=self.tokens)
         procs = self.session.hooks.part("procs")
         if procs is not None:
-            procs.on_exec(self._on_exec)  # type: ignore[attr-defined]
+            procs.on_exec(  # type: ignore[attr-defined]
+                self._on_exec, urgent=self.engine.process_names())
         return spec
 
     def _plant(self, spec: JailSpec) -> JailSpec:

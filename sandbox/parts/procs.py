@@ -51,8 +51,11 @@ class ProcsPart(Part):
     def jail_started(self, jail_pid: int) -> None:
         monitor().register(self.session.id, jail_pid)
 
-    def on_exec(self, fn: Callable[[ProcInfo], None]) -> None:
+    def on_exec(self, fn: Callable[[ProcInfo], None],
+                urgent: frozenset[str] = frozenset()) -> None:
+        """`fn` judges every exec; execs of the `urgent` program names go first."""
         _on_exec[self.session.id] = fn
+        monitor().set_urgent(self.session.id, urgent)
 
     def known_pids(self) -> set[int]:
         return monitor().known_pids(self.session.id)

@@ -105,6 +105,26 @@ def test_flood_in_one_session_does_not_blind_another(test_dir: Path) -> None:
         a.close()
 
 
+def test_flood_in_the_same_session_does_not_hide_ssh(test_dir: Path) -> None:
+    """The red team's a2.sh: a strict session floods itself, then runs `ssh -R`: the
+    exec of a program the rules name is judged before the flood's backlog."""
+    ws = make_workspace(test_dir / "w")
+    _write(ws, "flood.py", FLOOD_PY)
+    _write(ws, "a2.sh", "#!/bin/bash\npython3 flood.py 8 >/dev/null 2>&1 & sleep 3\n"
+                        + SSH_R.partition("\n")[2] + "wait\n")
+    b = Sandbox(profile="strict", workdir=ws)
+    output = ""
+    try:
+        b.start()
+        with contextlib.suppress(SandboxError):  # SessionClosed: killed while it ran
+            output = b.run("./a2.sh", timeout=40).output
+        assert wait_for(lambda: b.state == "killed", 10), (b.state, output)
+        assert "survived" not in output
+        assert "tunnels.ssh_forward" in str(b._session.reason)
+    finally:
+        b.close()
+
+
 def test_oversized_argv_is_recorded_cut_and_marked(sb: Sandbox) -> None:
     """One exec with ~100 kB of argv: head and tail kept (<= 16 KiB), the cut marked, the
     real size said; an argument after the cut is still there for the rules."""
