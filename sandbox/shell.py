@@ -300,6 +300,11 @@ class _Collect:
             self.flag(FORGED, "an end marker arrived before the command started: an "
                       "earlier command's end was forged", marker=mk.raw.decode(errors="replace"))
             return
+        if num is None:  # not bash's (bash always prints its command number): output
+            self.flag(FORGED, "a malformed end marker in the command's output",
+                      marker=mk.raw.decode(errors="replace"))
+            self.text(mk.raw)
+            return
         for why in problems:
             self.flag(HOOKS, why)
         if self.phase == "body":
@@ -739,8 +744,9 @@ class InteractiveParser:
 
     def _on_d(self, fields: list[bytes], raw: bytes) -> None:
         code, num, _token, problems = parse_d(fields)
-        for why in problems:
-            self.tamper(HOOKS, why)
+        if num is not None:  # a malformed D is not bash's: reported as forged below
+            for why in problems:
+                self.tamper(HOOKS, why)
         if self.capture is None:
             if num is not None and self.last_num is None:
                 self.last_num = num  # the first prompt
