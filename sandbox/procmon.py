@@ -79,7 +79,8 @@ class Budget:
     """Supervisor CPU for delivering the session's events (store and rules), percent of
     one core; beyond, the session waits for its share and its queue fills."""
     queue: int = 512
-    """Events waiting per session; beyond, they are lost and counted in `proc.lost`."""
+    """Events waiting per session and lane (a quarter of it for big argv); beyond, they
+    are lost and counted in `proc.lost`."""
 
 
 class _Bucket:
@@ -420,8 +421,10 @@ class ProcessMonitor:
                 tr.known[info.pid] = info
             if tr.session_id not in self._sessions:
                 return
-            lane = tr.lanes[_lane(tr, info)]
-            if len(lane) >= tr.budget.queue:
+            which = _lane(tr, info)
+            lane = tr.lanes[which]
+            # big argv: a quarter of the room (each costs up to ~0.1 s to judge)
+            if len(lane) >= (tr.budget.queue if which < 2 else max(1, tr.budget.queue // 4)):
                 tr.lost["queue_full"] += 1
                 tr.lost_total += 1
                 return
