@@ -68,9 +68,10 @@ _PARTIAL_RE = re.compile(
 _READ = 65536
 _BACKGROUND_CAP = 65536  # bytes of between-command output kept per command
 # What a recorder-hook change attempt prints (bash's own error messages).
+# (Setting PS1 or PROMPT_COMMAND fails too, but tools such as conda do it innocently.)
 _HOOK_ATTEMPT_RE = re.compile(
-    rb"\b(?:__sbx_\w+|PS[012]|PROMPT_COMMAND)[:=][^\n]{0,40}?(?:readonly (?:function|variable)"
-    rb"|cannot unset)|\benable: command not found"
+    rb"\b__sbx_\w+[:=][^\n]{0,40}?(?:readonly (?:function|variable)|cannot unset)"
+    rb"|\benable: command not found"
 )
 
 # A command whose last simple command is `exit` / `logout` (not `echo exit`, `(exit 3)`).
@@ -134,8 +135,7 @@ class Marker:
 def parse_d(fields: list[bytes]) -> tuple[int | None, int | None, bytes, list[str]]:
     """(exit code, command number, token, problems) from D's fields after the kind.
 
-    Fields: code; nonce; number; token; $-; POSIXLY_CORRECT's attributes; BASHOPTS;
-    [text].
+    Fields: code; nonce; number; token; $-; POSIXLY_CORRECT's attributes; BASHOPTS.
     """
     problems = []
     try:
@@ -165,8 +165,9 @@ def parse_d(fields: list[bytes]) -> tuple[int | None, int | None, bytes, list[st
     return code, num, token, problems
 
 
-def _d_text(fields: list[bytes]) -> str:
-    return b";".join(fields[7:]).decode(errors="replace") if len(fields) > 7 else ""
+def _c_text(fields: list[bytes]) -> str:
+    """The command text a shell-mode C carries (fields: nonce; number; text)."""
+    return b";".join(fields[2:]).decode(errors="replace")
 
 
 class Capture:
@@ -674,6 +675,7 @@ class InteractiveParser:
         self.capture: Capture | None = None
         self.started = 0.0
         self.c_num: int | None = None
+        self.c_text = ""
         self.last_num: int | None = None
         self.enter_at = 0.0
         self.keys = 0  # Enter / Ctrl-C / Ctrl-D typed since the last C: re-prompts allowed
@@ -739,6 +741,7 @@ class InteractiveParser:
             self.started = time.time()
             self.keys = 0
             self.c_num = Marker(kind, fields, raw).num(1)
+            self.c_text = _c_text(fields)
         elif kind == b"D":
             self._on_d(fields, raw)
 
@@ -757,17 +760,21 @@ class InteractiveParser:
             self.tamper(FORGED, "an end marker with no command (a second end for the same "
                         "command, or none ran): a command printed the recorder's markers",
                         marker=raw.decode(errors="replace"))
+            if num is not None:
+                self.last_num = num  # most likely bash's own, late: count from it
             return
         if num is None:
             self.tamper(FORGED, "a malformed end marker inside a command's output",
                         marker=raw.decode(errors="replace"))
             self.capture.add(raw)
             return
+        if self.c_text.startswith("[history off]"):
+            self.tamper(HOOKS, "history is off: the recorded command text may be stale")
         if self.c_num is None or num != self.c_num + 1 or (
                 self.last_num is not None and num <= self.last_num):
             self.tamper(FORGED, f"end marker number {num} does not follow start "
                         f"{self.c_num}: a marker was forged", marker=raw.decode(errors="replace"))
-        text = _d_text(fields)
+        text = self.c_text
         out = self.capture.result()[0]
         self.capture = None
         self.last_num = num if self.last_num is None else max(num, self.last_num)

@@ -24,16 +24,22 @@ unset __SBX_NONCE __SBX_RC __SBX_MODE
 bind 'set enable-bracketed-paste off' 2>/dev/null
 # A history file in the workspace would leak commands between sessions; we record anyway.
 unset HISTFILE
-# Keep every command in memory history: interactive mode reads the text from it.
+# Keep every command in memory history: interactive mode reads the text from it (and
+# nothing may keep a command out of it).
 HISTCONTROL=
+HISTIGNORE=
+HISTSIZE=10000
+HISTTIMEFORMAT=
+readonly HISTCONTROL HISTIGNORE HISTSIZE HISTTIMEFORMAT
 # Pagers wait for a keypress that never comes in API mode.
 export PAGER=cat GIT_PAGER=cat SYSTEMD_PAGER=cat
+# The prompts are readonly: a venv's activate script would only fail to prepend to PS1.
+export VIRTUAL_ENV_DISABLE_PROMPT=1
 # The probe token: shell.py assigns a fresh one after every command (`__sbx_t=...`) and
 # waits for the D that shows it, so nothing a command prints can pass for its end.
 __sbx_t=
-__sbx_c=
 # Fields of D: exit code; nonce; command number; probe token; $-; POSIXLY_CORRECT's
-# attributes; BASHOPTS (shell mode adds the command text, last: it may hold ';').
+# attributes; BASHOPTS. (In shell mode C adds the command text, last: it may hold ';'.)
 __sbx_d='\e]133;D;$?;'"$__sbx_n"';\#;${__sbx_t};$-;${POSIXLY_CORRECT@a};${BASHOPTS}'
 if [ "$__sbx_mode" = api ]; then
   # No echo: the command text is not part of its output. No ONLCR: output keeps its
@@ -52,25 +58,28 @@ if [ "$__sbx_mode" = api ]; then
   readonly -f __sbx_run
 else
   PS1='\[\e]133;A;'"$__sbx_n"'\a\]\[\e[1;32m\]sandbox\[\e[0m\]:\w\$ '
-  PS1='\['$__sbx_d';${__sbx_c}\a\]'$PS1
+  PS1='\['$__sbx_d'\a\]'$PS1
+  # The command text goes with C: PS0 is expanded after bash has read (and added to
+  # history) the line and before it runs, so the command cannot rewrite its own text
+  # (`history -s`). It runs in a subshell: unsetting shadowing functions there (POSIX
+  # mode, where `unset` is the builtin) changes nothing in the operator's shell.
   # PS0 is not a readline prompt: \[ \] would print as raw \001 \002.
-  PS0='\e]133;C;'"$__sbx_n"';\#\a'
-  # The command text for D, from history. POSIX mode first, so that `unset` is the
-  # builtin: it removes any function shadowing the builtins used here.
-  __sbx_prompt() {
+  PS0='\e]133;C;'"$__sbx_n"';\#;$(\__sbx_text)\a'
+  __sbx_text() {
     POSIXLY_CORRECT=1
-    unset -f builtin history
+    unset -f builtin
     unset POSIXLY_CORRECT
+    case :$SHELLOPTS: in *:history:*) ;; *) builtin printf '%s' '[history off] ' ;; esac
     # `history 1`, not `fc -ln -1`: in a command substitution fc lags one entry.
-    __sbx_c=$(HISTTIMEFORMAT= builtin history 1)
+    c=$(builtin history 1)
     # "%5d%c %s": the number, a space or '*', a space, the text.
-    __sbx_c=${__sbx_c#"${__sbx_c%%[! ]*}"}
-    __sbx_c=${__sbx_c#"${__sbx_c%%[!0-9]*}"}
-    __sbx_c=${__sbx_c:2:2000}
-    __sbx_c=${__sbx_c//[$'\a\e']/}
+    c=${c#"${c%%[! ]*}"}
+    c=${c#"${c%%[!0-9]*}"}
+    c=${c:2:2000}
+    builtin printf '%s' "${c//[$'\a\e']/}"
   }
-  readonly -f __sbx_prompt
-  PROMPT_COMMAND='\__sbx_prompt'
+  readonly -f __sbx_text
+  PROMPT_COMMAND=
 fi
 # A continuation prompt would leak into the output of multi-line commands in API mode;
 # in shell mode it says "still reading the same command" (no C, no D).

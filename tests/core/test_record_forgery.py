@@ -80,7 +80,7 @@ __sbx_active=0
 def test_recorder_variables_and_prompts_are_readonly(sb: Sandbox, workspace: Path) -> None:
     """Unsetting or rewriting the prompts and PROMPT_COMMAND fails, and says so."""
     attempt = _script(workspace, "hooks.sh",
-                      "unset PROMPT_COMMAND; PS1='$ '; PS0=; unset -f __sbx_run\n")
+                      "unset -f __sbx_run; unset PROMPT_COMMAND; PS1='$ '; PS0=\n")
     r = sb.run(attempt, timeout=T)
     assert any(a["rule"] == "tamper.recorder_hooks" for a in r.alerts), r.alerts
     r = sb.run("echo still; (exit 4)", timeout=T)
