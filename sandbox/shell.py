@@ -344,11 +344,13 @@ class _Collect:
         out, truncated = self.cap.result()
         bg, _ = self.bg.result()
         code = self.code if self.phase in ("probe", "done") else None
-        out_hooks = self.cap.head + self.cap.tail[-4096:]
-        m = _HOOK_ATTEMPT_RE.search(bytes(out_hooks))
-        if m is not None:
-            self.flag(HOOKS, "the command tried to change the recorder's hooks: "
-                      + m.group(0).decode(errors="replace"))
+        for part in (self.cap.head, self.cap.tail[-4096:]):
+            if b"__sbx_" not in part and b"enable:" not in part:
+                continue
+            m = _HOOK_ATTEMPT_RE.search(part)
+            if m is not None:
+                self.flag(HOOKS, "the command tried to change the recorder's hooks: "
+                          + m.group(0).decode(errors="replace"))
         return RawResult(out, code, 0.0, 0.0, timed_out, truncated, self.cap.total,
                          self.forged, shell_exited, self.tamper, bg, self.bg.total)
 
@@ -694,10 +696,10 @@ class InteractiveParser:
             self._once(MISSING, "Enter at the prompt produced no marker: the shell's "
                        "prompt hooks no longer run (commands are not being recorded)")
         self.keys += sum(data.count(k) for k in (b"\r", b"\n", b"\x03", b"\x04"))
-        if (b"\r" in data or b"\n" in data) and self.capture is None:
-            if not self.enter_at:
+        if b"\r" in data or b"\n" in data:
+            if not self.enter_at and self.capture is None:
                 self.enter_at = now
-            if self.identity_problems is not None:
+            if self.identity_problems is not None:  # ~30 us a keypress
                 for why in self.identity_problems():
                     self._once(HOOKS, why)
         return data

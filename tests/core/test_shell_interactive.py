@@ -163,3 +163,29 @@ def test_m3_interactive_forgery_and_hook_removal_are_reported(
     rules = {e["rule"] for e in typed}
     assert {"tamper.prompt_hooks", "tamper.history"} <= rules, rules
     assert all(e["action"] in ("record", "flag") for e in typed)
+
+
+def test_m3_shell_without_hooks_is_reported(state_dir: Path, workspace: Path) -> None:
+    """`exec` of a bash without the recorder's hooks (no markers from then on) does not
+    silently stop recording: the next Enter reports that the shell was replaced."""
+    name = "sbx-" + uuid.uuid4().hex[:8]
+    cmd = (f"env SANDBOX_STATE_DIR={shlex.quote(str(state_dir))} "
+           f"{shlex.quote(sys.executable)} -m sandbox shell -w {shlex.quote(str(workspace))}")
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "150", "-y", "40", cmd],
+                   check=True, env=os.environ.copy(), timeout=10)
+    try:
+        assert wait_for(lambda: "sandbox:" in _tmux("capture-pane", "-t", name, "-p"), 15)
+        for line in ["exec bash --noprofile --norc -i", "echo unrecorded > u.txt", "exit"]:
+            _tmux("send-keys", "-t", name, "-l", line)
+            _tmux("send-keys", "-t", name, "Enter")
+            time.sleep(0.5)
+        store = Store()
+        sid = wait_for(lambda: [s["id"] for s in store.list_sessions()
+                                if s["state"] == "exited"], 10)
+        assert sid
+        events = store.events(sid[0])  # type: ignore[index]
+    finally:
+        _tmux("kill-session", "-t", name)
+    assert (workspace / "u.txt").exists()
+    why = [e["detail"].get("why", "") for e in events if e["kind"] == "shell.recorder_hooks"]
+    assert any("replaced" in w for w in why), events
