@@ -13,8 +13,13 @@ Event kinds in use (`detail` keys in brackets):
 - net.scan     [distinct_targets, hosts, n_ports, ports (up to 50), sample_hosts, window_s]
 - net.dropped  [counter values from nftables: udp, icmp, ipv6, other]
 - dns.query    [name, qtype, verdict, answers]   dns.tunnel [name, reason]
-- proc.exec    [pid, ppid, argv, exe, uid]
-- resource.sample [cpu_percent, mem_bytes, pids]   resource.breach [limit, value]
+- proc.exec    [pid, ppid, argv, exe, uid; argv_truncated + argv_bytes when cut to 16 KiB,
+                argv_unknown when the process was gone before its argv could be read]
+- proc.lost    [counts of exec events that could not be judged or recorded, by cause]
+- record.dropped [counts by kind of events over the session's record budget, summarised]
+- resource.sample [cpu_percent, cpu_percent_now, mem_bytes, pids, window_s]
+- resource.breach [limit, reason, value, max, message]
+- resource.disk_full [path, quota_bytes, used_bytes, disk_mib]
 - gpu.sample / gpu.breach / gpu.unauthorized / gpu.orphan  [gpu, pid, mem_bytes, util]
 - guard.verdict [rule, pack, action, evidence, attack]  (rule decisions)
 - honeytoken.touched [token, where]

@@ -72,7 +72,7 @@ def test_api_guard_kill_then_close_leaves_nothing(root_cwd: Path, state_dir: Pat
     monkeypatch.chdir(root_cwd)
     sb = Sandbox(profile="strict")
     sb.start()
-    with pytest.raises(SessionClosed, match="tunnels.ssh_forward"):
+    with pytest.raises(SessionClosed, match=r"tunnels\.ssh_forward"):
         sb.run(f"{SSH_R}; sleep 30", timeout=30)
     sb.close()
     s = _only_session(state_dir)
