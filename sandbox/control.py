@@ -32,14 +32,23 @@ class ControlWatcher:
         self.store = Store(store_path)
         self.sessions: dict[str, Callable[[str], None]] = {}
         self.lock = threading.Lock()
+        self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="sandbox-control", daemon=True)
         self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=2)
 
     @classmethod
     def get(cls, store_path: str) -> ControlWatcher:
         with cls._guard:
             if cls._instance is None or cls._instance.store.path.as_posix() != store_path:
+                old = cls._instance
                 cls._instance = ControlWatcher(store_path)
+                supervisor.service("kill watcher", cls._instance.stop)
+                if old is not None:  # another store now: this process watches that one
+                    old.stop()
             return cls._instance
 
     def register(self, session_id: str, on_kill: Callable[[str], None]) -> None:
@@ -51,8 +60,7 @@ class ControlWatcher:
             self.sessions.pop(session_id, None)
 
     def _loop(self) -> None:
-        while True:
-            time.sleep(POLL_S)
+        while not self._stop.wait(POLL_S):
             with self.lock:
                 ids = list(self.sessions)
             if not ids:

@@ -43,7 +43,14 @@ class HoneyWatch:
         self._by_wd: dict[int, tuple[str, OnTouch]] = {}
         self._by_path: dict[str, int] = {}
         self._lock = threading.Lock()
-        threading.Thread(target=self._loop, name="sandbox-honeywatch", daemon=True).start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sandbox-honeywatch",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
 
     def watch(self, path: str, on_touch: OnTouch) -> None:
         wd = self._add(self.fd, path.encode(), IN_OPEN | IN_ACCESS)
@@ -61,8 +68,10 @@ class HoneyWatch:
                 self._rm(self.fd, wd)
 
     def _loop(self) -> None:
-        while True:
-            select.select([self.fd], [], [])
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.fd], [], [], 0.5)
+            if not ready:
+                continue
             try:
                 data = os.read(self.fd, 65536)
             except BlockingIOError:
@@ -92,5 +101,8 @@ def watcher() -> HoneyWatch:
     global _instance
     with _guard:
         if _instance is None:
+            from . import supervisor
+
             _instance = HoneyWatch()
+            supervisor.service("honeytoken watcher", _instance.stop)
         return _instance

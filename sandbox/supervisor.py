@@ -41,6 +41,26 @@ def live() -> list[Session]:
         return list(_live.values())
 
 
+_services: list[tuple[str, Callable[[], None]]] = []
+
+
+def service(name: str, stop: Callable[[], None]) -> None:
+    """Register a process-wide service (kill watcher, exec monitor, sampler, honeytoken
+    watcher, GPU monitor): stopped and joined at exit, after every session is closed."""
+    with _lock:
+        _services.append((name, stop))
+
+
+def stop_services() -> None:
+    with _lock:
+        todo, _services[:] = list(_services), []
+    for name, stop in reversed(todo):
+        try:
+            stop()
+        except Exception:
+            log.exception("sandbox: stopping %s failed", name)
+
+
 def spawn(target: Callable[..., Any], *args: Any, name: str = "sandbox-teardown") -> None:
     """Run `target` on a thread the interpreter waits for at exit (never a daemon)."""
     def guarded() -> None:
@@ -54,8 +74,11 @@ def spawn(target: Callable[..., Any], *args: Any, name: str = "sandbox-teardown"
 
 @atexit.register
 def _close_all() -> None:
+    """At interpreter exit: close (and wait for) every session nobody closed, then stop
+    the services they used."""
     for session in live():
         try:
             session.close()
         except Exception:
             log.exception("sandbox: closing session %s at exit failed", session.id)
+    stop_services()

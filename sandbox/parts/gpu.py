@@ -182,6 +182,7 @@ def _monitor(backend: Any, interval: float) -> GpuMonitor:
                              emit_host=_host_emit(backend))
             mon.start()
             _monitors[id(backend)] = mon
+            supervisor.service("gpu monitor", mon.stop)
         return mon
 
 

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import cgroups
+from .. import cgroups, supervisor
 from ..cgroups import SessionCgroup
 from ..jail import JailSpec
 from ..sampler import ResourceSampler
@@ -67,6 +67,7 @@ def sampler() -> ResourceSampler:
     with _lock:
         if _sampler is None:
             _sampler = ResourceSampler(interval=1.0, sample_every=5.0)
+            supervisor.service("resource sampler", _sampler.stop)
         return _sampler
 
 

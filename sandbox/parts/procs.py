@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from .. import supervisor
 from ..jail import JailSpec
 from ..procmon import Budget, ProcessMonitor
 from ..proctree import ProcInfo
@@ -30,6 +31,7 @@ def monitor() -> ProcessMonitor:
     with _lock:
         if _monitor is None:
             _monitor = ProcessMonitor(on_exec=_dispatch).start()
+            supervisor.service("exec monitor", _monitor.stop)
         return _monitor
 
 
