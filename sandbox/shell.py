@@ -160,8 +160,8 @@ def parse_d(fields: list[bytes]) -> tuple[int | None, int | None, bytes, list[st
     if b"extdebug" in opts:
         problems.append("extdebug is on: a DEBUG trap can skip or replace commands")
     if b"r" in attrs or b"n" in attrs:
-        problems.append("POSIXLY_CORRECT was made readonly or a nameref: the recorder's "
-                        "eval can be shadowed")
+        problems.append("POSIXLY_CORRECT or __sbx_s was made readonly or a nameref: the "
+                        "recorder's eval or exit status can be faked")
     return code, num, token, problems
 
 

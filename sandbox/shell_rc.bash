@@ -38,9 +38,9 @@ export VIRTUAL_ENV_DISABLE_PROMPT=1
 # The probe token: shell.py assigns a fresh one after every command (`__sbx_t=...`) and
 # waits for the D that shows it, so nothing a command prints can pass for its end.
 __sbx_t=
-# Fields of D: exit code; nonce; command number; probe token; $-; POSIXLY_CORRECT's
-# attributes; BASHOPTS. (In shell mode C adds the command text, last: it may hold ';'.)
-__sbx_d='\e]133;D;$?;'"$__sbx_n"';\#;${__sbx_t};$-;${POSIXLY_CORRECT@a};${BASHOPTS}'
+# Fields of D: exit code; nonce; command number; probe token; $-; the attributes of
+# POSIXLY_CORRECT and __sbx_s; BASHOPTS. (In shell mode C adds the command text, last: it may hold ';'.)
+__sbx_d='\e]133;D;$?;'"$__sbx_n"';\#;${__sbx_t};$-;${POSIXLY_CORRECT@a}${__sbx_s@a};${BASHOPTS}'
 if [ "$__sbx_mode" = api ]; then
   # No echo: the command text is not part of its output. No ONLCR: output keeps its
   # own line endings. -icanon: lines longer than the 4 KiB canonical buffer get through.
@@ -49,11 +49,20 @@ if [ "$__sbx_mode" = api ]; then
   PS0='\e]133;C;'"$__sbx_n"';\#\a'
   PROMPT_COMMAND=
   # stdin is /dev/null: an agent has no keyboard, `read` must not hang until the timeout.
-  # The newline matters: the command is parsed after POSIX mode is off again.
+  # The newline matters: the command is parsed after POSIX mode is off again. DEBUG and
+  # RETURN traps are cleared before and after it (`trap` and `return` are special
+  # builtins, found before functions in POSIX mode), so a trap a command sets never runs
+  # on the recorder's own lines. POSIX mode stays on at the prompt; the next command
+  # turns it off first. D shows __sbx_s's attributes: a readonly one would fake `$?`.
   __sbx_run() {
     POSIXLY_CORRECT=1
+    trap - DEBUG RETURN
     eval '\unset POSIXLY_CORRECT
 '"$1" </dev/null
+    __sbx_s=$?
+    POSIXLY_CORRECT=1
+    trap - DEBUG RETURN
+    return $__sbx_s
   }
   readonly -f __sbx_run
 else

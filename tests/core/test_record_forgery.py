@@ -139,6 +139,22 @@ def test_debug_trap_and_redirected_shell_are_reported(sb: Sandbox, workspace: Pa
     assert all(a["severity"] in ("alert", "critical") for a in _tamper(r.alerts))
 
 
+def test_debug_trap_never_runs_on_the_next_command(sb: Sandbox, workspace: Path) -> None:
+    """A plain DEBUG trap (no extdebug) would print before every later command: the
+    recorder clears it when the command that set it ends."""
+    trap = _script(workspace, "trap2.sh", "trap 'echo \"12 passed\"' DEBUG\n")
+    sb.run(trap, timeout=T)
+    r = sb.run("false", timeout=T)
+    assert (r.output, r.exit_code) == ("", 1)
+
+
+def test_readonly_status_variable_is_reported(sb: Sandbox, workspace: Path) -> None:
+    ro = _script(workspace, "ro.sh", "declare -gr __sbx_s=0\n")
+    sb.run(ro, timeout=T)
+    r = sb.run("false", timeout=T)
+    assert any("readonly" in a["detail"].get("why", "") for a in _tamper(r.alerts)), r.alerts
+
+
 def test_redirected_stdout_is_reported(sb: Sandbox, workspace: Path) -> None:
     hide = _script(workspace, "hide.sh", "exec 3>&1 >/dev/null\n")
     sb.run(hide, timeout=T)
