@@ -313,7 +313,7 @@ class _Collect:
                 self.flag(FORGED, f"end marker number {num} does not follow start "
                           f"{self.c_num}", marker=mk.raw.decode(errors="replace"))
             self.code, self.end_num = code, num
-            for why in self.shell.identity_problems():
+            for why in self.shell.identity_problems() + self.shell.input_problems():
                 self.flag(HOOKS, why)
             self.phase = "probe"
             self.shell.send_probe(self)
@@ -323,6 +323,8 @@ class _Collect:
             if token not in self.tokens:
                 self.flag(HOOKS, "the probe was not echoed: the recorder's probe variable "
                           "was tampered with")
+            for why in self.shell.input_problems():
+                self.flag(HOOKS, why)
             self.end_num = num
             self.phase = "done"
             return
@@ -380,6 +382,10 @@ class Shell:
         self._buf = b""  # bytes read past the last marker we consumed
         self.closed = False
         self.bash_pid: int | None = None
+        # bytes bash had read (/proc/<pid>/io rchar) at the last end marker, and the bytes
+        # we have written for it since: it must have read at least those
+        self._rchar: int | None = None
+        self._sent = 0
         self._identity: tuple[bytes, list[str]] | None = None
         try:
             self.child: Any = pexpect.spawn(
@@ -432,6 +438,8 @@ class Shell:
             self._start_rest = seen[m.start():]
         self.bash_pid = self._find_bash()
         self._identity = self._read_identity()
+        self._rchar = self._read_rchar()
+        self._sent = 0
 
     # -- the jailed bash, seen from outside ------------------------------------------------
 
@@ -479,6 +487,25 @@ class Shell:
                                 f"{is_!r}: its output or markers bypass the recorder")
         return problems
 
+    def _read_rchar(self) -> int | None:
+        try:
+            with open(f"/proc/{self.bash_pid}/io", "rb") as f:
+                return int(f.readline().split()[1])  # "rchar: N"
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def input_problems(self) -> list[str]:
+        """At an end marker: bash must have read every byte we sent it since the last one.
+        A process that reads the terminal in its place (one holding the PTY from a
+        detached session) would take the command line and answer with perfect markers."""
+        now = self._read_rchar() if self.bash_pid is not None else None
+        was, sent = self._rchar, self._sent
+        self._rchar, self._sent = now, 0
+        if was is None or now is None or now - was >= sent:
+            return []
+        return [f"the shell read {now - was} bytes of the {sent} sent to it: another process "
+                "took its input from the terminal, so its markers were not bash's"]
+
     # -- I/O ------------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
@@ -522,7 +549,9 @@ class Shell:
                 raise SessionClosed("the shell is closed")
             started = time.time()
             t0 = time.monotonic()
-            self._write(f"\\__sbx_run {quote_ansi_c(command)}\n".encode())
+            line = f"\\__sbx_run {quote_ansi_c(command)}\n".encode()
+            self._sent += len(line)
+            self._write(line)
             result = self._collect(t0 + timeout)
             result.started = started
             result.duration = time.monotonic() - t0
@@ -539,6 +568,7 @@ class Shell:
         state.tokens.add(token)
         state.probe_c = False
         with contextlib.suppress(SessionClosed):
+            self._sent += len(token) + 9
             self._write(b"__sbx_t=" + token + b"\n")
 
     def _collect(self, deadline: float) -> RawResult:
@@ -585,6 +615,7 @@ class Shell:
             buf += data
 
     def _interrupt(self) -> None:
+        self._rchar = None  # Ctrl-C flushes unread input: no count until the next end
         with contextlib.suppress(SessionClosed):
             self._write(b"\x03")
 
