@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sandbox import Sandbox, Store
+from sandbox import Sandbox, SessionClosed, Store
 
 T = 15  # seconds: on a broken recorder a command waits for its end marker this long
 FORGERY_KINDS = ("shell.marker_forged", "shell.recorder_hooks", "shell.marker_missing")
@@ -126,6 +126,48 @@ sleep 0.3
     assert r2.output == "after\n" and r2.exit_code == 0
     assert any("before the command started" in a["detail"].get("why", "")
                for a in _tamper(r2.alerts)), r2.alerts
+
+
+THIEF = r"""
+import os, sys
+d = sys.argv[1].split(";")
+nonce, k = d[3], int(d[4]) + 2
+buf = b""
+while True:
+    data = os.read(3, 4096)
+    if not data:
+        break
+    buf += data
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        tok = line.split(b"=", 1)[1].decode() if line.startswith(b"__sbx_t=") else ""
+        out = f"\x1b]133;C;{nonce};{k}\x07"
+        if b"__sbx_run" in line:
+            out += "===== 12 passed =====\n"
+        elif not tok:
+            continue
+        out += f"\x1b]133;D;0;{nonce};{k + 1};{tok};himBHs;;{d[7]}\x07"
+        k += 1
+        os.write(3, out.encode())
+"""
+
+
+def test_a_process_stealing_the_shells_input_is_reported(sb: Sandbox, workspace: Path) -> None:
+    """A detached process reads the PTY (an inherited fd) in bash's place and answers
+    every command line and probe with perfect markers: bash never read those bytes, so
+    no result it fakes comes without an alert (or the session ends, unresponsive)."""
+    (workspace / "thief.py").write_text(THIEF)
+    sb.run('setsid python3 thief.py "${PS1@P}" 3<&2 >/dev/null 2>&1 </dev/null & sleep 0.3',
+           timeout=3)
+    for _ in range(3):
+        try:
+            r = sb.run("python3 -m pytest -q", timeout=3)
+        except SessionClosed:
+            break
+        if "12 passed" in r.output or r.exit_code == 0:
+            assert _tamper(r.alerts), r
+    events = {e["kind"] for e in Store().events(sb.id)}
+    assert events & set(FORGERY_KINDS)
 
 
 def test_debug_trap_and_redirected_shell_are_reported(sb: Sandbox, workspace: Path) -> None:
