@@ -112,7 +112,7 @@ def partial_start(buf: bytes) -> int:
     longer become a marker is plain output, so a stray `ESC]133;` never stalls a reader.
     """
     j = buf.rfind(b"\x1b", max(0, len(buf) - 4200))
-    if j < 0:
+    if j < 0 or buf.find(b"\x07", j) >= 0:  # a BEL after it: complete, or not a marker
         return len(buf)
     return j if _PARTIAL_RE.fullmatch(buf, j) else len(buf)
 
@@ -386,6 +386,7 @@ class Shell:
         # we have written for it since: it must have read at least those
         self._rchar: int | None = None
         self._sent = 0
+        self._auxv_fd = self._io_fd = -1  # kept open: a pread is cheaper than an open
         self._identity: tuple[bytes, list[str]] | None = None
         try:
             self.child: Any = pexpect.spawn(
@@ -458,8 +459,9 @@ class Shell:
         if self.bash_pid is None:
             return None
         try:
-            with open(f"/proc/{self.bash_pid}/auxv", "rb") as f:
-                auxv = f.read()
+            if self._auxv_fd < 0:
+                self._auxv_fd = os.open(f"/proc/{self.bash_pid}/auxv", os.O_RDONLY)
+            auxv = os.pread(self._auxv_fd, 4096, 0)
             fds = [os.readlink(f"/proc/{self.bash_pid}/fd/{n}") for n in (0, 1, 2)]
         except OSError:
             return None
@@ -489,8 +491,9 @@ class Shell:
 
     def _read_rchar(self) -> int | None:
         try:
-            with open(f"/proc/{self.bash_pid}/io", "rb") as f:
-                return int(f.readline().split()[1])  # "rchar: N"
+            if self._io_fd < 0:
+                self._io_fd = os.open(f"/proc/{self.bash_pid}/io", os.O_RDONLY)
+            return int(os.pread(self._io_fd, 64, 0).split(None, 2)[1])  # "rchar: N\n..."
         except (OSError, ValueError, IndexError):
             return None
 
@@ -674,6 +677,11 @@ class Shell:
         finally:
             if got:
                 self._lock.release()
+        for fd in (self._auxv_fd, self._io_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._auxv_fd = self._io_fd = -1
         status = self.child.exitstatus
         return int(status) if status is not None else None
 
