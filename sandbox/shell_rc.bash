@@ -62,7 +62,7 @@ if [ "$__sbx_mode" = api ]; then
     __sbx_s=$?
     POSIXLY_CORRECT=1
     trap - DEBUG RETURN
-    return $__sbx_s
+    return "$__sbx_s"
   }
   readonly -f __sbx_run
 else

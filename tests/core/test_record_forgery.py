@@ -190,6 +190,15 @@ def test_debug_trap_never_runs_on_the_next_command(sb: Sandbox, workspace: Path)
     assert (r.output, r.exit_code) == ("", 1)
 
 
+def test_ifs_does_not_change_exit_codes(sb: Sandbox) -> None:
+    """Word splitting must not touch the status the recorder returns (IFS=1 once turned a
+    failing `exit 1` into 0)."""
+    sb.run("IFS=1", timeout=T)
+    assert sb.run("(exit 1)", timeout=T).exit_code == 1
+    assert sb.run("(exit 10)", timeout=T).exit_code == 10
+    sb.run("IFS=$' \\t\\n'", timeout=T)
+
+
 def test_readonly_status_variable_is_reported(sb: Sandbox, workspace: Path) -> None:
     ro = _script(workspace, "ro.sh", "declare -gr __sbx_s=0\n")
     sb.run(ro, timeout=T)
