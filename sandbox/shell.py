@@ -313,7 +313,8 @@ class _Collect:
                 self.flag(FORGED, f"end marker number {num} does not follow start "
                           f"{self.c_num}", marker=mk.raw.decode(errors="replace"))
             self.code, self.end_num = code, num
-            for why in self.shell.identity_problems() + self.shell.input_problems():
+            for why in (self.shell.identity_problems() + self.shell.input_problems()
+                        + self.shell.idle_problems()):
                 self.flag(HOOKS, why)
             self.phase = "probe"
             self.shell.send_probe(self)
@@ -323,7 +324,7 @@ class _Collect:
             if token not in self.tokens:
                 self.flag(HOOKS, "the probe was not echoed: the recorder's probe variable "
                           "was tampered with")
-            for why in self.shell.input_problems():
+            for why in self.shell.input_problems() + self.shell.idle_problems():
                 self.flag(HOOKS, why)
             self.end_num = num
             self.phase = "done"
@@ -386,7 +387,8 @@ class Shell:
         # we have written for it since: it must have read at least those
         self._rchar: int | None = None
         self._sent = 0
-        self._auxv_fd = self._io_fd = -1  # kept open: a pread is cheaper than an open
+        self._auxv_fd = self._io_fd = self._sys_fd = -1  # kept open: pread beats open
+        self._idle: list[bytes] | None = None  # /proc/<bash>/syscall at its prompt
         self._identity: tuple[bytes, list[str]] | None = None
         try:
             self.child: Any = pexpect.spawn(
@@ -441,6 +443,7 @@ class Shell:
         self._identity = self._read_identity()
         self._rchar = self._read_rchar()
         self._sent = 0
+        self._idle = self._idle_signature()
 
     # -- the jailed bash, seen from outside ------------------------------------------------
 
@@ -496,6 +499,56 @@ class Shell:
             return int(os.pread(self._io_fd, 64, 0).split(None, 2)[1])  # "rchar: N\n..."
         except (OSError, ValueError, IndexError):
             return None
+
+    def _syscall(self) -> list[bytes] | None:
+        try:
+            if self._sys_fd < 0:
+                self._sys_fd = os.open(f"/proc/{self.bash_pid}/syscall", os.O_RDONLY)
+            return os.pread(self._sys_fd, 256, 0).split()[:4]
+        except OSError:
+            return None
+
+    def _idle_signature(self) -> list[bytes] | None:
+        """What bash waiting at its prompt looks like: read(0, <its input buffer>, n)."""
+        if self.bash_pid is None:
+            return None
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            sc = self._syscall()
+            if sc is None:
+                return None
+            if len(sc) == 4 and sc[0] == b"0" and sc[1] == b"0x0":
+                return sc
+            time.sleep(0.001)
+        return None
+
+    def idle_problems(self, limit: float = 0.25) -> list[str]:
+        """At an end marker bash must be back at its prompt, blocked reading the terminal
+        with its own input buffer (a `read` builtin or a sourced /dev/tty uses another).
+        A marker printed by a command that is still running fails this."""
+        if self._idle is None:
+            return []
+        deadline = time.monotonic() + limit
+        while True:
+            sc = self._syscall()
+            if sc is None or sc == self._idle:
+                return []
+            if time.monotonic() >= deadline:
+                return ["at the end marker bash was not waiting at its prompt (it was "
+                        f"still running a command: {b' '.join(sc[:2]).decode()}): the "
+                        "marker was printed by the command"]
+            time.sleep(0.0002)
+
+    def _drain_now(self) -> bytes:
+        out = b""
+        while True:
+            try:
+                data = os.read(self.fd, _READ)
+            except OSError:  # BlockingIOError: nothing more; EIO: gone
+                return out
+            if not data:
+                return out
+            out += data
 
     def input_problems(self) -> list[str]:
         """At an end marker: bash must have read every byte we sent it since the last one.
@@ -585,6 +638,13 @@ class Shell:
             if buf:
                 buf = state.feed(buf)
                 if state.phase == "done":
+                    # bash is at its prompt now: anything it printed before is already in
+                    # the PTY. One of our markers there is the real end of a command that
+                    # answered the probe itself.
+                    buf += self._drain_now()
+                    if re.search(rb"\x1b\]133;[CD];(?:[^\x07\x1b;]*;)?" + state.nonce, buf):
+                        state.flag(FORGED, "a marker of ours after the probe's end: the "
+                                   "command answered the probe itself; its result is forged")
                     self._buf = buf
                     return state.result(timed_out)
             data = self._read_some(deadline if not timed_out else interrupted_at + 1.0)
@@ -677,11 +737,11 @@ class Shell:
         finally:
             if got:
                 self._lock.release()
-        for fd in (self._auxv_fd, self._io_fd):
+        for fd in (self._auxv_fd, self._io_fd, self._sys_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._auxv_fd = self._io_fd = -1
+        self._auxv_fd = self._io_fd = self._sys_fd = -1
         status = self.child.exitstatus
         return int(status) if status is not None else None
 

@@ -170,6 +170,41 @@ def test_a_process_stealing_the_shells_input_is_reported(sb: Sandbox, workspace:
     assert events & set(FORGERY_KINDS)
 
 
+# The recorder emulated by bash itself: one command that never ends, reading every later
+# command line and probe from the terminal and answering with perfect markers.
+EMULATOR = FORGE_D + r"""
+exec 0</dev/tty
+IFS=';' read -r -a d <<<"${PS1@P}"
+d=("${d[@]:0:9}")
+k=$((d[4] + 1))
+d[2]=0; d[4]=$k; (IFS=';'; printf '%s\a' "${d[*]}")
+while IFS= read -r line; do
+  case $line in
+    __sbx_t=*) d[5]=${line#__sbx_t=} ;;
+    *) printf '\e]133;C;%s;%s\a===== 12 passed =====\n' "$__sbx_n" "$k" ;;
+  esac
+  [[ $line == __sbx_t=* ]] && printf '\e]133;C;%s;%s\a' "$__sbx_n" "$k"
+  k=$((k + 1)); d[4]=$k; (IFS=';'; printf '%s\a' "${d[*]}")
+done
+"""
+
+
+def test_the_recorder_emulated_inside_bash_is_reported(sb: Sandbox, workspace: Path) -> None:
+    """bash itself reads the terminal (a `read` loop) and fakes every result: at each of
+    its end markers bash is not waiting at its own prompt, so every faked result carries
+    an alert (or the session ends)."""
+    emu = _script(workspace, "emu.sh", EMULATOR)
+    r = sb.run(emu, timeout=3)
+    assert _tamper(r.alerts), r
+    for _ in range(3):
+        try:
+            r = sb.run("python3 -m pytest -q", timeout=3)
+        except SessionClosed:
+            break
+        if "12 passed" in r.output or r.exit_code == 0:
+            assert _tamper(r.alerts), r
+
+
 def test_debug_trap_and_redirected_shell_are_reported(sb: Sandbox, workspace: Path) -> None:
     """extdebug + a DEBUG trap can skip commands and print fake output; a shell whose
     stdout is /dev/null hides output. Each command run like that carries an alert."""
