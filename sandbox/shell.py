@@ -387,7 +387,7 @@ class Shell:
         # we have written for it since: it must have read at least those
         self._rchar: int | None = None
         self._sent = 0
-        self._auxv_fd = self._io_fd = self._sys_fd = -1  # kept open: pread beats open
+        self._io_fd = self._sys_fd = -1  # kept open: a pread is cheaper than an open
         self._idle: list[bytes] | None = None  # /proc/<bash>/syscall at its prompt
         self._identity: tuple[bytes, list[str]] | None = None
         try:
@@ -462,9 +462,10 @@ class Shell:
         if self.bash_pid is None:
             return None
         try:
-            if self._auxv_fd < 0:
-                self._auxv_fd = os.open(f"/proc/{self.bash_pid}/auxv", os.O_RDONLY)
-            auxv = os.pread(self._auxv_fd, 4096, 0)
+            # Opened each time: an open auxv keeps the mm it was opened on (and an exec
+            # brings a new one).
+            with open(f"/proc/{self.bash_pid}/auxv", "rb") as f:
+                auxv = f.read()
             fds = [os.readlink(f"/proc/{self.bash_pid}/fd/{n}") for n in (0, 1, 2)]
         except OSError:
             return None
@@ -737,11 +738,11 @@ class Shell:
         finally:
             if got:
                 self._lock.release()
-        for fd in (self._auxv_fd, self._io_fd, self._sys_fd):
+        for fd in (self._io_fd, self._sys_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._auxv_fd = self._io_fd = self._sys_fd = -1
+        self._io_fd = self._sys_fd = -1
         status = self.child.exitstatus
         return int(status) if status is not None else None
 
