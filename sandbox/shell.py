@@ -24,16 +24,22 @@ What a command's result can be trusted for (API mode), and how:
 - D reports the shell state a DEBUG trap needs to skip or rewrite commands (extdebug,
   functrace) and POSIXLY_CORRECT's attributes; each is tampering. A non-numeric exit code
   (e.g. `shopt -u promptvars`) is tampering.
-- From outside, at every D: the jailed bash is still the same program image (its auxv
-  changes on exec) with its stdin/stdout/stderr on the PTY.
+- From outside, at every D (/proc/<bash>, no fork): bash is still the same program image
+  (its auxv changes on exec) with stdin/stdout/stderr on the PTY; it is blocked in its
+  own prompt read (syscall, fd and buffer as at start: a `read` builtin or a sourced
+  /dev/tty differ); and it has read every byte we sent it (rchar), so no other process
+  took a command line or probe off the terminal. Together these catch a recorder
+  emulated by a command (in bash or in another process) on every result it fakes.
+- DEBUG and RETURN traps are cleared around every command, so a trap a command sets never
+  runs on the recorder's lines.
 - Partial or foreign markers in output never stall the reader: a marker candidate that
   cannot complete is output, and only a trailing, still-possible prefix waits for bytes.
 - Output that arrives between commands (background jobs) is returned as `background`.
 
 Not covered: a process that writes into the jailed bash's memory (ptrace or
-/proc/<pid>/mem of the agent's own process) controls everything bash prints; so does a
-command that reads the probe from /dev/tty *and* is the last of the session (the late
-real marker is never read). The nonce is not a secret.
+/proc/<pid>/mem of the agent's own process) controls everything bash prints. Output a
+command prints is its output, whoever wrote it (a background job, an ERR trap). The nonce
+is not a secret.
 
 Reads go straight to the PTY fd in 64 KiB chunks and only the newly read tail is
 searched for markers, so throughput does not fall as output grows (pexpect's default
