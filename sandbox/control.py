@@ -23,10 +23,13 @@ POLL_S = 0.025  # kill requests are seen within 25 ms (goal: kill <= 200 ms)
 
 
 class ControlWatcher:
-    """One thread per process that turns kill requests into calls on live sessions."""
+    """One thread per store with live sessions in this process: turns kill requests into
+    calls on those sessions. Started by the first session of a store, stopped (and its
+    store connection closed) when the last one ends, so nothing outlives its sessions."""
 
-    _instance: ControlWatcher | None = None
+    _instances: dict[str, ControlWatcher] = {}
     _guard = threading.Lock()
+    _registered = False
 
     def __init__(self, store_path: str) -> None:
         self.store = Store(store_path)
@@ -38,28 +41,50 @@ class ControlWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        self.thread.join(timeout=2)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=2)
 
     @classmethod
-    def get(cls, store_path: str) -> ControlWatcher:
+    def watch(cls, store_path: str, session_id: str, on_kill: Callable[[str], None]) -> None:
+        """Have `on_kill(reason)` called when a kill of `session_id` is requested."""
         with cls._guard:
-            if cls._instance is None or cls._instance.store.path.as_posix() != store_path:
-                old = cls._instance
-                cls._instance = ControlWatcher(store_path)
-                supervisor.service("kill watcher", cls._instance.stop)
-                if old is not None:  # another store now: this process watches that one
-                    old.stop()
-            return cls._instance
+            w = cls._instances.get(store_path)
+            if w is None:
+                w = cls._instances[store_path] = ControlWatcher(store_path)
+                if not cls._registered:
+                    cls._registered = True
+                    supervisor.service("kill watcher", cls.stop_all)
+            with w.lock:
+                w.sessions[session_id] = on_kill
 
-    def register(self, session_id: str, on_kill: Callable[[str], None]) -> None:
-        with self.lock:
-            self.sessions[session_id] = on_kill
+    @classmethod
+    def unwatch(cls, store_path: str, session_id: str) -> None:
+        with cls._guard:
+            w = cls._instances.get(store_path)
+            if w is None:
+                return
+            with w.lock:
+                w.sessions.pop(session_id, None)
+                empty = not w.sessions
+            if empty:
+                del cls._instances[store_path]
+                w._stop.set()  # its thread closes the store on its way out
 
-    def unregister(self, session_id: str) -> None:
-        with self.lock:
-            self.sessions.pop(session_id, None)
+    @classmethod
+    def stop_all(cls) -> None:
+        with cls._guard:
+            watchers = list(cls._instances.values())
+            cls._instances.clear()
+        for w in watchers:
+            w.stop()
 
     def _loop(self) -> None:
+        try:
+            self._poll()
+        finally:
+            self.store.close()
+
+    def _poll(self) -> None:
         while not self._stop.wait(POLL_S):
             with self.lock:
                 ids = list(self.sessions)

@@ -174,7 +174,7 @@ class Session:
         self._spec = self.hooks.before_jail(self._spec)
         if self.kind in ("api", "shell"):
             self._start_shell()
-        ControlWatcher.get(self.store.path.as_posix()).register(self.id, self.kill)
+        ControlWatcher.watch(self.store.path.as_posix(), self.id, self.kill)
 
     def env(self) -> dict[str, str]:
         """The jail's environment: the profile's allowlist plus the caller's `env`."""
@@ -313,7 +313,7 @@ class Session:
             return
         try:
             try:
-                ControlWatcher.get(self.store.path.as_posix()).unregister(self.id)
+                ControlWatcher.unwatch(self.store.path.as_posix(), self.id)
             except Exception as e:  # the kill path is a convenience here, not the record
                 log.warning("sandbox: unregistering %s from the kill watcher: %s", self.id, e)
             # Processes first, then the row says so (the kill is visible as soon as it is
