@@ -96,7 +96,10 @@ class Hooks:
         return None
 
     def tamper(self, kind: str, detail: dict[str, Any]) -> None:
-        self.session.emit(kind, detail, severity="alert", action="flag", rule=f"tamper.{kind}")
+        # The rule is the tamper pack's (`tamper.marker_forged`); the guard judges the
+        # event too, so a profile can make it kill (strict does).
+        self.session.emit(kind, detail, severity="alert", action="flag",
+                          rule=f"tamper.{kind.removeprefix('shell.')}")
 
     def on_event(self, row: dict[str, Any]) -> None:
         if is_alert(row["action"], row["severity"]):

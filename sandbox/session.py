@@ -244,8 +244,9 @@ class Session:
                 "truncated": raw.background_bytes > len(raw.background),
                 "before_command": command[:200]})
         output = raw.output.decode("utf-8", errors="replace")
-        row = self.store.add_command(
-            self.id, text=command, output=output, exit_code=raw.exit_code, started=raw.started,
+        row = self.store.add_command(  # the exact bytes: binary output is kept losslessly
+            self.id, text=command, output=raw.output, exit_code=raw.exit_code,
+            started=raw.started,
             duration=raw.duration, timed_out=raw.timed_out, truncated=raw.truncated,
             output_bytes=raw.output_bytes, source="api",
         )
@@ -263,6 +264,7 @@ class Session:
                 and raw.exit_code is None and not Shell.is_exit_command(command):
             # The shell ended without an end marker on a command that is not `exit`.
             self.hooks.tamper("shell.marker_missing", {"command": command[:500]})
+        self._limits_finished(command, raw.exit_code, output, raw.truncated, raw.output_bytes)
         alerts = self.hooks.drain_alerts()
         result = CommandResult(
             exit_code=raw.exit_code, output=output, duration=raw.duration,
@@ -282,10 +284,20 @@ class Session:
                        started: float, duration: float, source: str,
                        truncated: bool = False, output_bytes: int | None = None) -> None:
         self.store.add_command(
-            self.id, text=text, output=output.decode("utf-8", errors="replace"),
+            self.id, text=text, output=output,
             exit_code=exit_code, started=started, duration=duration, truncated=truncated,
             output_bytes=len(output) if output_bytes is None else output_bytes, source=source,
         )
+        self._limits_finished(text, exit_code, output.decode("utf-8", errors="replace"),
+                              truncated, len(output) if output_bytes is None else output_bytes)
+
+    def _limits_finished(self, command: str, exit_code: int | None, output: str,
+                         truncated: bool, output_bytes: int) -> None:
+        """Limits no cgroup counter sees (file size, output cap), from the result."""
+        limits = self.hooks.part("limits")
+        if limits is not None:
+            limits.command_finished(  # type: ignore[attr-defined]
+                command, exit_code, output, truncated, output_bytes)
 
     # -- end --------------------------------------------------------------------------
 

@@ -304,7 +304,7 @@ class Store:
         session_id: str,
         *,
         text: str,
-        output: str,
+        output: str | bytes,
         exit_code: int | None,
         started: float,
         duration: float,

@@ -231,6 +231,6 @@ def from_event(event: Mapping[str, Any]) -> Evidence | None:
             gpu_util=_num(d, "util"), gpu_mem_bytes=_int(d, "mem_bytes"),
             window_s=_num(d, "window_s"), source=kind, gpu=_str(d, "gpu"),
         )
-    if kind in ("shell.marker_forged", "shell.marker_missing"):
+    if kind in ("shell.marker_forged", "shell.marker_missing", "shell.recorder_hooks"):
         return TamperSignal(kind=kind.removeprefix("shell."), detail=dict(d))
     return None

@@ -185,8 +185,6 @@ def test_binary_output_is_stored_losslessly(test_dir: Path) -> None:
     assert not ok and "seq=2" in msg and "edited" in msg
 
 
-@pytest.mark.xfail(reason="needs sandbox/session.py to pass the output bytes to "
-                   "Store.add_command (output=raw.output / output=output)", strict=False)
 def test_binary_output_of_a_real_run(workspace: Path) -> None:
     """L5 end to end: 3 KiB of every byte value from `sandbox run` comes back exact from
     the store, and `show --output` renders it without a raw control character."""
