@@ -8,6 +8,8 @@ Event kinds in use (`detail` keys in brackets):
 - session.start / session.end / session.warning      [profile, reason, exit_code]
 - command.blocked                                     [text, rule, message]
 - shell.marker_forged / shell.marker_missing          [marker, command]
+- shell.recorder_hooks  [check (what failed: hooks, image, fds, prompt read, input), command, seq]
+- shell.background_output [output (up to 64 KiB), bytes, truncated, before_command]
 - net.attempt  [dst_ip, dst_port, protocol (tls|http|ssh|mining|unknown|none), name,
                 verdict ("allow"|"deny"), reason, bytes_up, bytes_down, duration, first_bytes]
 - net.scan     [distinct_targets, hosts, n_ports, ports (up to 50), sample_hosts, window_s]
