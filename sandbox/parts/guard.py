@@ -28,6 +28,7 @@ from ..jail import JailSpec
 from ..result import CommandResult
 from . import Part
 
+_SAMPLES = ("resource.sample", "gpu.sample")  # periodic: judged on transitions
 _JAIL_HELPERS = ("/run/firejail/", "/usr/lib/x86_64-linux-gnu/firejail/", "/usr/lib/firejail/")
 
 
@@ -48,6 +49,7 @@ class GuardPart(Part):
         self.home: Path | None = None
         self._watched: list[str] = []
         self._killing = threading.Event()
+        self._holding: dict[str, set[str]] = {}  # sample kind -> rules matching it now
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -145,8 +147,19 @@ class GuardPart(Part):
             self.session.emit("session.warning", {"reason": f"guard error: {e}"},
                               severity="warning")
             return
+        if row["kind"] in _SAMPLES:
+            verdicts = self._sample_transitions(row["kind"], verdicts)
         if verdicts:
             self._act(verdicts, pid=None)
+
+    def _sample_transitions(self, kind: str, verdicts: list[Verdict]) -> list[Verdict]:
+        """A windowed sample rule matches every sample while the condition holds (a long
+        build at 90% CPU would be flagged every 5 s): judge it once when it starts to
+        hold, again only after a sample of that kind where it did not."""
+        now = {v.rule_id for v in verdicts}
+        held = self._holding.get(kind, set())
+        self._holding[kind] = now
+        return [v for v in verdicts if v.rule_id not in held]
 
     def _on_exec(self, info: Any) -> None:
         # The jail's own set-up (our direct child: setpriv -> firejail; its helpers) is
