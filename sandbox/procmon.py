@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import select
 import socket
@@ -62,6 +63,8 @@ MAX_KNOWN = 100_000  # per session: a fork bomb must not grow the supervisor wit
 WORKERS = 4  # delivery threads shared by all sessions (one session uses one at a time)
 REPORT_EVERY_S = 1.0  # proc.lost / record.dropped: at most this often per session
 _HOUSEKEEP_S = 0.2
+
+log = logging.getLogger("sandbox")
 
 
 @dataclass(frozen=True)
@@ -695,7 +698,7 @@ class ProcessMonitor:
         emit = self._emit_for(tr)
         if emit is None:
             return
-        with contextlib.suppress(Exception):  # a broken consumer must not stop recording
+        try:  # a broken consumer must not stop recording
             if lost:
                 emit("proc.lost", {
                     "lost": sum(lost.values()), **lost, "total": tr.lost_total,
@@ -707,6 +710,9 @@ class ProcessMonitor:
                     "events_per_s": tr.budget.events_per_s,
                     "bytes_per_s": tr.budget.bytes_per_s,
                     "reason": "over the session's record budget: summarised, still judged"})
+        except Exception as e:
+            log.warning("sandbox: session %s: recording lost/dropped counts: %s",
+                        tr.session_id, e)
 
     def _deliver(self, tr: _Tracked, info: ProcInfo, source: str) -> None:
         detail = {**info.detail(), "source": source}
@@ -720,14 +726,18 @@ class ProcessMonitor:
                 tr.dropped["proc.exec"] += 1
                 tr.dropped_bytes += size
         emit = self._emit_for(tr)
-        with contextlib.suppress(Exception):  # a broken consumer must not stop recording
+        try:  # a broken consumer must not stop recording
             if keep and emit is not None:
                 emit("proc.exec", detail)
+        except Exception as e:
+            log.warning("sandbox: session %s: recording an exec: %s", tr.session_id, e)
         if not keep and now - tr.dropped_reported >= REPORT_EVERY_S:
             self._report(tr, now)
-        with contextlib.suppress(Exception):
+        try:
             if self.on_exec is not None:
                 self.on_exec(tr.session_id, info)
+        except Exception as e:
+            log.warning("sandbox: session %s: judging an exec: %s", tr.session_id, e)
 
     def _wait_idle(self, sessions: list[_Tracked] | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout

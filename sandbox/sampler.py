@@ -31,7 +31,7 @@ benign file I/O. It stays in every sample (`mem_failcnt`).
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 import time
 from collections import deque
@@ -48,6 +48,8 @@ THROTTLE_WINDOW_S = 60.0
 """How long the CPU quota must stay saturated before it is a breach."""
 THROTTLE_RATIO = 0.5
 """Share of runnable CFS periods that ran out of quota, over that window."""
+
+log = logging.getLogger("sandbox")
 
 
 @dataclass
@@ -108,8 +110,10 @@ class ResourceSampler:
         with self._lock:
             groups = list(self._groups.values())
         for cgroup, emit, state in groups:
-            with contextlib.suppress(Exception):  # a vanished cgroup ends its own session
+            try:
                 self._check(cgroup.sample(), emit, state)
+            except Exception as e:  # a vanished cgroup ends its own session
+                log.debug("sandbox: sampling %s: %s", cgroup, e)
 
     # -- one session --------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ searched for markers, so throughput does not fall as output grows (pexpect's def
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -87,6 +88,8 @@ _EXIT_RE = re.compile(r"(?:^|[;&|\n]|&&|\|\|)\s*(?:exit|logout)(?:\s+[-+]?\w+)?\
 FORGED = "shell.marker_forged"
 HOOKS = "shell.recorder_hooks"
 MISSING = "shell.marker_missing"
+
+log = logging.getLogger("sandbox")
 
 
 def rc_text() -> str:
@@ -739,8 +742,10 @@ class Shell:
         # death gives it EOF at once; let it return, then close.
         got = self._lock.acquire(timeout=5.0)
         try:
-            with contextlib.suppress(Exception):
+            try:
                 self.child.close(force=True)
+            except Exception as e:  # the jail is SIGKILLed already; this only reaps
+                log.debug("sandbox: closing the pty: %s", e)
         finally:
             if got:
                 self._lock.release()

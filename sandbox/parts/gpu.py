@@ -111,8 +111,10 @@ def _host_emit(backend: Any) -> Any:
                 "note": "a GPU process of no live session; recorded in every live session "
                         "on this GPU host"}
         for session in targets:
-            with contextlib.suppress(Exception):  # one ending session must not stop the rest
+            try:
                 session.emit(kind, note, severity=severity, action=action, rule=rule)
+            except Exception as e:  # one ending session must not stop the rest
+                log.warning("sandbox: recording %s in session %s: %s", kind, session.id, e)
 
     return emit
 
