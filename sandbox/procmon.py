@@ -749,6 +749,21 @@ class ProcessMonitor:
                     return
                 self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
+    def settle(self, session_id: str, timeout: float = 0.5) -> None:
+        """Wait (bounded) until the execs already handed over for one session are
+        judged, so a command's exec verdicts land in that command's result.
+
+        No round trip to the reader (that costs ~0.3 ms a command): by the time bash
+        prints its end marker the reader, at real-time priority, has almost always
+        handed the command's execs over; one still in flight lands in the next result.
+        """
+        with self._lock:
+            tr = self._sessions.get(session_id)
+            busy = tr is not None and (tr.queued() or tr.scheduled)
+        if busy:
+            assert tr is not None
+            self._wait_idle([tr], timeout)
+
     def drain(self, timeout: float = 2.0) -> None:
         """Wait until the events the kernel has queued so far are delivered (tests)."""
         deadline = time.monotonic() + timeout

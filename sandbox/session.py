@@ -265,6 +265,9 @@ class Session:
             # The shell ended without an end marker on a command that is not `exit`.
             self.hooks.tamper("shell.marker_missing", {"command": command[:500]})
         self._limits_finished(command, raw.exit_code, output, raw.truncated, raw.output_bytes)
+        procs = self.hooks.part("procs")
+        if procs is not None:  # L6: this command's exec verdicts belong to its result
+            procs.settle()  # type: ignore[attr-defined]
         alerts = self.hooks.drain_alerts()
         result = CommandResult(
             exit_code=raw.exit_code, output=output, duration=raw.duration,

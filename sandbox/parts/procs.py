@@ -59,6 +59,10 @@ class ProcsPart(Part):
         _on_exec[self.session.id] = fn
         monitor().set_urgent(self.session.id, urgent)
 
+    def settle(self) -> None:
+        """The execs of the command that just ended are judged (bounded wait)."""
+        monitor().settle(self.session.id)
+
     def known_pids(self) -> set[int]:
         return monitor().known_pids(self.session.id)
 

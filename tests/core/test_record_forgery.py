@@ -312,3 +312,14 @@ def test_l6_marker_missing_is_not_skipped_for_text_with_exit(workspace: Path) ->
     with Sandbox(workdir=workspace) as sb:
         r = sb.run("cd /; exit 3", timeout=T)
         assert not any(a["kind"] == "shell.marker_missing" for a in r.alerts)
+
+
+def test_l6_exec_verdicts_land_in_their_own_commands_result(sb: Sandbox) -> None:
+    """A verdict on an exec the command started is in that command's result, not the
+    next one's (the monitor's queue for the session is drained before the result)."""
+    cmd = ("python3 -c \"import os; s='s'+'sh'; os.execvp(s, [s, '-o', 'BatchMode=yes', "
+           "'-'+'R', '1:127.0.0.1:1', 'x'])\" 2>/dev/null; true")
+    for _ in range(5):
+        r = sb.run(cmd, timeout=T)
+        assert any(a["rule"] == "tunnels.ssh_forward" for a in r.alerts), r.alerts
+        assert not [a for a in sb.run("true").alerts if a["rule"] == "tunnels.ssh_forward"]
