@@ -327,6 +327,11 @@ class SessionCgroup:
             self._wait_empty(min(deadline, time.monotonic() + 0.5))
         return len(killed)
 
+    def hold(self, frozen: bool) -> bool:
+        """Freeze or thaw the group without waiting for the transition (backpressure:
+        the exec monitor holds a session that runs ahead of its recorder)."""
+        return self._freeze(frozen, time.monotonic())
+
     def _freeze(self, frozen: bool, deadline: float) -> bool:
         state = self._freezer_state()
         if state is None:

@@ -19,6 +19,7 @@ Event kinds in use (`detail` keys in brackets):
                 argv_unknown when the process was gone before its argv could be read]
 - proc.lost    [counts of exec events that could not be judged or recorded, by cause]
 - record.dropped [counts by kind of events over the session's record budget, summarised]
+- record.backpressure [holds, held_s, cpu_percent: the session was frozen until judged]
 - resource.sample [cpu_percent, cpu_percent_now, mem_bytes, pids, window_s]
 - resource.breach [limit, reason, value, max, message]
 - resource.disk_full [path, quota_bytes, used_bytes, disk_mib]

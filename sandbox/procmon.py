@@ -63,6 +63,8 @@ MAX_KNOWN = 100_000  # per session: a fork bomb must not grow the supervisor wit
 WORKERS = 4  # delivery threads shared by all sessions (one session uses one at a time)
 REPORT_EVERY_S = 1.0  # proc.lost / record.dropped: at most this often per session
 _HOUSEKEEP_S = 0.2
+HOLD_AT = 0.5  # a lane this full freezes the session's cgroup (its execs wait, none lost)
+RELEASE_AT = 0.125  # ...and it thaws once every lane is this empty and its share is back
 
 log = logging.getLogger("sandbox")
 
@@ -146,6 +148,13 @@ class _Tracked:
     bytes: _Bucket = field(default_factory=lambda: _Bucket(0, 0))
     cpu: _Bucket = field(default_factory=lambda: _Bucket(0, 0))
     cpu_used: float = 0.0  # seconds of delivery CPU so far (bench, tests)
+    # -- backpressure: a session whose execs outrun its share is frozen until judged --
+    held: bool = False
+    held_since: float = 0.0
+    held_new: int = 0  # hold episodes not yet reported
+    held_s: float = 0.0  # time held, not yet reported
+    held_reported: float = 0.0
+    closing: bool = False  # never held again (the session is ending)
 
     def queued(self) -> int:
         return sum(len(lane) for lane in self.lanes)
@@ -330,6 +339,10 @@ class ProcessMonitor:
             tr = self._sessions.get(session_id)
         if tr is None:
             return
+        self.release(session_id)  # thawed, and drained at full speed from here
+        with self._lock:
+            tr.paused_until = 0.0
+            self._schedule(tr, time.monotonic())
         self._sync(0.5)
         self._wait_idle([tr], 1.0)
         with self._lock:
@@ -427,12 +440,45 @@ class ProcessMonitor:
             which = _lane(tr, info)
             lane = tr.lanes[which]
             # big argv: a quarter of the room (each costs up to ~0.1 s to judge)
-            if len(lane) >= (tr.budget.queue if which < 2 else max(1, tr.budget.queue // 4)):
+            cap = tr.budget.queue if which < 2 else max(1, tr.budget.queue // 4)
+            if len(lane) >= cap:
                 tr.lost["queue_full"] += 1
                 tr.lost_total += 1
                 return
             lane.append((info, source))
-            self._schedule(tr, time.monotonic())
+            now = time.monotonic()
+            hold = (tr.cgroup is not None and not tr.held and not tr.closing
+                    and len(lane) >= cap * HOLD_AT)
+            if hold:
+                tr.held, tr.held_since = True, now
+                tr.held_new += 1
+            self._schedule(tr, now)
+        if hold:
+            assert tr.cgroup is not None
+            tr.cgroup.hold(True)
+
+    def _release_if_caught_up(self, tr: _Tracked, now: float) -> bool:
+        """Under the lock: True when a held session may run again (the caller thaws)."""
+        if not tr.held:
+            return False
+        caps = (tr.budget.queue, tr.budget.queue, max(1, tr.budget.queue // 4))
+        if tr.closing or (tr.paused_until <= now and all(
+                len(lane) <= cap * RELEASE_AT for lane, cap in zip(tr.lanes, caps, strict=True))):
+            tr.held = False
+            tr.held_s += now - tr.held_since
+            return True
+        return False
+
+    def release(self, session_id: str) -> None:
+        """Thaw a held session for good (it is being killed: signals must land)."""
+        with self._lock:
+            tr = self._sessions.get(session_id)
+            if tr is None:
+                return
+            tr.closing = True
+            thaw = self._release_if_caught_up(tr, time.monotonic())
+        if thaw and tr.cgroup is not None:
+            tr.cgroup.hold(False)
 
     def _schedule(self, tr: _Tracked, now: float) -> None:
         if not tr.scheduled and tr.queued() and tr.paused_until <= now:
@@ -651,16 +697,23 @@ class ProcessMonitor:
                     self._deliver(tr, *item)
                     used = time.thread_time() - t0
             finally:
+                thaw = False
                 with self._cv:
                     self._busy -= 1
                     if tr is not None:
                         now = time.monotonic()
                         tr.cpu_used += used
-                        tr.paused_until = now + tr.cpu.charge(used, now)
+                        # An ending session's last events are drained at full speed:
+                        # nothing new can come, and they would be lost otherwise.
+                        pause = tr.cpu.charge(used, now)
+                        tr.paused_until = 0.0 if tr.closing else now + pause
                         tr.scheduled = False
                         if tr.session_id in self._sessions:
                             self._schedule(tr, now)
+                        thaw = self._release_if_caught_up(tr, now)
                     self._idle.notify_all()
+                if thaw and tr is not None and tr.cgroup is not None:
+                    tr.cgroup.hold(False)
 
     def _housekeep(self) -> None:
         """Runs on a delivery thread every few tenths of a second: resume sessions whose
@@ -669,9 +722,15 @@ class ProcessMonitor:
         now = time.monotonic()
         with self._lock:
             sessions = list(self._sessions.values())
+            thaw = []
             for tr in sessions:
                 self._schedule(tr, now)
+                if self._release_if_caught_up(tr, now):
+                    thaw.append(tr)
             rescan, self._rescan_wanted = self._rescan_wanted, False
+        for tr in thaw:
+            if tr.cgroup is not None:
+                tr.cgroup.hold(False)
         for tr in sessions:
             self._report(tr, now)
         if rescan:
@@ -686,7 +745,12 @@ class ProcessMonitor:
         `REPORT_EVERY_S` each, unless forced)."""
         lost: dict[str, int] = {}
         dropped: dict[str, int] = {}
+        held: tuple[int, float] | None = None
         with self._lock:
+            if tr.held_new and (force or now - tr.held_reported >= REPORT_EVERY_S):
+                held = (tr.held_new, tr.held_s)
+                tr.held_new, tr.held_s = 0, 0.0
+                tr.held_reported = now
             if tr.lost and (force or now - tr.lost_reported >= REPORT_EVERY_S):
                 lost, tr.lost = dict(tr.lost), Counter()
                 tr.lost_reported = now
@@ -710,6 +774,12 @@ class ProcessMonitor:
                     "events_per_s": tr.budget.events_per_s,
                     "bytes_per_s": tr.budget.bytes_per_s,
                     "reason": "over the session's record budget: summarised, still judged"})
+            if held:
+                emit("record.backpressure", {
+                    "holds": held[0], "held_s": round(held[1], 3),
+                    "cpu_percent": tr.budget.cpu_percent,
+                    "reason": "the session's execs outran its share of the recorder: it was "
+                              "frozen until they were judged (none lost)"})
         except Exception as e:
             log.warning("sandbox: session %s: recording lost/dropped counts: %s",
                         tr.session_id, e)

@@ -103,8 +103,9 @@ class RecordingSection:
     )
     max_monitor_cpu_percent: float = _doc(
         "Supervisor CPU for recording and judging the session's execs (percent of a core); "
-        "beyond, the session's exec events wait, then are lost and counted in proc.lost; "
-        "0 = no limit.", 25.0
+        "beyond, the session's exec events wait; a session whose queue fills is frozen "
+        "(its cgroup) until they are judged (record.backpressure), so they are not lost; "
+        "without a cgroup they are lost and counted in proc.lost; 0 = no limit.", 25.0
     )
     lost_events_tamper: bool = _doc(
         "Treat lost exec events (proc.lost) as tampering: an alert through the tamper "

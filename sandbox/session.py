@@ -375,6 +375,9 @@ class Session:
 
     def _stop_jail(self) -> None:
         """SIGKILL firejail's first process: the jail's PID namespace dies with it."""
+        procs = self.hooks.part("procs")
+        if procs is not None:  # a session held by backpressure must thaw to die
+            procs.release()  # type: ignore[attr-defined]
         if self.shell is not None:
             self.shell.close()
         elif self.jail_pid:

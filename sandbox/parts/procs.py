@@ -66,6 +66,10 @@ class ProcsPart(Part):
     def known_pids(self) -> set[int]:
         return monitor().known_pids(self.session.id)
 
+    def release(self) -> None:
+        """Thaw the session if the monitor holds it: it is being killed."""
+        monitor().release(self.session.id)
+
     def teardown(self) -> None:
         # Unregister first: what is still queued is delivered (and judged) before the
         # guard's callback goes.
