@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from .. import launch
 from ..errors import DependencyMissing, SetupError
 
 NETNS_PREFIX = "sbx-"
@@ -66,16 +67,17 @@ def names(key: str) -> tuple[str, str]:
 
 
 def ip_binary() -> str:
-    path = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
-    if not path:
-        raise DependencyMissing("ip not found: apt-get install iproute2 (or use network mode none)")
-    return path
+    """`ip` from the trusted system PATH (root runs it: never the caller's PATH)."""
+    try:
+        return launch.tool("ip")
+    except DependencyMissing as e:
+        raise DependencyMissing(f"{e} (or use network mode none)") from None
 
 
 def _ip(args: list[str], batch: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [ip_binary(), *args, "-batch", "-"], input=batch, capture_output=True, text=True,
-        timeout=10, check=False,
+        timeout=10, check=False, env=launch.supervisor_env(),
     )
 
 

@@ -18,10 +18,10 @@ enters the host on the session's host-side veth, so every rule keys on that inte
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 
+from .. import launch
 from ..errors import DependencyMissing, SetupError
 
 TABLE_PREFIX = "sbx_"
@@ -86,18 +86,19 @@ def ruleset(spec: RulesetSpec) -> str:
 
 
 def nft_binary() -> str:
-    # root's PATH usually has /usr/sbin, but a sudo-less service manager may not.
-    path = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-    if not path:
+    """`nft` from the trusted system PATH (root runs it: never the caller's PATH)."""
+    try:
+        return launch.tool("nft")
+    except DependencyMissing:
         raise DependencyMissing(
             "nft not found: apt-get install nftables (or use network mode none)"
-        )
-    return path
+        ) from None
 
 
 def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [nft_binary(), *args], input=stdin, capture_output=True, text=True, timeout=10, check=False
+        [nft_binary(), *args], input=stdin, capture_output=True, text=True, timeout=10,
+        check=False, env=launch.supervisor_env(),
     )
 
 

@@ -121,10 +121,18 @@ def test_not_root_points_to_none_mode(monkeypatch: pytest.MonkeyPatch) -> None:
         network.setup("tnotroot", SECTION, ListEmit())
 
 
-def test_missing_nft_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nft.shutil, "which", lambda *a, **k: None)
-    with pytest.raises(DependencyMissing, match="apt-get install nftables"):
-        network.setup("tnonft", SECTION, ListEmit())
+def test_missing_nft_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A system PATH with `ip` but no `nft` (helpers are looked up only there)."""
+    from sandbox import launch
+
+    (tmp_path / "ip").symlink_to(launch.tool("ip"))
+    monkeypatch.setattr(launch, "TRUSTED_PATH", str(tmp_path))
+    launch.tool.cache_clear()
+    try:
+        with pytest.raises(DependencyMissing, match="apt-get install nftables"):
+            network.setup("tnonft", SECTION, ListEmit())
+    finally:
+        launch.tool.cache_clear()
 
 
 def test_session_key_fits_interface_names() -> None:
