@@ -27,6 +27,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .api import Sandbox
     from .events import ListEmit
+    from .execute import ExecResult, ExecTimeout
     from .profile import Profile
     from .profile import load as load_profile
     from .result import CommandResult
@@ -37,6 +38,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Sandbox": ("api", "Sandbox"),
     "ListEmit": ("events", "ListEmit"),
+    "ExecResult": ("execute", "ExecResult"),
+    "ExecTimeout": ("execute", "ExecTimeout"),
     "Profile": ("profile", "Profile"),
     "load_profile": ("profile", "load"),
     "CommandResult": ("result", "CommandResult"),
@@ -48,6 +51,8 @@ __all__ = [
     "CommandResult",
     "CommandTimeout",
     "DependencyMissing",
+    "ExecResult",
+    "ExecTimeout",
     "ListEmit",
     "NotFound",
     "Profile",

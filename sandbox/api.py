@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .execute import MAX_OUTPUT, ExecResult, run_exec
 from .profile import Profile
 from .result import CommandResult
 from .session import Session
@@ -59,6 +60,24 @@ class Sandbox:
         SessionClosed when the session has ended (killed, exited).
         """
         return self._session.run(command, timeout, check=check)
+
+    def exec(
+        self,
+        cmd: list[str] | str,
+        *,
+        input: str | bytes | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        max_output: int = MAX_OUTPUT,
+    ) -> ExecResult:
+        """Run a fresh process in the live jail: argv (or a `sh -c` string), stdin fed in
+        full, stdout and stderr apart, the exit status as the supervisor saw it (128+N
+        for signal N; 127 for a missing program). A relative `cwd` is under the
+        workspace. Raises `ExecTimeout` (a `TimeoutError`) with the partial output when
+        `timeout` passes; the whole process tree is killed first."""
+        return run_exec(self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
+                        max_output=max_output)
 
     def kill(self, reason: str = "killed by API") -> None:
         self._session.kill(reason)

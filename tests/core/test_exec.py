@@ -1,0 +1,64 @@
+"""`Sandbox.exec`: a fresh process in the live jail, its exit status seen from outside."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox import ExecTimeout, Sandbox, Store
+
+
+def test_streams_apart_exit_code_and_stdin(sb: Sandbox) -> None:
+    r = sb.exec(["sh", "-c", "cat; echo to-err >&2; exit 7"], input="hello\n")
+    assert (r.returncode, r.stdout, r.stderr) == (7, "hello\n", "to-err\n")
+
+
+def test_same_jail_as_the_shell(sb: Sandbox, workspace: Path) -> None:
+    """Same workspace, same private /tmp, same limits: no capabilities, no-new-privs,
+    seccomp, the agent user, loopback only."""
+    sb.run("echo from-shell > /tmp/shared; echo ws > in-ws")
+    r = sb.exec("cat /tmp/shared in-ws; grep -E '^(CapEff|NoNewPrivs|Seccomp):' "
+                "/proc/self/status; id -u; ls /sys/class/net")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    assert "from-shell" in lines and "ws" in lines
+    assert "0000000000000000" in lines and lines[lines.index("NoNewPrivs:") + 1] == "1"
+    assert lines[lines.index("Seccomp:") + 1] == "2"
+    assert int(lines[-2]) == workspace.stat().st_uid and lines[-1] == "lo"
+
+
+def test_signals_missing_programs_and_cwd(sb: Sandbox) -> None:
+    assert sb.exec(["sh", "-c", "kill -TERM $$"]).returncode == 143  # not a timeout
+    assert sb.exec(["no-such-program-xyz"]).returncode == 127
+    sb.run("mkdir -p sub/dir")
+    r = sb.exec(["pwd"], cwd="sub/dir")
+    assert r.stdout.strip().endswith("/sub/dir")
+
+
+def test_binary_and_large_stdin(sb: Sandbox) -> None:
+    blob = bytes(range(256)) * 40000  # ~10 MiB through stdin and back
+    r = sb.exec(["cat"], input=blob, max_output=32 << 20)
+    assert r.stdout_bytes == blob and not r.truncated
+
+
+def test_timeout_kills_the_tree_and_keeps_partial_output(sb: Sandbox) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(ExecTimeout) as info:
+        sb.exec(["sh", "-c", "echo started; (sleep 300 &); sleep 300"], timeout=1.5)
+    assert time.monotonic() - t0 < 20
+    assert info.value.result.stdout == "started\n" and info.value.result.timed_out
+    assert isinstance(info.value, TimeoutError)
+    left = sb.run("pgrep -c sleep || true").output.strip()
+    assert left == "0", left
+
+
+def test_every_exec_is_recorded_and_guarded(sb: Sandbox) -> None:
+    sb.exec(["echo", "recorded"])
+    rows = Store().commands(sb.id)
+    assert rows[-1]["source"] == "exec" and rows[-1]["exit_code"] == 0
+    assert "recorded" in rows[-1]["output"]
+    r = sb.exec(["ssh", "-o", "BatchMode=yes", "-R", "1:127.0.0.1:1", "x"])
+    assert r.blocked and r.returncode == 126
+    assert any(a["rule"] == "tunnels.ssh_forward" for a in r.alerts)
