@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .execute import MAX_OUTPUT, ExecResult, run_exec
+from .execute import MAX_OUTPUT, ExecResult, read_file, run_exec, write_file
 from .profile import Profile
 from .result import CommandResult
 from .session import Session
@@ -78,6 +78,17 @@ class Sandbox:
         `timeout` passes; the whole process tree is killed first."""
         return run_exec(self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
                         max_output=max_output)
+
+    def read_file(self, path: str, text: bool = True, *, max_bytes: int = MAX_OUTPUT
+                  ) -> str | bytes:
+        """A file as the agent sees it (hidden paths stay hidden). Raises
+        FileNotFoundError, PermissionError, IsADirectoryError naming the path."""
+        data = read_file(self._session, path, max_bytes=max_bytes)
+        return data.decode("utf-8", errors="replace") if text else data
+
+    def write_file(self, path: str, data: str | bytes) -> None:
+        """Create or replace a file as the agent user (parents created, bytes exact)."""
+        write_file(self._session, path, data)
 
     def kill(self, reason: str = "killed by API") -> None:
         self._session.kill(reason)

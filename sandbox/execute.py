@@ -187,3 +187,51 @@ def run_exec(
     if timed_out:
         raise ExecTimeout(f"{text!r} timed out after {timeout}s", result)
     return result
+
+
+# -- files, as the agent user inside the jail's own view (hidden paths stay hidden) ------
+
+_ERRORS: tuple[tuple[str, type[OSError]], ...] = (
+    ("No such file or directory", FileNotFoundError),
+    ("Permission denied", PermissionError),
+    ("Read-only file system", PermissionError),
+    ("Is a directory", IsADirectoryError),
+    ("Not a directory", NotADirectoryError),
+)
+
+
+def _raise_for(path: str, r: ExecResult, what: str) -> None:
+    for needle, exc in _ERRORS:
+        if needle in r.stderr:
+            raise exc(f"{what} {path!r} in the sandbox: {needle}")
+    raise OSError(f"{what} {path!r} in the sandbox failed (exit {r.returncode}): "
+                  f"{r.stderr.strip()[-300:]}")
+
+
+def read_file(session: Session, path: str, *, max_bytes: int = MAX_OUTPUT) -> bytes:
+    """The file's bytes as the agent sees them; OSError subclasses name the path."""
+    r = run_exec(session, ["/bin/cat", "--", path], max_output=max_bytes + 1)
+    if r.returncode != 0:
+        _raise_for(path, r, "reading")
+    if r.truncated or len(r.stdout_bytes) > max_bytes:
+        raise OSError(f"reading {path!r} in the sandbox: larger than {max_bytes} bytes "
+                      "(pass a larger max_bytes)")
+    _file_event(session, "file.read", path, r.stdout_bytes)
+    return r.stdout_bytes
+
+
+def write_file(session: Session, path: str, data: str | bytes) -> None:
+    """Write (create or replace) a file as the agent, creating parent directories."""
+    raw = data.encode() if isinstance(data, str) else data
+    r = run_exec(session, ["/bin/sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && '
+                           'cat > "$1"', "sh", path], input=raw)
+    if r.returncode != 0:
+        _raise_for(path, r, "writing")
+    _file_event(session, "file.write", path, raw)
+
+
+def _file_event(session: Session, kind: str, path: str, data: bytes) -> None:
+    import hashlib
+
+    session.emit(kind, {"path": path, "bytes": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest()})
