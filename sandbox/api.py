@@ -70,14 +70,16 @@ class Sandbox:
         env: dict[str, str] | None = None,
         timeout: float | None = None,
         max_output: int = MAX_OUTPUT,
+        user: str | None = None,
     ) -> ExecResult:
         """Run a fresh process in the live jail: argv (or a `sh -c` string), stdin fed in
         full, stdout and stderr apart, the exit status as the supervisor saw it (128+N
         for signal N; 127 for a missing program). A relative `cwd` is under the
         workspace. Raises `ExecTimeout` (a `TimeoutError`) with the partial output when
-        `timeout` passes; the whole process tree is killed first."""
+        `timeout` passes; the whole process tree is killed first. A non-executable
+        target raises PermissionError; `user` may only name the sandbox's agent user."""
         return run_exec(self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
-                        max_output=max_output)
+                        max_output=max_output, user=user)
 
     def read_file(self, path: str, text: bool = True, *, max_bytes: int = MAX_OUTPUT
                   ) -> str | bytes:

@@ -78,6 +78,19 @@ def _argv(cmd: list[str] | str, cwd: str | None, workdir: str) -> list[str]:
     return argv
 
 
+def _check_user(session: Session, user: str | None) -> None:
+    """Only the sandbox's own agent user exists in it; never root."""
+    if user is None:
+        return
+    placement = session.placement
+    agent = placement.agent.name if placement and placement.agent else None
+    own = agent or session.env().get("USER")
+    if user != own:
+        raise PermissionError(
+            f"exec as {user!r}: only the sandbox's agent user ({own}) runs in it"
+            + ("; root never does" if user in ("root", "0") else ""))
+
+
 def _pump(stream: IO[bytes], cap: Capture) -> None:
     with contextlib.suppress(OSError, ValueError):
         while data := stream.read1(65536):  # type: ignore[attr-defined]
@@ -131,9 +144,11 @@ def run_exec(
     env: dict[str, str] | None = None,
     timeout: float | None = None,
     max_output: int = MAX_OUTPUT,
+    user: str | None = None,
 ) -> ExecResult:
     if session.state != "running" or session.jail_pid is None:
         raise SessionClosed(f"session {session.id} is {session.state}")
+    _check_user(session, user)
     argv = _argv(cmd, cwd, str(session.workdir))
     text = cmd if isinstance(cmd, str) else shlex.join(argv)
     blocked = session.hooks.check_command(text)
@@ -184,6 +199,9 @@ def run_exec(
         procs.settle()  # type: ignore[attr-defined]
     result = ExecResult(code, stdout, stderr, duration, timed_out, cut_out or cut_err,
                         alerts=session.hooks.drain_alerts())
+    if code == 126 and not isinstance(cmd, str) and b"Permission denied" in stderr:
+        raise PermissionError(f"{argv[0]!r} in the sandbox is not executable: "
+                              f"{result.stderr.strip()[-200:]}")
     if timed_out:
         raise ExecTimeout(f"{text!r} timed out after {timeout}s", result)
     return result

@@ -62,3 +62,16 @@ def test_every_exec_is_recorded_and_guarded(sb: Sandbox) -> None:
     r = sb.exec(["ssh", "-o", "BatchMode=yes", "-R", "1:127.0.0.1:1", "x"])
     assert r.blocked and r.returncode == 126
     assert any(a["rule"] == "tunnels.ssh_forward" for a in r.alerts)
+
+
+def test_user_and_non_executable_targets(sb: Sandbox, workspace: Path) -> None:
+    import pwd
+
+    agent = pwd.getpwuid(workspace.stat().st_uid).pw_name
+    assert sb.exec(["id", "-un"], user=agent).stdout.strip() == agent
+    for other in ("root", "nobody"):
+        with pytest.raises(PermissionError, match="only the sandbox's agent user"):
+            sb.exec(["id"], user=other)
+    sb.write_file("notexec.sh", "#!/bin/sh\necho hi\n")
+    with pytest.raises(PermissionError, match="not executable"):
+        sb.exec(["./notexec.sh"])
