@@ -117,6 +117,7 @@ def collect(store: Store, *, deep: bool = False) -> list[str]:
     if deep:
         _empty_leftover_cgroups(store)
         _orphan_networks(store)
+        _old_includes()
     return reaped
 
 
@@ -134,6 +135,19 @@ def _unreleased(store: Store, recent: int = 200) -> None:
         store.update_session(session["id"], resources={**res, "released": True})
         if errors:
             log.warning("sandbox gc: %s: %s", session["id"], "; ".join(errors))
+
+
+def _old_includes() -> None:
+    """Hide-list include files of any store's sessions: firejail reads one only while
+    its jail starts, so one older than a minute is never needed again."""
+    from .jail import INCLUDE_DIR
+
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(INCLUDE_DIR):
+            with contextlib.suppress(OSError):
+                if entry.name.endswith(".inc") and now - entry.stat().st_mtime > ORPHAN_AGE_S:
+                    os.unlink(entry.path)
 
 
 # A namespace younger than this may be a session (of any store) between setup and spawn.

@@ -130,3 +130,22 @@ def test_workspace_quota_is_enforced_and_recorded(root_cwd: Path,
     full = [e for e in events if e["kind"] == "resource.disk_full"]
     assert full and full[0]["action"] == "flag"
     assert not workdir.exists()
+
+
+def test_deep_gc_removes_stale_include_files(state_dir: Path) -> None:
+    """A hide-list include of a session whose owner was killed mid-start: `sandbox gc`
+    removes it once it is older than a minute (firejail only reads it at jail start)."""
+    from sandbox import gc
+    from sandbox.jail import INCLUDE_DIR
+
+    INCLUDE_DIR.mkdir(parents=True, exist_ok=True)
+    old, fresh = INCLUDE_DIR / "00000000aa.inc", INCLUDE_DIR / "00000000bb.inc"
+    for p in (old, fresh):
+        p.write_text("blacklist /nonexistent\n")
+    os.utime(old, (1.0, 1.0))
+    try:
+        gc.collect(Store(state_dir / "sandbox.db"), deep=True)
+        assert not old.exists() and fresh.exists()
+    finally:
+        for p in (old, fresh):
+            p.unlink(missing_ok=True)
