@@ -18,7 +18,6 @@ import pytest
 
 from sandbox import Sandbox
 from sandbox.errors import SetupError
-from sandbox.launch import supervisor_env, tool
 
 
 def _plant(ws: Path, proof_dir: Path) -> list[Path]:
@@ -72,6 +71,8 @@ def test_loader_variables_refused_by_the_cli(workspace: Path) -> None:
 
 
 def test_helpers_resolve_to_root_owned_absolute_paths() -> None:
+    from sandbox.launch import supervisor_env, tool
+
     exe = Path(tool("firejail"))
     assert exe.is_absolute() and exe.stat().st_uid == 0
     assert not exe.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
