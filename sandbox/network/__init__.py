@@ -2,8 +2,8 @@
 
     handle = setup(session_id, profile.network, emit)   # root; fails closed
     store the JSON-able handle.resources before starting the jail, then run the jail as
-        ip netns exec <handle.netns> setpriv --reuid U --regid G --init-groups firejail ...
-    (no --net: firejail inherits the namespace)
+        setns(<handle.netns>) and the drop to the agent user in the child, then firejail
+    (`launch.Launch`; no --net: firejail inherits the namespace)
     handle.counters() -> nft drop counters; handle.teardown() at the end
     cleanup(resources) after a crash (`sandbox gc`); leftovers() lists our objects on host
 

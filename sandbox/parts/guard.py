@@ -162,7 +162,7 @@ class GuardPart(Part):
         return [v for v in verdicts if v.rule_id not in held]
 
     def _on_exec(self, info: Any) -> None:
-        # The jail's own set-up (our direct child: setpriv -> firejail; its helpers) is
+        # The jail's own set-up (our direct child: firejail; its helpers) is
         # recorded but not judged: firejail's argv names every hidden secret path.
         if info.ppid == os.getpid() or str(info.exe).startswith(_JAIL_HELPERS):
             return

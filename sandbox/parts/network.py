@@ -3,8 +3,9 @@
 Allowlist mode: a network namespace with a veth to the host, nftables redirecting every
 TCP connection to the transparent gateway and DNS to the allowlisting resolver, both
 running in this (the owner's) process, outside the jail. The jail is started inside the
-namespace (`ip netns exec`), so firejail is never asked for `--netns`. Any failure is a
-SetupError and the session does not start (fail closed).
+namespace (`launch.Launch` enters it in the child, as `ip netns exec` would), so
+firejail is never asked for `--netns`. Any failure is a SetupError and the session does
+not start (fail closed).
 """
 
 from __future__ import annotations
