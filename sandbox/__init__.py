@@ -27,10 +27,10 @@ from .errors import (
 if TYPE_CHECKING:
     from .api import Sandbox
     from .events import ListEmit
-    from .execute import ExecResult, ExecTimeout
+    from .execute import ExecTimeout
     from .profile import Profile
     from .profile import load as load_profile
-    from .result import CommandResult
+    from .result import CommandResult, ExecResult
     from .store import Store
 
 __version__ = "0.1.0"
@@ -38,7 +38,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Sandbox": ("api", "Sandbox"),
     "ListEmit": ("events", "ListEmit"),
-    "ExecResult": ("execute", "ExecResult"),
+    "ExecResult": ("result", "ExecResult"),
     "ExecTimeout": ("execute", "ExecTimeout"),
     "Profile": ("profile", "Profile"),
     "load_profile": ("profile", "load"),

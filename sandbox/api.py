@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .execute import MAX_OUTPUT, ExecResult, read_file, run_exec, write_file
+from .execute import MAX_OUTPUT, read_file, run_exec, write_file
 from .profile import Profile
-from .result import CommandResult
+from .result import CommandResult, ExecResult
 from .session import Session
 from .store import Store
 

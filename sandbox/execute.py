@@ -21,42 +21,19 @@ import shlex
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import psutil
 
 from . import launch
 from .errors import CommandTimeout, SessionClosed
+from .result import ExecResult
 from .shell import Capture
 
 if TYPE_CHECKING:
     from .session import Session
 
 MAX_OUTPUT = 10 << 20  # per stream, head and tail kept
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """What one exec did. `stdout`/`stderr` are UTF-8 (invalid bytes replaced); the
-    exact bytes are in `stdout_bytes`/`stderr_bytes`."""
-
-    returncode: int
-    stdout_bytes: bytes
-    stderr_bytes: bytes
-    duration: float
-    timed_out: bool = False
-    truncated: bool = False
-    blocked: bool = False
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_bytes.decode("utf-8", errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_bytes.decode("utf-8", errors="replace")
 
 
 class ExecTimeout(CommandTimeout):
