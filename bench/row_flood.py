@@ -33,6 +33,8 @@ from .core import Ctx, Deadline, Goal, Line, Row, stat, unavailable
 
 MS = 1000.0
 FLOOD_S = 8
+# The red team's flood.py: for N seconds, fork+exec `sh -c 'sleep 0.05'` with 15 x 131000
+# bytes of argument, 8 at a time; bounded in time and count (tests/procs/test_flood.py too).
 FLOOD_PY = """\
 import os, sys, time
 end = time.monotonic() + float(sys.argv[1])

@@ -17,34 +17,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench import row_flood as bench_flood
 from sandbox import Sandbox, SandboxError, Store
 from sandbox.events import ListEmit
 from sandbox.procmon import Budget, ProcessMonitor
 from sandbox.proctree import ARGV_CAP
 from tests.helpers import make_workspace, wait_for
 
-# The red team's flood.py: for N seconds, fork+exec `sh -c 'sleep 0.05'` with 15 x 131000
-# bytes of arguments, 8 at a time (bounded in time and in count).
-FLOOD_PY = """\
-import os, sys, time
-end = time.monotonic() + float(sys.argv[1])
-big = "x" * 131000
-running, n = set(), 0
-while time.monotonic() < end and n < 5000:
-    while len(running) < 8 and n < 5000:
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.execvp("sh", ["sh", "-c", "sleep 0.05", *([big] * 15)])
-            finally:
-                os._exit(127)
-        running.add(pid)
-        n += 1
-    running.discard(os.wait()[0])
-for pid in running:
-    os.waitpid(pid, 0)
-print("flood-done", n)
-"""
+# The red team's flood.py (bounded in time and count), shared with bench row 8.
+FLOOD_PY = bench_flood.FLOOD_PY
 
 # Not typed as a command (the text check would refuse it before it ran): the exec
 # monitor has to see it.
