@@ -150,7 +150,11 @@ class GuardPart(Part):
         if row["kind"] in _SAMPLES:
             verdicts = self._sample_transitions(row["kind"], verdicts)
         if verdicts:
-            self._act(verdicts, pid=None)
+            # A recorder signal already carries its rule's flag: the same verdict is not
+            # recorded (and counted) twice; a stronger one (strict's kill) is.
+            same = {(row.get("rule"), row.get("action"))}
+            self._act(verdicts, pid=None,
+                      record=[v for v in verdicts if (v.rule_id, v.action) not in same])
 
     def _sample_transitions(self, kind: str, verdicts: list[Verdict]) -> list[Verdict]:
         """A windowed sample rule matches every sample while the condition holds (a long
@@ -171,8 +175,9 @@ class GuardPart(Part):
         if verdicts:
             self._act(verdicts, pid=info.pid)
 
-    def _act(self, verdicts: list[Verdict], pid: int | None) -> None:
-        self._record(verdicts)
+    def _act(self, verdicts: list[Verdict], pid: int | None,
+             record: list[Verdict] | None = None) -> None:
+        self._record(verdicts if record is None else record)
         top = verdicts[0]
         if top.action == "kill":
             self._kill(f"guard rule {top.rule_id}: {top.message}")

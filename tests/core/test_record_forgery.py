@@ -52,6 +52,7 @@ def test_h3_redefining_the_recorder_does_not_fake_results(workspace: Path) -> No
         r = sb.run(setup, timeout=T)
         hooks = [a for a in r.alerts if a["rule"] == "tamper.recorder_hooks"]
         assert hooks and hooks[0]["severity"] == "critical", r.alerts
+        assert len(hooks) == 1, r.alerts  # the guard does not record the same flag again
         r = sb.run("python3 -m pytest -q", timeout=T)
         assert "12 passed" not in r.output
         assert r.exit_code != 0
