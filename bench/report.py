@@ -59,7 +59,7 @@ def versions() -> dict[str, str | None]:
     head = _out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     dirty = _out(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
     return {
-        "sandbox": pkg("sandbox-runtime"), "git": head + ("+dirty" if dirty else ""),
+        "sandbox": pkg("ringfence"), "git": head + ("+dirty" if dirty else ""),
         "python": platform.python_version(), "firejail": fj.group(1) if fj else None,
         "pexpect": pkg("pexpect"), "sqlite": sqlite3.sqlite_version,
         "srt": peers.srt_version(), "swe-rex": peers.swerex_version(),

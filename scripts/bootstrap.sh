@@ -45,7 +45,7 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   echo "bootstrap: installing sandbox and its Python dependencies into .venv" >&2
   # Quiet unless it fails: setuptools' editable-install warnings are noise here.
   if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip &&
-         .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'; } \
+         .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,all]'; } \
        >.venv/install.log 2>&1; then
     cat .venv/install.log >&2
     echo "bootstrap: pip install failed (log above, also in .venv/install.log)" >&2

@@ -14,7 +14,7 @@ def test_wheel_ships_profiles_tui_rc_and_packs(test_dir: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(test_dir), str(REPO)], check=True, timeout=300,
                    capture_output=True)
-    wheel = next(test_dir.glob("sandbox_runtime-*.whl"))
+    wheel = next(test_dir.glob("ringfence-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for must in ("sandbox/py.typed", "sandbox/shell_rc.bash",
                  "sandbox/profiles_builtin/default.toml", "sandbox/profiles_builtin/strict.toml",
