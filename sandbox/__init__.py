@@ -25,6 +25,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .aio import AsyncSandbox
     from .api import Sandbox
     from .events import ListEmit
     from .execute import ExecTimeout
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Sandbox": ("api", "Sandbox"),
+    "AsyncSandbox": ("aio", "AsyncSandbox"),
     "ListEmit": ("events", "ListEmit"),
     "ExecResult": ("result", "ExecResult"),
     "ExecTimeout": ("execute", "ExecTimeout"),
@@ -47,6 +49,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AsyncSandbox",
     "CommandBlocked",
     "CommandResult",
     "CommandTimeout",

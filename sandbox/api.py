@@ -4,20 +4,26 @@
         r = sb.run("pytest -q", timeout=600)
         r.exit_code, r.output, r.duration, r.timed_out, r.alerts
 
-Many sandboxes may live in one process; each runs one command at a time and is safe to
-share between threads (commands queue on a lock).
+Many sandboxes may live in one process; `run` (the persistent bash) takes one command
+at a time and is safe to share between threads (commands queue on a lock); `exec`, files
+and `spawn` run concurrently, driven from one shared loop thread (see `loop`).
+For asyncio code, `AsyncSandbox` has the same surface.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from .execute import MAX_OUTPUT, read_file, run_exec, write_file
+from . import execute, files, loop
+from .execute import MAX_OUTPUT, Process
+from .options import Network, Registry, alive, new_session
 from .profile import Profile
 from .result import CommandResult, ExecResult
-from .session import Session
 from .store import Store
+
+_live = Registry()
 
 
 class Sandbox:
@@ -29,12 +35,24 @@ class Sandbox:
         workdir: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         *,
+        network: Network = None,
+        gpu: int | dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
         store: Store | None = None,
         gpu_backend: Any = None,
     ) -> None:
-        """`gpu_backend` replaces NVML (e.g. `sandbox.gpu.FakeNvml` in your own tests)."""
-        self._session = Session(profile, workdir=workdir, env=env, kind="api", store=store)
-        self._session.gpu_backend = gpu_backend
+        """`network`: "none", "guarded", a list of allowed `host:port` patterns
+        ("*.pypi.org:443"), or a [network] table; `gpu`: a count or a [gpu] table;
+        `limits`: a [limits] table. Each is checked like a profile file and replaces
+        that part of the profile for this sandbox only. `gpu_backend` replaces NVML
+        (e.g. `sandbox.gpu.FakeNvml` in your own tests)."""
+        self._session = new_session(profile, workdir, env, store, gpu_backend,
+                                    network=network, gpu=gpu, limits=limits)
+
+    @classmethod
+    def lookup(cls, sandbox_id: str) -> Sandbox:
+        """The live handle with this id in this process; NotFound otherwise."""
+        return _live.get(sandbox_id)  # type: ignore[no-any-return]
 
     @property
     def id(self) -> str:
@@ -48,8 +66,17 @@ class Sandbox:
     def profile(self) -> Profile:
         return self._session.profile
 
+    @property
+    def workdir(self) -> str:
+        """The workspace's path (the same inside the jail and on the host)."""
+        return str(self._session.workdir)
+
+    def is_alive(self) -> bool:
+        return alive(self._session)
+
     def start(self) -> Sandbox:
         self._session.start()
+        _live.add(self.id, self)
         return self
 
     def run(self, command: str, timeout: float | None = None, *, check: bool = False
@@ -78,19 +105,58 @@ class Sandbox:
         workspace. Raises `ExecTimeout` (a `TimeoutError`) with the partial output when
         `timeout` passes; the whole process tree is killed first. A non-executable
         target raises PermissionError; `user` may only name the sandbox's agent user."""
-        return run_exec(self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
-                        max_output=max_output, user=user)
+        return loop.call(execute.exec_async(
+            self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
+            max_output=max_output, user=user))
+
+    def spawn(
+        self,
+        cmd: list[str] | str,
+        *,
+        input: str | bytes | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        max_output: int = MAX_OUTPUT,
+        user: str | None = None,
+    ) -> SyncProcess:
+        """Start a process and stream it: `p.write(b"..")`, `p.close_stdin()`,
+        `for chunk in p.stdout`, `p.wait()` (its recorded ExecResult), `p.kill()`."""
+        async def start() -> Process:
+            return execute.spawn_async(
+                self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
+                max_output=max_output, user=user)
+
+        return SyncProcess(loop.call(start()))
 
     def read_file(self, path: str, text: bool = True, *, max_bytes: int = MAX_OUTPUT
                   ) -> str | bytes:
         """A file as the agent sees it (hidden paths stay hidden). Raises
-        FileNotFoundError, PermissionError, IsADirectoryError naming the path."""
-        data = read_file(self._session, path, max_bytes=max_bytes)
+        FileNotFoundError, PermissionError, IsADirectoryError naming the path, and
+        `files.OutputLimitExceeded` (an OSError) past `max_bytes`."""
+        data = loop.call(files.read_file(self._session, path, max_bytes=max_bytes))
         return data.decode("utf-8", errors="replace") if text else data
 
     def write_file(self, path: str, data: str | bytes) -> None:
         """Create or replace a file as the agent user (parents created, bytes exact)."""
-        write_file(self._session, path, data)
+        loop.call(files.write_file(self._session, path, data))
+
+    def upload(self, host_path: str | os.PathLike[str], path: str) -> None:
+        """Copy a host file or directory into the sandbox (owned by the agent user)."""
+        loop.call(files.upload(self._session, host_path, path))
+
+    def download(self, path: str, host_path: str | os.PathLike[str]) -> None:
+        """Copy a sandbox file or directory out to the host (plain files only: links,
+        devices and names outside the tree are refused)."""
+        loop.call(files.download(self._session, path, host_path))
+
+    def export_tar(self, path: str = ".") -> bytes:
+        """A directory of the sandbox (default: the workspace) as a tar stream."""
+        return loop.call(files.export_tar(self._session, path))
+
+    def import_tar(self, data: bytes, path: str = ".") -> None:
+        """Unpack a tar stream into the sandbox (default: the workspace)."""
+        loop.call(files.import_tar(self._session, data, path))
 
     def kill(self, reason: str = "killed by API") -> None:
         self._session.kill(reason)
@@ -113,3 +179,48 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SyncProcess:
+    """`Sandbox.spawn`'s handle: the async `Process` driven from the shared loop."""
+
+    def __init__(self, proc: Process) -> None:
+        self._proc = proc
+        self.pid = proc.pid
+
+    def write(self, data: str | bytes) -> None:
+        loop.call(self._proc.write(data))
+
+    def close_stdin(self) -> None:
+        loop.loop().call_soon_threadsafe(self._proc.close_stdin)
+
+    @property
+    def stdout(self) -> Iterator[bytes]:
+        return self._iterate(self._proc.stdout)
+
+    @property
+    def stderr(self) -> Iterator[bytes]:
+        return self._iterate(self._proc.stderr)
+
+    @staticmethod
+    def _iterate(stream: execute.Stream) -> Iterator[bytes]:
+        it = stream.__aiter__()
+
+        async def step() -> bytes | None:
+            try:
+                return await it.__anext__()
+            except StopAsyncIteration:
+                return None
+
+        while (chunk := loop.call(step())) is not None:
+            yield chunk
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def wait(self, timeout: float | None = None) -> ExecResult:
+        return loop.call(self._proc.wait(timeout))

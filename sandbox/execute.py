@@ -11,21 +11,24 @@ The first slice of the framework door (issue 13): argv or a shell string, stdin 
 full, stdout and stderr apart and capped, exit 128+N for signal N, a timeout that kills
 the whole tree and raises `CommandTimeout` carrying the partial output. Every exec is
 text-checked by the guard first and recorded as a command (`source = "exec"`).
+
+The process is driven from an asyncio loop (`child.AsyncChild`: pidfd and non-blocking
+pipes, no thread per exec); the sync `Sandbox` runs the same code on a shared loop thread.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import os
 import shlex
 import subprocess
-import threading
 import time
-from typing import IO, TYPE_CHECKING
-
-import psutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import launch
+from .child import AsyncChild, kill_tree
 from .errors import CommandTimeout, SessionClosed
 from .result import ExecResult
 from .shell import Capture
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from .session import Session
 
 MAX_OUTPUT = 10 << 20  # per stream, head and tail kept
+PIPE_GRACE_S = 5.0  # a background job may keep the pipes open past the exit; not longer
 
 
 class ExecTimeout(CommandTimeout):
@@ -68,51 +72,67 @@ def _check_user(session: Session, user: str | None) -> None:
             + ("; root never does" if user in ("root", "0") else ""))
 
 
-def _pump(stream: IO[bytes], cap: Capture) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        while data := stream.read1(65536):  # type: ignore[attr-defined]
-            cap.add(data)
+@dataclass
+class Exec:
+    """One exec from its checks to its record: everything but driving the process."""
+
+    session: Session
+    cmd: list[str] | str
+    argv: list[str]
+    text: str
+    env: dict[str, str]
+    data: bytes
+    cwd: str | None
+    timeout: float | None
+    out: Capture
+    err: Capture
+    started: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.monotonic)
+
+    def popen(self, stdin: bool = True) -> subprocess.Popen[bytes]:
+        join = [launch.tool("firejail"), "--quiet", f"--join=sbx-{self.session.id}", "--",
+                *self.argv]
+        self.started, self.t0 = time.time(), time.monotonic()
+        return subprocess.Popen(
+            join, env=self.env, cwd=str(self.session.workdir),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=self.session.launcher())
+
+    def finish(self, status: int | None, timed_out: bool) -> ExecResult:
+        """Record the exec and build its result (blocking: a store write, and the
+        monitor's verdicts on its execs)."""
+        session = self.session
+        code = -1 if status is None else (128 - status if status < 0 else status)
+        stdout, cut_out = self.out.result()
+        stderr, cut_err = self.err.result()
+        duration = time.monotonic() - self.t0
+        session.record_command(
+            self.text, stdout + stderr, None if timed_out else code, self.started, duration,
+            "exec", truncated=cut_out or cut_err,
+            output_bytes=self.out.total + self.err.total)
+        session.emit("exec.result", {
+            "argv": self.argv, "cwd": self.cwd, "stdin_bytes": len(self.data),
+            "returncode": code, "timed_out": timed_out, "stdout_bytes": self.out.total,
+            "stderr_bytes": self.err.total})
+        procs = session.hooks.part("procs")
+        if procs is not None:
+            procs.settle()  # type: ignore[attr-defined]
+        return ExecResult(code, stdout, stderr, duration, timed_out, cut_out or cut_err,
+                          alerts=session.hooks.drain_alerts())
+
+    def check(self, result: ExecResult) -> ExecResult:
+        """Raise what the caller asked to see raised."""
+        if (result.returncode == 126 and not isinstance(self.cmd, str)
+                and b"Permission denied" in result.stderr_bytes):
+            raise PermissionError(f"{self.argv[0]!r} in the sandbox is not executable: "
+                                  f"{result.stderr.strip()[-200:]}")
+        if result.timed_out:
+            raise ExecTimeout(f"{self.text!r} timed out after {self.timeout}s", result)
+        return result
 
 
-def _feed(stream: IO[bytes], data: bytes) -> None:
-    with contextlib.suppress(OSError, ValueError):  # the program may not read it all
-        stream.write(data)
-    with contextlib.suppress(OSError, ValueError):
-        stream.close()
-
-
-def _session_members(sid: int) -> list[int]:
-    """Host pids whose session is `sid` (the join process leads one: `Launch` calls
-    setsid), detached background jobs included, which re-parent to the jail's init."""
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 3 and int(fields[3]) == sid:
-            out.append(int(entry.name))
-    return out
-
-
-def _kill_tree(pid: int) -> None:
-    """The join process and everything it started, wherever it re-parented (bounded)."""
-    for _ in range(5):
-        pids = set(_session_members(pid))
-        with contextlib.suppress(psutil.Error):
-            pids |= {p.pid for p in psutil.Process(pid).children(recursive=True)}
-        if not pids:
-            return
-        for p in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(p, 9)
-
-
-def run_exec(
+def prepare(
     session: Session,
     cmd: list[str] | str,
     *,
@@ -122,7 +142,9 @@ def run_exec(
     timeout: float | None = None,
     max_output: int = MAX_OUTPUT,
     user: str | None = None,
-) -> ExecResult:
+) -> Exec | ExecResult:
+    """The checks before any process: state, user, guard on the text, the environment.
+    An ExecResult means the guard blocked it (recorded already)."""
     if session.state != "running" or session.jail_pid is None:
         raise SessionClosed(f"session {session.id} is {session.state}")
     _check_user(session, user)
@@ -139,94 +161,124 @@ def run_exec(
 
         check_env(full_env)
     data = input.encode() if isinstance(input, str) else (input or b"")
-    join = [launch.tool("firejail"), "--quiet", f"--join=sbx-{session.id}", "--", *argv]
-    started, t0 = time.time(), time.monotonic()
-    proc = subprocess.Popen(
-        join, env=full_env, cwd=str(session.workdir), stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=session.launcher(),
-    )
-    out, err = Capture(max_output), Capture(max_output)
-    assert proc.stdin and proc.stdout and proc.stderr
-    threads = [threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True),
-               threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True),
-               threading.Thread(target=_feed, args=(proc.stdin, data), daemon=True)]
-    for t in threads:
-        t.start()
+    return Exec(session, cmd, argv, text, full_env, data, cwd, timeout,
+                Capture(max_output), Capture(max_output))
+
+
+async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> ExecResult:
+    """`Sandbox.exec` on the running loop (see `AsyncSandbox.exec`)."""
+    ex = prepare(session, cmd, **kw)  # type: ignore[arg-type]
+    if isinstance(ex, ExecResult):
+        return ex
+    loop = asyncio.get_running_loop()
+    child = AsyncChild(ex.popen(), ex.out.add, ex.err.add)
     timed_out = False
     try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_tree(proc.pid)
-        code = proc.wait()
-    for t in threads:
-        t.join(timeout=5)
-    stdout, cut_out = out.result()
-    stderr, cut_err = err.result()
-    code = 128 - code if code < 0 else code
-    duration = time.monotonic() - t0
-    session.record_command(text, stdout + stderr, None if timed_out else code, started,
-                           duration, "exec", truncated=cut_out or cut_err,
-                           output_bytes=out.total + err.total)
-    session.emit("exec.result", {
-        "argv": argv, "cwd": cwd, "stdin_bytes": len(data), "returncode": code,
-        "timed_out": timed_out, "stdout_bytes": out.total, "stderr_bytes": err.total})
-    procs = session.hooks.part("procs")
-    if procs is not None:
-        procs.settle()  # type: ignore[attr-defined]
-    result = ExecResult(code, stdout, stderr, duration, timed_out, cut_out or cut_err,
-                        alerts=session.hooks.drain_alerts())
-    if code == 126 and not isinstance(cmd, str) and b"Permission denied" in stderr:
-        raise PermissionError(f"{argv[0]!r} in the sandbox is not executable: "
-                              f"{result.stderr.strip()[-200:]}")
-    if timed_out:
-        raise ExecTimeout(f"{text!r} timed out after {timeout}s", result)
-    return result
+        child.write(ex.data)
+        child.close_stdin()
+        try:
+            status: int | None = await child.wait(ex.timeout)
+        except TimeoutError:
+            timed_out = True
+            kill_tree(child.pid)
+            status = await child.wait()
+        await child.streams_closed(PIPE_GRACE_S)
+    except BaseException:  # cancelled: nothing of it may outlive the caller's interest
+        kill_tree(child.pid)
+        child.close()
+        child.proc.wait()
+        raise
+    child.close()
+    result = await loop.run_in_executor(None, ex.finish, status, timed_out)
+    return ex.check(result)
 
 
-# -- files, as the agent user inside the jail's own view (hidden paths stay hidden) ------
-
-_ERRORS: tuple[tuple[str, type[OSError]], ...] = (
-    ("No such file or directory", FileNotFoundError),
-    ("Permission denied", PermissionError),
-    ("Read-only file system", PermissionError),
-    ("Is a directory", IsADirectoryError),
-    ("Not a directory", NotADirectoryError),
-)
+# -- spawn: a streaming handle ----------------------------------------------------------
 
 
-def _raise_for(path: str, r: ExecResult, what: str) -> None:
-    for needle, exc in _ERRORS:
-        if needle in r.stderr:
-            raise exc(f"{what} {path!r} in the sandbox: {needle}")
-    raise OSError(f"{what} {path!r} in the sandbox failed (exit {r.returncode}): "
-                  f"{r.stderr.strip()[-300:]}")
+class Stream:
+    """One output stream of a spawned process: `async for chunk in stream`, or
+    `await stream.read()` for everything until EOF. Chunks are bytes."""
+
+    def __init__(self, cap: Capture) -> None:
+        self._cap = cap
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._eof = False
+
+    def feed(self, data: bytes) -> None:
+        if data:
+            self._cap.add(data)
+        self._queue.put_nowait(data)  # b"" marks EOF
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[bytes]:
+        while not self._eof:
+            chunk = await self._queue.get()
+            if not chunk:
+                self._eof = True
+                return
+            yield chunk
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self])
 
 
-def read_file(session: Session, path: str, *, max_bytes: int = MAX_OUTPUT) -> bytes:
-    """The file's bytes as the agent sees them; OSError subclasses name the path."""
-    r = run_exec(session, ["/bin/cat", "--", path], max_output=max_bytes + 1)
-    if r.returncode != 0:
-        _raise_for(path, r, "reading")
-    if r.truncated or len(r.stdout_bytes) > max_bytes:
-        raise OSError(f"reading {path!r} in the sandbox: larger than {max_bytes} bytes "
-                      "(pass a larger max_bytes)")
-    _file_event(session, "file.read", path, r.stdout_bytes)
-    return r.stdout_bytes
+class Process:
+    """A process spawned in the sandbox (`AsyncSandbox.spawn`): write to its stdin,
+    iterate its stdout/stderr, `wait()` for its ExecResult (recorded like an exec)."""
+
+    def __init__(self, ex: Exec) -> None:
+        self._ex = ex
+        self.stdout = Stream(ex.out)
+        self.stderr = Stream(ex.err)
+        self._child = AsyncChild(ex.popen(), self.stdout.feed, self.stderr.feed)
+        self.pid = self._child.pid
+        self._result: ExecResult | None = None
+        self._timed_out = False
+        if ex.data:
+            self._child.write(ex.data)
+
+    async def write(self, data: str | bytes) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        self._ex.data += raw
+        self._child.write(raw)
+        await self._child.drain()
+
+    def close_stdin(self) -> None:
+        self._child.close_stdin()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._result.returncode if self._result else None
+
+    def kill(self) -> None:
+        """Kill the process and everything it started."""
+        kill_tree(self.pid)
+
+    async def wait(self, timeout: float | None = None) -> ExecResult:
+        """Until it exits (killing the tree after `timeout`, then ExecTimeout); the
+        result holds the output the streams were not read for, head and tail kept."""
+        if self._result is None:
+            try:
+                status = await self._child.wait(timeout if timeout is not None
+                                                else self._ex.timeout)
+            except TimeoutError:
+                self._timed_out = True
+                self.kill()
+                status = await self._child.wait()
+            await self._child.streams_closed(PIPE_GRACE_S)
+            self._child.close()
+            loop = asyncio.get_running_loop()
+            self._result = await loop.run_in_executor(
+                None, self._ex.finish, status, self._timed_out)
+        return self._ex.check(self._result)
 
 
-def write_file(session: Session, path: str, data: str | bytes) -> None:
-    """Write (create or replace) a file as the agent, creating parent directories."""
-    raw = data.encode() if isinstance(data, str) else data
-    r = run_exec(session, ["/bin/sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && '
-                           'cat > "$1"', "sh", path], input=raw)
-    if r.returncode != 0:
-        _raise_for(path, r, "writing")
-    _file_event(session, "file.write", path, raw)
-
-
-def _file_event(session: Session, kind: str, path: str, data: bytes) -> None:
-    import hashlib
-
-    session.emit(kind, {"path": path, "bytes": len(data),
-                        "sha256": hashlib.sha256(data).hexdigest()})
+def spawn_async(session: Session, cmd: list[str] | str, **kw: object) -> Process:
+    """Start `cmd` in the jail and hand back its streaming handle (call on the loop)."""
+    ex = prepare(session, cmd, **kw)  # type: ignore[arg-type]
+    if isinstance(ex, ExecResult):
+        raise PermissionError(f"spawn {cmd!r}: blocked by the guard: {ex.stderr.strip()}")
+    return Process(ex)

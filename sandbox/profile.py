@@ -121,12 +121,18 @@ class RecordingSection:
 
 @dataclass(frozen=True)
 class NetworkSection:
-    """Egress. `none` = no interfaces at all; `allowlist` = transparent gateway (root)."""
+    """Egress. `none` = no interfaces at all; `allowlist` = transparent gateway (root)
+    relaying only what `allow` names; `guarded` = the same gateway (root) relaying TLS and
+    HTTP anywhere except the built-in denies and `deny`, SSH only where `allow` lifts it,
+    mining and unrecognised protocols never, every connection recorded."""
 
     # Security choice: default deny; `none` needs no root and has no attack surface.
-    mode: Literal["none", "allowlist"] = _doc("`none` or `allowlist`.", "none")
+    mode: Literal["none", "allowlist", "guarded"] = _doc(
+        "`none`, `allowlist` or `guarded` (the last two need root).", "none")
     allow: list[str] = _doc(
-        'Allowed `host:port[,port]` patterns, e.g. "pypi.org:443", "*.github.com:443,22".',
+        'Allowed `host:port[,port]` patterns, e.g. "pypi.org:443", "*.github.com:443,22". '
+        "In guarded mode: exceptions to the protocol rules, e.g. \"github.com:22\" lets "
+        "SSH reach github.com on port 22 (TLS and HTTP need no entry there).",
         factory=list,
     )
     protocols: dict[str, list[str]] = _doc(
@@ -137,7 +143,7 @@ class NetworkSection:
         "Patterns or CIDRs always denied (metadata, link-local, LAN are denied anyway).",
         factory=list,
     )
-    dns: bool = _doc("Answer DNS for allowed names.", True)
+    dns: bool = _doc("Answer DNS for allowed names (guarded: for any name not denied).", True)
     upstream_dns: str = _doc("Upstream resolver; empty = the host's (/etc/resolv.conf).", "")
     address_pool: str = _doc("IPv4 pool for the per-session veth /30s.", "100.96.0.0/16")
 
@@ -416,3 +422,12 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def override(profile: Profile, changes: dict[str, Any], where: str = "code") -> Profile:
+    """`profile` with `changes` (tables as in a profile file, e.g. {"network": {"mode":
+    "guarded"}}) merged over it and checked like a file: the per-sandbox settings of the
+    API. `where` names the source in error messages."""
+    checked = _validate_table(changes, Profile, "", where)
+    data = _merge({k: v for k, v in to_dict(profile).items() if v is not None}, checked)
+    return typing.cast(Profile, _build(Profile, data))

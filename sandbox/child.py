@@ -1,0 +1,174 @@
+"""One process started by the supervisor, driven from an asyncio loop without threads.
+
+`asyncio.create_subprocess_exec` on Python 3.11 watches each child with a thread of its
+own (ThreadedChildWatcher); hundreds of sandboxes with several execs each would be
+hundreds of threads. Here the exit is a `pidfd` and the pipes are non-blocking fds, all
+three registered with the loop's selector: one loop thread drives every exec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable
+
+import psutil
+
+Sink = Callable[[bytes], None]
+CHUNK = 1 << 16
+
+
+class AsyncChild:
+    """A `Popen` whose stdout/stderr go to `sinks` (b"" once at EOF) and whose stdin is
+    fed from `write`; `wait()` is the exit status as `waitpid` says it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], on_out: Sink, on_err: Sink) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self._loop = asyncio.get_running_loop()
+        self._exited = self._loop.create_future()
+        self._eof = [self._loop.create_future(), self._loop.create_future()]
+        self._pidfd = os.pidfd_open(proc.pid)
+        self._loop.add_reader(self._pidfd, self._on_exit)
+        self._pending = bytearray()
+        self._stdin_close = False
+        self._drained: asyncio.Future[None] | None = None
+        assert proc.stdout is not None and proc.stderr is not None
+        for i, (stream, sink) in enumerate(((proc.stdout, on_out), (proc.stderr, on_err))):
+            fd = stream.fileno()
+            os.set_blocking(fd, False)
+            self._loop.add_reader(fd, self._on_read, fd, sink, self._eof[i])
+        if proc.stdin is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
+
+    # -- output -----------------------------------------------------------------------
+
+    def _on_read(self, fd: int, sink: Sink, eof: asyncio.Future[None]) -> None:
+        try:
+            chunk = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._loop.remove_reader(fd)
+            if not eof.done():
+                eof.set_result(None)
+        sink(chunk)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    # -- input ------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue `data` for the child's stdin (dropped if it closed its end)."""
+        stdin = self.proc.stdin
+        if stdin is None or stdin.closed or self._stdin_close:
+            return
+        first = not self._pending
+        self._pending += data
+        if first and self._pending:
+            self._loop.add_writer(stdin.fileno(), self._on_write)
+
+    def close_stdin(self) -> None:
+        """Close stdin once everything queued has been written."""
+        self._stdin_close = True
+        if not self._pending:
+            self._close_stdin_now()
+
+    async def drain(self) -> None:
+        """Until what `write` queued is in the pipe (or the child closed its end)."""
+        if self._pending:
+            self._drained = self._drained or self._loop.create_future()
+            await self._drained
+
+    def _on_write(self, ) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            n = os.write(stdin.fileno(), self._pending[:CHUNK * 4])
+        except BlockingIOError:
+            return
+        except OSError:  # EPIPE: the program does not read it all
+            self._pending.clear()
+            n = 0
+        del self._pending[:n]
+        if not self._pending:
+            self._loop.remove_writer(stdin.fileno())
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+            self._drained = None
+            if self._stdin_close:
+                self._close_stdin_now()
+
+    def _close_stdin_now(self) -> None:
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(OSError):
+                self._loop.remove_writer(stdin.fileno())
+                stdin.close()
+
+    # -- end --------------------------------------------------------------------------
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """The exit status (negative for a signal); TimeoutError after `timeout`."""
+        await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+        return self.proc.wait()
+
+    async def streams_closed(self, timeout: float) -> None:
+        """Until both pipes reach EOF: a background job may hold them past the exit."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._eof), timeout)
+
+    def close(self) -> None:
+        """Unregister everything from the loop and close the fds (idempotent)."""
+        self._pending.clear()
+        self._close_stdin_now()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(OSError, ValueError):
+                    self._loop.remove_reader(stream.fileno())
+                    stream.close()
+        if self._pidfd >= 0:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        for fut in (self._exited, *self._eof):
+            if not fut.done():
+                fut.cancel()
+
+
+def session_members(sid: int) -> list[int]:
+    """Host pids whose session is `sid` (the join process leads one: `Launch` calls
+    setsid), detached background jobs included, which re-parent to the jail's init."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == sid:
+            out.append(int(entry.name))
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """The join process and everything it started, wherever it re-parented (bounded)."""
+    for _ in range(5):
+        pids = set(session_members(pid))
+        with contextlib.suppress(psutil.Error):
+            pids |= {p.pid for p in psutil.Process(pid).children(recursive=True)}
+        if not pids:
+            return
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, 9)

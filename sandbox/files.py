@@ -1,0 +1,185 @@
+"""Files in and out of a running sandbox, as the agent user inside the jail's own view.
+
+Every transfer is an exec of a standard tool (`cat`, `tar`) in the jail, so hidden paths
+stay hidden, the agent's permissions apply and a path the agent controls (a symlink to
+/etc/shadow) leads nowhere it could not go itself. What comes out to the host is only
+ever written as plain files and directories under the caller's destination: a tar from
+the jail is hostile input and links, devices, absolute names and `..` are refused.
+
+Each transfer is an event in the record (`file.read`, `file.write`, `file.upload`,
+`file.download`) with the path, the size and the sha256 of the bytes moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import posixpath
+import stat
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .execute import MAX_OUTPUT, exec_async
+from .result import ExecResult
+
+if TYPE_CHECKING:
+    from .session import Session
+
+MAX_TRANSFER = 1 << 30  # a tar of a workspace; beyond, the caller passes max_bytes
+
+_ERRORS: tuple[tuple[str, type[OSError]], ...] = (
+    ("No such file or directory", FileNotFoundError),
+    ("Permission denied", PermissionError),
+    ("Read-only file system", PermissionError),
+    ("Is a directory", IsADirectoryError),
+    ("Not a directory", NotADirectoryError),
+)
+
+
+class OutputLimitExceeded(OSError):
+    """A file or archive is larger than the limit the caller passed."""
+
+
+def _raise_for(path: str, r: ExecResult, what: str) -> None:
+    for needle, exc in _ERRORS:
+        if needle in r.stderr:
+            raise exc(f"{what} {path!r} in the sandbox: {needle}")
+    raise OSError(f"{what} {path!r} in the sandbox failed (exit {r.returncode}): "
+                  f"{r.stderr.strip()[-300:]}")
+
+
+def _event(session: Session, kind: str, path: str, data: bytes, **extra: object) -> None:
+    session.emit(kind, {"path": path, "bytes": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(), **extra})
+
+
+async def _read(session: Session, argv: list[str], path: str, max_bytes: int,
+                what: str) -> bytes:
+    r = await exec_async(session, argv, max_output=max_bytes + 1)
+    if r.returncode != 0:
+        _raise_for(path, r, what)
+    if r.truncated or len(r.stdout_bytes) > max_bytes:
+        raise OutputLimitExceeded(f"{what} {path!r} in the sandbox: larger than {max_bytes} "
+                                  "bytes (pass a larger max_bytes)")
+    return r.stdout_bytes
+
+
+async def read_file(session: Session, path: str, *, max_bytes: int = MAX_OUTPUT) -> bytes:
+    """The file's bytes as the agent sees them; OSError subclasses name the path."""
+    data = await _read(session, ["/bin/cat", "--", path], path, max_bytes, "reading")
+    _event(session, "file.read", path, data)
+    return data
+
+
+_WRITE = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
+
+
+async def write_file(session: Session, path: str, data: str | bytes) -> None:
+    """Write (create or replace) a file as the agent, creating parent directories."""
+    raw = data.encode() if isinstance(data, str) else data
+    r = await exec_async(session, ["/bin/sh", "-c", _WRITE, "sh", path], input=raw)
+    if r.returncode != 0:
+        _raise_for(path, r, "writing")
+    _event(session, "file.write", path, raw)
+
+
+# -- trees: tar streams ---------------------------------------------------------------
+
+_UNTAR = 'mkdir -p -- "$1" && cd -- "$1" && exec tar -x --no-same-owner --no-same-permissions'
+
+
+async def import_tar(session: Session, data: bytes, path: str = ".") -> None:
+    """Unpack a tar stream into `path` (relative to the workspace) as the agent user."""
+    r = await exec_async(session, ["/bin/sh", "-c", _UNTAR, "sh", path], input=data,
+                         cwd=".")
+    if r.returncode != 0:
+        _raise_for(path, r, "unpacking into")
+    _event(session, "file.upload", path, data, archive=True)
+
+
+async def export_tar(session: Session, path: str = ".", *,
+                     max_bytes: int = MAX_TRANSFER) -> bytes:
+    """`path` (a directory, relative to the workspace) as an uncompressed tar stream."""
+    data = await _read(session, ["/bin/tar", "-c", "-C", path, "."], path, max_bytes,
+                       "archiving")
+    _event(session, "file.download", path, data, archive=True)
+    return data
+
+
+def _tar_of(host_path: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(host_path), arcname=".")
+    return buf.getvalue()
+
+
+async def upload(session: Session, host_path: str | os.PathLike[str], path: str) -> None:
+    """Copy a host file or directory to `path` in the sandbox (owned by the agent)."""
+    src = Path(host_path)
+    if src.is_dir():
+        await import_tar(session, _tar_of(src), path)
+    elif src.is_file():
+        await write_file(session, path, src.read_bytes())
+    else:
+        raise FileNotFoundError(f"upload: {src} is not a file or directory on the host")
+
+
+_PACK = 'cd -- "$(dirname -- "$1")" && exec tar -c -- "$(basename -- "$1")"'
+
+
+async def download(session: Session, path: str, host_path: str | os.PathLike[str], *,
+                   max_bytes: int = MAX_TRANSFER) -> None:
+    """Copy a sandbox file or directory to `host_path` (a file, or a directory that
+    will hold the tree's contents)."""
+    data = await _read(session, ["/bin/sh", "-c", _PACK, "sh", path], path, max_bytes,
+                       "downloading")
+    extract_plain(data, Path(host_path))
+    _event(session, "file.download", path, data, archive=True)
+
+
+def extract_plain(data: bytes, dest: Path) -> None:
+    """Unpack a tar made in the jail: its one top entry becomes `dest`. Only regular
+    files and directories, names that stay below the top; anything else is refused
+    before a byte is written (the archive is the agent's to shape)."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        members = tar.getmembers()
+        if not members:
+            raise OSError("download: the sandbox sent an empty archive")
+        top = members[0].name.rstrip("/")
+        plan: list[tuple[tarfile.TarInfo, Path]] = []
+        for m in members:
+            rel = posixpath.normpath(m.name)
+            if rel == top:
+                rest = ""
+            elif rel.startswith(top + "/"):
+                rest = rel[len(top) + 1:]
+            else:
+                raise OSError(f"download: archive entry {m.name!r} is outside {top!r}")
+            if rest.startswith("/") or ".." in rest.split("/") or not (m.isfile() or
+                                                                     m.isdir()):
+                raise OSError(f"download: refusing archive entry {m.name!r} "
+                              "(only plain files and directories are copied out)")
+            plan.append((m, dest / rest if rest else dest))
+        if members[0].isfile() and len(members) == 1:
+            _write_plain(tar, members[0], dest)
+            return
+        for m, target in plan:
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _write_plain(tar, m, target)
+
+
+def _write_plain(tar: tarfile.TarFile, m: tarfile.TarInfo, target: Path) -> None:
+    if target.is_symlink():  # never follow a link at the destination
+        target.unlink()
+    src = tar.extractfile(m)
+    assert src is not None
+    mode = stat.S_IMODE(m.mode) & 0o755 | 0o600  # no setuid/setgid, owner can read
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as out:
+        while chunk := src.read(1 << 20):
+            out.write(chunk)
