@@ -274,3 +274,34 @@ def check_firejail() -> tuple[int, ...]:
             "apt-get install -t bookworm firejail (Debian 12 ships 0.9.72)"
         )
     return version
+
+
+def exec_var_tmp(jail_pid: int) -> None:
+    """Remount the jail's private /var/tmp executable (firejail mounts it noexec).
+
+    Done from outside, as root, in the jail's own mount namespace and root (`nsenter -m
+    -r` into its first program): the agent has no capability to do it itself. Refuses to
+    touch a process that shares the supervisor's mount namespace (that /var/tmp would be
+    the host's)."""
+    import psutil
+
+    try:
+        kids = psutil.Process(jail_pid).children(recursive=True)
+    except psutil.Error as e:
+        raise SetupError(f"exec_var_tmp: the jail ({jail_pid}) is gone: {e}") from e
+    program = next((k.pid for k in kids if k.name() != "firejail"), None)
+    try:
+        same = program is None or (os.readlink(f"/proc/{program}/ns/mnt")
+                                   == os.readlink("/proc/self/ns/mnt"))
+    except OSError:
+        same = True
+    if same:
+        raise SetupError("exec_var_tmp: no program in the jail's own mount namespace yet; "
+                         "set [filesystem] exec_var_tmp = false or report this")
+    proc = subprocess.run(
+        [launch.tool("nsenter"), "-t", str(program), "-m", "-r", "--",
+         launch.tool("mount"), "-o", "remount,nosuid,nodev,exec", "/var/tmp"],
+        env=launch.supervisor_env(), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SetupError(f"exec_var_tmp: remounting the jail's /var/tmp failed: "
+                         f"{proc.stderr.strip()}")

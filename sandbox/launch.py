@@ -45,7 +45,7 @@ TRUSTED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _PACKAGES = {"firejail": "firejail", "ip": "iproute2", "nft": "nftables",
              "useradd": "passwd", "usermod": "passwd", "userdel": "passwd", "mount": "mount",
-             "umount": "mount"}
+             "umount": "mount", "nsenter": "util-linux"}
 
 
 def supervisor_env() -> dict[str, str]:

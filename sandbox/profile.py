@@ -48,6 +48,10 @@ class FilesystemSection:
     writable: list[str] = _doc(
         "Extra host directories the agent may write (the workspace always is).", factory=list
     )
+    exec_var_tmp: bool = _doc(
+        "Let programs run from the jail's private /var/tmp (a tmpfs firejail mounts noexec), "
+        "as inspect-ai's injected tool helpers need; /tmp is executable already.", False
+    )
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,8 @@ class Session:
         self.store.update_session(self.id, jail_pid=self.jail_pid)
         self.hooks.jail_started(self.jail_pid)
         self.shell.start()
+        if self.profile.filesystem.exec_var_tmp:
+            jail.exec_var_tmp(self.jail_pid)
         self.state = "running"
         self.store.update_session(self.id, state="running")
 

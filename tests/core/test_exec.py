@@ -75,3 +75,18 @@ def test_user_and_non_executable_targets(sb: Sandbox, workspace: Path) -> None:
     sb.write_file("notexec.sh", "#!/bin/sh\necho hi\n")
     with pytest.raises(PermissionError, match="not executable"):
         sb.exec(["./notexec.sh"])
+
+
+def test_var_tmp_is_noexec_unless_the_profile_says(workspace: Path) -> None:
+    """inspect-ai injects its tool helpers into /var/tmp and runs them from there."""
+    from sandbox.profile import load, override
+
+    prog = "cp /bin/true /var/tmp/t && /var/tmp/t && echo RAN"
+    with Sandbox(workdir=workspace) as sb:
+        assert sb.exec(prog).stdout == ""
+    profile = override(load("default"), {"filesystem": {"exec_var_tmp": True}})
+    with Sandbox(profile, workdir=workspace) as sb:
+        r = sb.exec(prog + "; touch /var/tmp/x; ls -ld /var/tmp; mount | grep ' /var/tmp '")
+        assert "RAN" in r.stdout, r.stderr
+        # still the jail's private tmpfs, no setuid, nothing of it on the host
+        assert "nosuid" in r.stdout and not Path("/var/tmp/t").exists()
