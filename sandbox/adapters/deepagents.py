@@ -1,0 +1,401 @@
+"""LangChain Deep Agents: a jailed, recorded sandbox as a deepagents backend.
+
+    from deepagents import create_deep_agent
+    from sandbox.adapters.deepagents import SandboxProvider
+
+    with SandboxProvider(network="none") as provider:
+        backend = provider.get_or_create()
+        agent = create_deep_agent(model=model, backend=backend,
+                                  system_prompt=f"Work in {backend.workdir}.")
+        agent.invoke({"messages": [{"role": "user", "content": "run the tests"}]})
+
+`SandboxProvider` has the shape of the Deep Agents sandbox providers (`list`,
+`get_or_create`, `delete`, each keyword-only, and their async twins);
+`RingfenceSandbox` is a `BaseSandbox`: it implements `execute`, `upload_files`,
+`download_files` and `id`, and deepagents builds `ls`, `read`, `write`, `edit`, `grep`
+and `glob` on them (python3 and coreutils run inside the jail, as the agent user). The
+sync methods go through `Sandbox`; the async ones (`aexecute`, `aupload_files`,
+`adownload_files`) drive the same session from the caller's loop, with no thread per call.
+
+Every command and file transfer is in the sandbox's record (`sandbox.Store()`).
+Paths must be absolute (the protocol's rule): only the workspace (`backend.workdir`),
+a private /tmp and /var/tmp are writable in the jail, so tell the model where to work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any, Generic, NotRequired, TypedDict, TypeVar
+
+from deepagents.backends.protocol import (
+    FILE_NOT_FOUND,
+    INVALID_PATH,
+    IS_DIRECTORY,
+    PERMISSION_DENIED,
+    ExecuteResponse,
+    FileDownloadResponse,
+    FileUploadResponse,
+)
+from deepagents.backends.sandbox import BaseSandbox
+
+from .. import execute as _execute
+from .. import files as _files
+from ..api import Sandbox
+from ..errors import NotFound
+from ..execute import MAX_OUTPUT, ExecTimeout
+from ..options import Network
+from ..profile import Profile
+from ..result import ExecResult
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "RingfenceSandbox",
+    "SandboxInfo",
+    "SandboxListResponse",
+    "SandboxProvider",
+]
+
+DEFAULT_TIMEOUT = 30 * 60
+"""Seconds an `execute` may run when the caller gives no timeout (as the hosted providers)."""
+
+DEFAULT_MAX_OUTPUT = 1 << 20
+"""Bytes of output kept per stream of one `execute` (head and tail; the middle is cut
+and the response says `truncated`)."""
+
+TIMEOUT_EXIT_CODE = 124
+
+MetadataT = TypeVar("MetadataT")
+T = TypeVar("T")
+
+
+class SandboxInfo(TypedDict, Generic[MetadataT]):
+    """One sandbox in `SandboxProvider.list` (the Deep Agents provider shape)."""
+
+    sandbox_id: str
+    metadata: NotRequired[MetadataT]
+
+
+class SandboxListResponse(TypedDict, Generic[MetadataT]):
+    """A page of `SandboxProvider.list`; `cursor` is None on the last page."""
+
+    items: list[SandboxInfo[MetadataT]]
+    cursor: str | None
+
+
+class RingfenceMetadata(TypedDict):
+    workdir: str
+    profile: str
+    state: str
+
+
+# -- the backend ------------------------------------------------------------------------
+
+
+def _merged(r: ExecResult) -> str:
+    """stdout (stderr already folded in by the shell) then anything bash said on stderr
+    before it ran the command (a syntax error on the first line)."""
+    out, err = r.stdout, r.stderr
+    if out and err and not out.endswith("\n"):
+        out += "\n"
+    return out + err
+
+
+def _timeout_of(timeout: int | None, default: float | None) -> float | None:
+    """The protocol's timeout: None is the backend's default, 0 is no timeout at all."""
+    if timeout is None:
+        return default
+    if timeout < 0:
+        raise ValueError(f"timeout must be non-negative, got {timeout}")
+    return None if timeout == 0 else float(timeout)
+
+
+def _upload_error(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return PERMISSION_DENIED
+    if isinstance(exc, IsADirectoryError):
+        return IS_DIRECTORY
+    if isinstance(exc, (NotADirectoryError, FileNotFoundError)) or "File exists" in str(exc):
+        return INVALID_PATH  # a parent is a file, or cannot exist
+    return str(exc)
+
+
+def _download_error(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return PERMISSION_DENIED
+    if isinstance(exc, IsADirectoryError):
+        return IS_DIRECTORY
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return FILE_NOT_FOUND
+    return str(exc)
+
+
+def _bad_path(path: str) -> bool:
+    return not path.startswith("/") or "\0" in path
+
+
+class RingfenceSandbox(BaseSandbox):
+    """A deepagents sandbox backend over a running `sandbox.Sandbox`.
+
+    `execute` runs `bash -c` in the jail as the agent user, in the workspace, with
+    stderr merged into stdout in order; a timeout kills the whole process tree and
+    answers exit code 124 with the output so far. `timeout=0` means no timeout.
+    The backend does not own the sandbox: close it (or `SandboxProvider.delete`).
+    """
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+        max_download: int = MAX_OUTPUT,
+    ) -> None:
+        """`timeout`: seconds for an `execute` given none (None: no limit);
+        `max_output`: bytes kept per stream of an `execute`; `max_download`: the
+        largest file `download_files` returns (larger ones answer an error)."""
+        if not isinstance(sandbox, Sandbox):
+            raise TypeError(f"RingfenceSandbox wraps a sandbox.Sandbox, not {type(sandbox)!r}")
+        self._sandbox = sandbox
+        self._timeout = timeout
+        self._max_output = max_output
+        self._max_download = max_download
+
+    @property
+    def id(self) -> str:
+        return self._sandbox.id
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The underlying sandbox (its record: `sandbox.Store().commands(backend.id)`)."""
+        return self._sandbox
+
+    @property
+    def workdir(self) -> str:
+        """The workspace, writable by the agent (the same path inside and outside)."""
+        return self._sandbox.workdir
+
+    # The async variants drive the sandbox's session from the caller's loop, as
+    # AsyncSandbox does; the sync ones go through Sandbox (its shared loop thread).
+    def _session(self) -> Any:
+        return self._sandbox._session
+
+    def _argv(self, command: str) -> list[str]:
+        # `exec 2>&1;` on the command's own first line: one stream in the order the
+        # program wrote it, and bash's own line numbers unchanged.
+        return ["/bin/bash", "-c", "exec 2>&1; " + command]
+
+    @staticmethod
+    def _response(r: ExecResult) -> ExecuteResponse:
+        return ExecuteResponse(output=_merged(r), exit_code=r.returncode, truncated=r.truncated)
+
+    @staticmethod
+    def _timed_out(exc: ExecTimeout, limit: float | None) -> ExecuteResponse:
+        partial = _merged(exc.result)
+        if partial and not partial.endswith("\n"):
+            partial += "\n"
+        return ExecuteResponse(
+            output=f"{partial}Error: command timed out after {limit:g} seconds; it was "
+                   "killed (pass a larger timeout for long-running commands).",
+            exit_code=TIMEOUT_EXIT_CODE, truncated=exc.result.truncated)
+
+    def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
+        limit = _timeout_of(timeout, self._timeout)
+        try:
+            r = self._sandbox.exec(self._argv(command), timeout=limit,
+                                   max_output=self._max_output)
+        except ExecTimeout as exc:
+            return self._timed_out(exc, limit)
+        return self._response(r)
+
+    async def aexecute(self, command: str, *, timeout: int | None = None
+                       ) -> ExecuteResponse:
+        limit = _timeout_of(timeout, self._timeout)
+        try:
+            r = await _execute.exec_async(self._session(), self._argv(command),
+                                          timeout=limit, max_output=self._max_output)
+        except ExecTimeout as exc:
+            return self._timed_out(exc, limit)
+        return self._response(r)
+
+    # -- files ------------------------------------------------------------------------
+
+    def upload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
+        out: list[FileUploadResponse] = []
+        for path, content in files:
+            if _bad_path(path):
+                out.append(FileUploadResponse(path=path, error=INVALID_PATH))
+                continue
+            try:
+                self._sandbox.write_file(path, content)
+            except OSError as exc:
+                out.append(FileUploadResponse(path=path, error=_upload_error(exc)))
+            else:
+                out.append(FileUploadResponse(path=path))
+        return out
+
+    async def aupload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
+        out: list[FileUploadResponse] = []
+        for path, content in files:
+            if _bad_path(path):
+                out.append(FileUploadResponse(path=path, error=INVALID_PATH))
+                continue
+            try:
+                await _files.write_file(self._session(), path, content)
+            except OSError as exc:
+                out.append(FileUploadResponse(path=path, error=_upload_error(exc)))
+            else:
+                out.append(FileUploadResponse(path=path))
+        return out
+
+    def download_files(self, paths: list[str]) -> list[FileDownloadResponse]:
+        out: list[FileDownloadResponse] = []
+        for path in paths:
+            if _bad_path(path):
+                out.append(FileDownloadResponse(path=path, error=INVALID_PATH))
+                continue
+            try:
+                data = self._sandbox.read_file(path, text=False, max_bytes=self._max_download)
+            except OSError as exc:
+                out.append(FileDownloadResponse(path=path, error=_download_error(exc)))
+            else:
+                assert isinstance(data, bytes)
+                out.append(FileDownloadResponse(path=path, content=data))
+        return out
+
+    async def adownload_files(self, paths: list[str]) -> list[FileDownloadResponse]:
+        out: list[FileDownloadResponse] = []
+        for path in paths:
+            if _bad_path(path):
+                out.append(FileDownloadResponse(path=path, error=INVALID_PATH))
+                continue
+            try:
+                data = await _files.read_file(self._session(), path,
+                                              max_bytes=self._max_download)
+            except OSError as exc:
+                out.append(FileDownloadResponse(path=path, error=_download_error(exc)))
+            else:
+                out.append(FileDownloadResponse(path=path, content=data))
+        return out
+
+    def __repr__(self) -> str:
+        return f"RingfenceSandbox(id={self.id!r}, workdir={self.workdir!r})"
+
+
+# -- the provider -----------------------------------------------------------------------
+
+_CREATE_OPTIONS = ("profile", "workdir", "env", "network", "gpu", "limits")
+
+
+class SandboxProvider:
+    """Creates, finds and deletes ringfence sandboxes for Deep Agents.
+
+    The Deep Agents provider shape: `list(*, cursor)`, `get_or_create(*, sandbox_id)`,
+    `delete(*, sandbox_id)` and `alist`/`aget_or_create`/`adelete`. Sandboxes live in
+    this process (`Sandbox.lookup`); the provider holds the ones it created until
+    `delete` or `close` (also on leaving `with`).
+    """
+
+    def __init__(
+        self,
+        profile: Profile | str = "default",
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+        network: Network = None,
+        gpu: int | dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+    ) -> None:
+        """The arguments of `Sandbox` for the sandboxes it creates (`workdir=None`: a
+        fresh private workspace for each, destroyed on delete), and the backend's
+        `timeout` and `max_output` (see `RingfenceSandbox`)."""
+        self._options: dict[str, Any] = {"profile": profile, "workdir": workdir, "env": env,
+                                          "network": network, "gpu": gpu, "limits": limits}
+        self._timeout = timeout
+        self._max_output = max_output
+        self._owned: dict[str, Sandbox] = {}
+
+    def _backend(self, sb: Sandbox) -> RingfenceSandbox:
+        return RingfenceSandbox(sb, timeout=self._timeout, max_output=self._max_output)
+
+    def list(self, *, cursor: str | None = None, **kwargs: Any
+             ) -> SandboxListResponse[RingfenceMetadata]:
+        """The live sandboxes this provider created (one page: `cursor` is None)."""
+        if kwargs:
+            raise ValueError(f"SandboxProvider.list() got unsupported kwargs: {sorted(kwargs)}")
+        if cursor is not None:
+            raise ValueError("SandboxProvider.list(): no further pages (cursor must be None)")
+        items: list[SandboxInfo[RingfenceMetadata]] = []
+        for sid, sb in list(self._owned.items()):
+            if not sb.is_alive():
+                continue
+            items.append({"sandbox_id": sid, "metadata": {
+                "workdir": sb.workdir, "profile": sb.profile.name, "state": sb.state}})
+        return {"items": items, "cursor": None}
+
+    def get_or_create(self, *, sandbox_id: str | None = None, **kwargs: Any
+                      ) -> RingfenceSandbox:
+        """`sandbox_id=None`: start a new sandbox (keyword arguments `profile`,
+        `workdir`, `env`, `network`, `gpu`, `limits` replace the provider's for this
+        one). Otherwise the live sandbox with that id in this process; `NotFound` if
+        there is none (a new one is never made in its place)."""
+        unknown = sorted(k for k, v in kwargs.items()
+                         if k not in _CREATE_OPTIONS and v is not None)
+        if unknown:
+            raise ValueError(f"SandboxProvider.get_or_create() got unsupported kwargs: {unknown}")
+        if sandbox_id is not None:
+            sb = self._owned.get(sandbox_id) or Sandbox.lookup(sandbox_id)
+            if not sb.is_alive():
+                raise NotFound(f"sandbox {sandbox_id!r} has ended ({sb.state})")
+            return self._backend(sb)
+        options = dict(self._options)
+        options.update({k: v for k, v in kwargs.items() if k in _CREATE_OPTIONS})
+        sb = Sandbox(options.pop("profile"), options.pop("workdir"), options.pop("env"),
+                     **options)
+        sb.start()
+        self._owned[sb.id] = sb
+        return self._backend(sb)
+
+    def delete(self, *, sandbox_id: str, **kwargs: Any) -> None:
+        """Close the sandbox: its processes die, a fresh workspace is removed, its
+        record stays. Idempotent: an unknown or already closed id is not an error."""
+        if kwargs:
+            raise ValueError(f"SandboxProvider.delete() got unsupported kwargs: {sorted(kwargs)}")
+        sb = self._owned.pop(sandbox_id, None)
+        if sb is None:
+            try:
+                sb = Sandbox.lookup(sandbox_id)
+            except NotFound:
+                return
+        sb.close()
+
+    async def alist(self, *, cursor: str | None = None, **kwargs: Any
+                    ) -> SandboxListResponse[RingfenceMetadata]:
+        return self.list(cursor=cursor, **kwargs)
+
+    async def aget_or_create(self, *, sandbox_id: str | None = None, **kwargs: Any
+                             ) -> RingfenceSandbox:
+        """As `get_or_create`; starting a jail blocks, so it runs in the executor."""
+        return await _in_executor(lambda: self.get_or_create(sandbox_id=sandbox_id, **kwargs))
+
+    async def adelete(self, *, sandbox_id: str, **kwargs: Any) -> None:
+        await _in_executor(lambda: self.delete(sandbox_id=sandbox_id, **kwargs))
+
+    def close(self) -> None:
+        """Delete every sandbox this provider created and has not deleted yet."""
+        while self._owned:
+            _, sb = self._owned.popitem()
+            sb.close()
+
+    def __enter__(self) -> SandboxProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _in_executor(fn: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
