@@ -1,4 +1,7 @@
-"""Egress for `allowlist` mode: netns + veth + nftables + gateway + resolver, per session.
+"""Egress for `allowlist` and `guarded` modes: netns + veth + nftables + gateway +
+resolver, per session. The two share all the plumbing; only the policy differs
+(`Policy(mode=...)`: allowlist relays what an allow entry names, guarded relays TLS and
+HTTP anywhere the built-in denies, the deny list and the protocol rules leave open).
 
     handle = setup(session_id, profile.network, emit)   # root; fails closed
     store the JSON-able handle.resources before starting the jail, then run the jail as
@@ -22,7 +25,7 @@ from ..profile import NetworkSection
 from . import netns as _netns
 from . import nft
 from .gateway import Gateway
-from .policy import Decision, Policy
+from .policy import MODES, Decision, Policy
 from .resolver import Resolver, host_upstream
 
 __all__ = [
@@ -74,10 +77,10 @@ class NetworkHandle:
         cleanup(self.resources)
 
 
-def _require(euid: int | None = None) -> None:
+def _require(mode: str = "allowlist", euid: int | None = None) -> None:
     if (os.geteuid() if euid is None else euid) != 0:
         raise SetupError(
-            "network mode allowlist needs root (CAP_NET_ADMIN for netns, veth, nftables): "
+            f"network mode {mode} needs root (CAP_NET_ADMIN for netns, veth, nftables): "
             'run the supervisor as root, or use [network] mode = "none"'
         )
     nft.nft_binary()
@@ -85,17 +88,20 @@ def _require(euid: int | None = None) -> None:
 
 
 def setup(session_id: str, section: NetworkSection, emit: Emit) -> NetworkHandle:
-    """Build the session's allowlisted egress, or raise SetupError with nothing left over."""
-    if section.mode != "allowlist":
-        raise SetupError(f"network setup called for mode {section.mode!r}; only allowlist needs it")
-    _require()
+    """Build the session's allowlist or guarded egress, or raise SetupError with nothing
+    left over."""
+    if section.mode not in MODES:
+        raise SetupError(f"network setup called for mode {section.mode!r}; only "
+                         f"{' and '.join(MODES)} need it")
+    _require(section.mode)
     upstream = section.upstream_dns or host_upstream()
     if section.dns and not upstream:
         raise SetupError("no upstream DNS: set [network] upstream_dns or fix /etc/resolv.conf")
     key = _netns.session_key(session_id)
     try:
         policy = Policy(section.allow, section.deny, section.protocols,
-                        host_networks=_netns.host_networks(), pool=section.address_pool)
+                        host_networks=_netns.host_networks(), pool=section.address_pool,
+                        mode=section.mode)
     except ValueError as e:
         raise SetupError(f"[network] in the profile: {e}") from e
     ns = _netns.create(key, section.address_pool)

@@ -14,7 +14,12 @@ as `proxy` (and its first bytes, which the guard's proxy rule reads).
 
 SSH carries no name: it is matched by the names the resolver handed out for the
 destination IP. TLS without SNI and HTTP without Host carry none either, but those are IP
-literals and stay denied unless an explicit IP entry allows them.
+literals and stay denied unless an explicit IP entry allows them (allowlist mode).
+
+In guarded mode the same path relays TLS and HTTP to any destination the denies leave
+open, so "denied" no longer covers a sweep: the scan detector also counts allowed
+connections that look like fan-out rather than use, i.e. to an IP the resolver never
+handed out (an IP literal) or to a port other than 80/443.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import ipaddress
 import os
 import socket
 import struct
@@ -47,6 +51,7 @@ CLOSE_WAIT_S = 1.0
 SCAN_TARGETS = 15  # distinct denied (ip, port) pairs within SCAN_WINDOW_S make a scan
 SCAN_WINDOW_S = 10.0
 SCAN_COOLDOWN_S = 30.0
+WEB_PORTS = frozenset({80, 443})  # guarded: allowed connections elsewhere count as fan-out
 
 
 class Names(Protocol):
@@ -72,30 +77,38 @@ def reset(conn: socket.socket) -> None:
 
 
 class ScanDetector:
-    """Many distinct denied targets in a short window -> one `net.scan`, then a cooldown."""
+    """Many distinct targets in a short window -> one `net.scan`, then a cooldown.
+
+    A target is a denied (ip, port), or, in guarded mode, an allowed one that looks like
+    fan-out (`Gateway._fans_out`); `allowed_targets` in the event counts the latter."""
 
     def __init__(self, emit: Emit, clock: Callable[[], float] = time.monotonic) -> None:
         self.emit = emit
         self.clock = clock
-        self._hits: deque[tuple[float, str, int]] = deque()
+        self._hits: deque[tuple[float, str, int, bool]] = deque()
         self._quiet_until = 0.0
         self._lock = threading.Lock()
 
     def denied(self, ip: str, port: int) -> None:
+        self.target(ip, port, allowed=False)
+
+    def target(self, ip: str, port: int, *, allowed: bool) -> None:
         with self._lock:
             now = self.clock()
-            self._hits.append((now, ip, port))
+            self._hits.append((now, ip, port, allowed))
             while self._hits and now - self._hits[0][0] > SCAN_WINDOW_S:
                 self._hits.popleft()
-            targets = {(i, p) for _, i, p in self._hits}
+            targets = {(i, p) for _, i, p, _ in self._hits}
             if len(targets) < SCAN_TARGETS or now < self._quiet_until:
                 return
             self._quiet_until = now + SCAN_COOLDOWN_S
             hosts = sorted({i for i, _ in targets})
             ports = sorted({p for _, p in targets})
+            allowed_targets = len({(i, p) for _, i, p, a in self._hits if a})
         self.emit("net.scan", {
             "distinct_targets": len(targets), "hosts": len(hosts), "n_ports": len(ports),
             "sample_hosts": hosts[:10], "ports": ports[:50], "window_s": SCAN_WINDOW_S,
+            "allowed_targets": allowed_targets,
         }, severity="alert", action="flag")
 
 
@@ -211,14 +224,10 @@ class Gateway:
         host = target.rpartition(":")[0] or target
         if via and normalize_name(host) == normalize_name(via):
             return decision
-        try:
-            ipaddress.ip_address(host)
-            literal = True
-        except ValueError:
-            literal = False
-        if literal or not self.policy.name_allowed(host):
+        why = self.policy.proxy_denied(target)
+        if why is not None:
             return Decision("deny", f"proxy request through {via or 'an allowed host'} to "
-                                    f"{target}: not allowed", decision.name)
+                                    f"{target}: not allowed ({why})", decision.name)
         return Decision("allow", f"{decision.reason}; proxy request to {target} (allowed "
                                  "name)", decision.name)
 
@@ -261,7 +270,17 @@ class Gateway:
             if info["dst_ip"]:
                 self.scans.denied(info["dst_ip"], info["dst_port"])
             return
+        if self._fans_out(info["dst_ip"], info["dst_port"]):
+            self.scans.target(info["dst_ip"], info["dst_port"], allowed=True)
         self._relay(conn, data, info, decision, t0)
+
+    def _fans_out(self, ip: str, port: int) -> bool:
+        """Guarded mode: an allowed connection counts toward a scan when it goes to an IP
+        no name was resolved to (an IP literal) or to a port other than 80/443. Browsing
+        by name on web ports (a crawler, pip, git over https) never does."""
+        if not self.policy.guarded:
+            return False
+        return port not in WEB_PORTS or ip not in self.names.known_ips()
 
     def _relay(self, conn: socket.socket, first: bytes, info: dict[str, Any],
                decision: Decision, t0: float) -> None:

@@ -2,17 +2,22 @@
 
 Pure: no sockets, no files. The gateway asks `Policy.decide` with what it saw on the wire
 (name from SNI/Host or, for nameless protocols, the name the resolver handed out for the
-destination IP), and the resolver asks `Policy.name_allowed` before it answers.
+destination IP), and the resolver asks `Policy.name_allowed` before it answers and
+`Policy.answer_denied` for each address it would hand out.
 
-Order of a decision, first match wins:
+Two modes share everything but the last step. Order of a decision, first match wins:
 1. built-in denies on the destination IP (metadata/link-local, loopback, multicast,
    this host's own addresses and connected subnets, the veth pool, RFC1918/CGNAT LAN);
    an explicit IP/CIDR allow entry lifts only the LAN category, never the others;
 2. the profile's deny list (names, IPs, CIDRs, optional ports);
-3. mining protocols, always;
+3. mining protocols, always; protocols the sniffer could not name (`unknown`, `none`:
+   opaque bytes, SOCKS, VPNs, server-speaks-first protocols, silent clients), always;
 4. an allow entry that matches name, port and protocol, *and* the destination IP is one
    the resolver gave this sandbox for that name (no domain fronting onto other IPs);
-   or an explicit IP/CIDR entry that contains the destination.
+   or an explicit IP/CIDR entry that contains the destination;
+5. `allowlist`: nothing else. `guarded`: TLS and HTTP to any other name, IP and port;
+   SSH (a tunnel protocol) only where step 4 allowed it, i.e. an allow entry lifts it
+   for a named host and port.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 PROTOCOLS = frozenset({"tls", "http", "ssh"})
+MODES = ("allowlist", "guarded")
+# Security choice: what guarded mode relays without an allow entry. TLS and HTTP are what
+# "the open internet" means to package managers, git over https, APIs and browsers, and
+# they are the protocols whose first bytes name the destination (SNI, Host), so the deny
+# list and the record can see it. SSH is the tunnel protocol (-R/-L/-D, ProxyJump) and
+# stays off unless an allow entry names the host; everything the sniffer cannot name is
+# denied in both modes (it could be anything, including a tunnel).
+GUARDED_PROTOCOLS = frozenset({"tls", "http"})
 
 # Security choice: these are denied whatever the profile says (only LAN can be lifted by
 # an explicit IP entry). 169.254.169.254 is the cloud metadata service on most platforms.
@@ -165,7 +178,11 @@ class Policy:
         *,
         host_networks: Iterable[str] = (),
         pool: str = "100.96.0.0/16",
+        mode: str = "allowlist",
     ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"network mode {mode!r} has no policy (one of {', '.join(MODES)})")
+        self.mode = mode
         self.allow = [parse_rule(e, protocols) for e in allow]
         self.deny = [parse_rule(e, need_port=False) for e in deny]
         # Security choice: this host's addresses and connected subnets, and every other
@@ -175,6 +192,10 @@ class Policy:
             "this host/its subnets": [*own, ipaddress.ip_network(pool, strict=False)],
             **{k: [ipaddress.ip_network(n) for n in v] for k, v in BUILTIN_DENY.items()},
         }
+
+    @property
+    def guarded(self) -> bool:
+        return self.mode == "guarded"
 
     def builtin_denied(self, ip: IPAddr) -> str | None:
         """The built-in category that denies `ip`, or None."""
@@ -201,11 +222,59 @@ class Policy:
                 return rule.text
         return None
 
-    def name_allowed(self, name: str) -> bool:
-        """May the resolver answer for `name` (some allow entry names it, none denies it)?"""
-        if self.name_denied(name) is not None:
+    def name_allowed(self, name: str, port: int | None = None) -> bool:
+        """May the resolver answer for `name` (allowlist: some allow entry names it;
+        guarded: any name), and no deny entry denies it (on `port`, or: on every port)?"""
+        if port is None:
+            # A port-specific deny entry (`x.test:22`) leaves the name's other ports usable.
+            if any(r.pattern and not r.ports and name_matches(r.pattern, name)
+                   for r in self.deny):
+                return False
+        elif self.name_denied(name, port) is not None:
             return False
+        if self.guarded:
+            return True
         return any(r.pattern and name_matches(r.pattern, name) for r in self.allow)
+
+    def answer_denied(self, dst_ip: str) -> str | None:
+        """Why the resolver must not hand out `dst_ip` (a built-in deny, or a deny CIDR on
+        every port), or None. A public name pointing at the metadata service or the LAN
+        (DNS rebinding) gets no answer, in either mode."""
+        try:
+            ip = ipaddress.ip_address(dst_ip)
+        except ValueError:
+            return f"not an address: {dst_ip!r}"
+        category = self.builtin_denied(ip)
+        if category:
+            return f"built-in deny: {category}"
+        for rule in self.deny:
+            if rule.network is not None and not rule.ports and _in(ip, [rule.network]):
+                return f"deny entry {rule.text}"
+        return None
+
+    def proxy_denied(self, target: str) -> str | None:
+        """Why an HTTP proxy request (`CONNECT host:port`, absolute URI) may not go to
+        `target`, or None. Only names (a literal hides nothing but shows no name either),
+        allowed as names; in guarded mode also only to ports that imply TLS or HTTP (a
+        CONNECT to port 22 is an SSH tunnel) unless an allow entry names host and port."""
+        host, sep, port_text = target.rpartition(":")
+        if not sep:
+            host, port_text = target, ""
+        port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else None
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            return "an IP literal target"
+        except ValueError:
+            pass
+        if not self.name_allowed(host, port):
+            return "a name not allowed"
+        if self.guarded and port is not None and not default_protocols(port) & GUARDED_PROTOCOLS:
+            lifted = any(r.pattern and name_matches(r.pattern, host) and r.port_ok(port)
+                         for r in self.allow)
+            if not lifted:
+                implied = "/".join(sorted(default_protocols(port)))
+                return f"port {port} ({implied}): guarded mode tunnels only tls and http"
+        return None
 
     def precheck(self, dst_ip: str, dst_port: int, known_ips: Iterable[str]) -> Decision | None:
         """Deny before reading a byte when no name or entry could ever allow this IP."""
@@ -216,6 +285,8 @@ class Policy:
         for rule in self.deny:
             if rule.network is not None and _in(ip, [rule.network]) and rule.port_ok(dst_port):
                 return Decision("deny", f"deny entry {rule.text}")
+        if self.guarded:  # any other IP may be fine: the first bytes decide
+            return None
         if dst_ip in set(known_ips) or self._explicit_ip_rule(ip, dst_port):
             return None
         return Decision("deny", "destination IP was not resolved for an allowed name")
@@ -228,7 +299,8 @@ class Policy:
         dst_port: int,
         resolved_ips_for_name: Iterable[str],
     ) -> Decision:
-        """Allow only a matching name+port+protocol to an IP resolved for that name."""
+        """allowlist: only a matching name+port+protocol to an IP resolved for that name.
+        guarded: that, or TLS/HTTP anywhere the built-in and profile denies leave open."""
         ip = ipaddress.ip_address(dst_ip)
         category = self.builtin_denied(ip)
         if category:
@@ -243,7 +315,24 @@ class Policy:
         if protocol == "mining":
             return Decision("deny", "mining protocol", name)
         if protocol not in PROTOCOLS:
+            if self.guarded:
+                return Decision(
+                    "deny", f"protocol {protocol} is never allowed (guarded mode relays "
+                            "tls and http; ssh only to hosts an allow entry names)", name)
             return Decision("deny", f"protocol {protocol} is never allowed", name)
+        entry = self._by_entry(name, protocol, ip, dst_ip, dst_port, resolved_ips_for_name)
+        if entry.allowed or not self.guarded:
+            return entry
+        target = normalize_name(name) if name else dst_ip
+        if protocol in GUARDED_PROTOCOLS:
+            return Decision("allow", f"guarded: {protocol} to {target}:{dst_port}", name)
+        return Decision(
+            "deny", f"guarded: {protocol} to {target}:{dst_port} is a tunnel protocol, "
+                    f"allowed only by an allow entry for the host ({entry.reason})", name)
+
+    def _by_entry(self, name: str | None, protocol: str, ip: IPAddr, dst_ip: str,
+                  dst_port: int, resolved_ips_for_name: Iterable[str]) -> Decision:
+        """Step 4: an allow entry (IP/CIDR, or name+port+protocol+resolved IP)."""
         ip_rule = self._explicit_ip_rule(ip, dst_port)
         if ip_rule is not None and protocol in ip_rule.protocols_for(dst_port):
             return Decision("allow", f"allow entry {ip_rule.text}", name)

@@ -1,7 +1,11 @@
 """The allowlisting DNS resolver a session's netns sees (UDP and TCP, via the redirect).
 
-Answers A queries for allowed names through the upstream, and remembers which IPs it
-handed out for which name: the gateway allows a connection only to those. AAAA and other
+Answers A queries for allowed names (allowlist: names an allow entry matches; guarded:
+any name no deny entry denies) through the upstream, and remembers which IPs it handed
+out for which name: in allowlist mode the gateway allows a connection only to those. An
+answer address the policy denies (metadata/link-local, loopback, LAN, this host, a deny
+CIDR: a public name rebound onto the inside) is dropped from the reply and recorded in
+the query's `refused`; when nothing is left the reply is NXDOMAIN. AAAA and other
 types for allowed names get an empty answer (the sandbox has no IPv6, and TXT/NULL are the
 usual tunnel carriers). Every other name gets NXDOMAIN, not REFUSED: resolvers retry on
 REFUSED ("temporary failure"), which turns one denied name into a slow retry loop.
@@ -303,6 +307,32 @@ class Resolver:
                       f"answered by the sandbox resolver (once per {WINDOW_S:g}s per resolver)",
         }, severity="warning", action="block")
 
+    def _answer(self, reply: DNSRecord, upstream: DNSRecord, name: str, answers: list[str],
+                refused: list[str]) -> tuple[str, str]:
+        """Copy the upstream's A/CNAME records, minus addresses the policy denies."""
+        kept = []
+        for rr in upstream.rr:
+            if rr.rtype == QTYPE.A:
+                why = self.policy.answer_denied(str(rr.rdata))
+                if why:
+                    refused.append(f"{rr.rdata}: {why}")
+                    continue
+                answers.append(str(rr.rdata))
+            if rr.rtype in (QTYPE.A, QTYPE.CNAME):
+                kept.append(rr)
+        if refused and not answers:
+            # Security choice: a name that points only inside (169.254.169.254, 10.x) gets
+            # nothing; NXDOMAIN, as for a denied name, so that clients do not retry.
+            reply.header.rcode = RCODE.NXDOMAIN
+            return "deny", f"answer denied: {'; '.join(refused)}"
+        reply.header.rcode = upstream.header.rcode
+        for rr in kept:
+            reply.add_answer(rr)
+        self.remember(name, answers)
+        if refused:
+            return "allow", f"allowed name; dropped {'; '.join(refused)}"
+        return "allow", "allowed name"
+
     # dnslib calls this from its server threads.
     def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
         name = normalize_name(str(request.q.qname))
@@ -314,7 +344,9 @@ class Resolver:
                       severity="warning")
         reply = request.reply()
         answers: list[str] = []
-        verdict, reason = "deny", "name not allowed"
+        refused: list[str] = []
+        verdict, reason = "deny", ("name denied by a deny entry" if self.policy.guarded
+                                   else "name not allowed")
         if not self.enabled:
             reply.header.rcode = RCODE.REFUSED
             reason = "dns disabled by profile"
@@ -331,16 +363,11 @@ class Resolver:
                 reply.header.rcode = RCODE.SERVFAIL
                 verdict, reason = "error", f"upstream {self.upstream[0]}: {e or type(e).__name__}"
             else:
-                reply.header.rcode = upstream.header.rcode
-                for rr in upstream.rr:
-                    if rr.rtype in (QTYPE.A, QTYPE.CNAME):
-                        reply.add_answer(rr)
-                        if rr.rtype == QTYPE.A:
-                            answers.append(str(rr.rdata))
-                self.remember(name, answers)
-                verdict, reason = "allow", "allowed name"
-        self.emit("dns.query", {"name": name, "qtype": qtype, "verdict": verdict,
-                                "reason": reason, "answers": answers},
-                  severity="info" if verdict == "allow" else "warning")
+                verdict, reason = self._answer(reply, upstream, name, answers, refused)
+        detail: dict[str, Any] = {"name": name, "qtype": qtype, "verdict": verdict,
+                                  "reason": reason, "answers": answers}
+        if refused:
+            detail["refused"] = refused
+        self.emit("dns.query", detail, severity="info" if verdict == "allow" else "warning")
         self.tunnels.observe(name, qtype)
         return reply
