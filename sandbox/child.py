@@ -161,14 +161,30 @@ def session_members(sid: int) -> list[int]:
     return out
 
 
-def kill_tree(pid: int) -> None:
-    """The join process and everything it started, wherever it re-parented (bounded)."""
+def kill_tree(pid: int, *, root: bool = False) -> None:
+    """Everything the join process `pid` started, wherever it re-parented (bounded);
+    `pid` itself only when `root`. The join process is left to reap its child and exit
+    with its status: killed first, it would orphan the child to a reaper outside the jail
+    and the jail would show a zombie until that reaper gets round to it."""
     for _ in range(5):
         pids = set(session_members(pid))
         with contextlib.suppress(psutil.Error):
             pids |= {p.pid for p in psutil.Process(pid).children(recursive=True)}
+        if not root:
+            pids.discard(pid)
         if not pids:
             return
         for p in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(p, 9)
+
+
+async def end(child: AsyncChild, grace: float = 2.0) -> int:
+    """Kill what `child` runs and collect its status; the join process itself is only
+    killed if it does not exit within `grace` of its tree."""
+    kill_tree(child.pid)
+    try:
+        return await child.wait(grace)
+    except TimeoutError:
+        kill_tree(child.pid, root=True)
+        return await child.wait()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import launch
-from .child import AsyncChild, kill_tree
+from .child import AsyncChild, end, kill_tree
 from .errors import CommandTimeout, SessionClosed
 from .result import ExecResult
 from .shell import Capture
@@ -180,13 +180,16 @@ async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> Ex
             status: int | None = await child.wait(ex.timeout)
         except TimeoutError:
             timed_out = True
-            kill_tree(child.pid)
-            status = await child.wait()
+            status = await end(child)
         await child.streams_closed(PIPE_GRACE_S)
     except BaseException:  # cancelled: nothing of it may outlive the caller's interest
-        kill_tree(child.pid)
+        kill_tree(child.pid)  # the join reaps its child and exits (see `child.end`)
+        try:
+            child.proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            kill_tree(child.pid, root=True)
+            child.proc.wait()
         child.close()
-        child.proc.wait()
         raise
     child.close()
     result = await loop.run_in_executor(None, ex.finish, status, timed_out)
@@ -266,8 +269,7 @@ class Process:
                                                 else self._ex.timeout)
             except TimeoutError:
                 self._timed_out = True
-                self.kill()
-                status = await self._child.wait()
+                status = await end(self._child)
             await self._child.streams_closed(PIPE_GRACE_S)
             self._child.close()
             loop = asyncio.get_running_loop()

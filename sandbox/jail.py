@@ -191,13 +191,29 @@ def hide_list_in_file(argv: list[str], session_id: str) -> tuple[list[str], Path
     return out, path
 
 
+def rlimits(profile: Profile) -> list[tuple[int, int]]:
+    """The [limits] rlimits, as firejail's --rlimit-* flags set them for the jail.
+    A process that joins a running jail (`exec`) does not get those flags: the launch
+    sets these instead, so no door into the jail escapes them."""
+    import resource
+
+    lim = profile.limits
+    out = [(resource.RLIMIT_NPROC, lim.processes), (resource.RLIMIT_NOFILE, lim.open_files),
+           (resource.RLIMIT_FSIZE, lim.file_size_mib << 20)]
+    if lim.address_space_mib:
+        out.append((resource.RLIMIT_AS, lim.address_space_mib << 20))
+    return out
+
+
 def launcher(spec: JailSpec, steps: list[Callable[[], None]], *,
-             ctty_fd: int | None = None) -> launch.Launch:
-    """The child-side set-up for this spec: cgroup steps, own session, netns, drop."""
+             ctty_fd: int | None = None,
+             limits: list[tuple[int, int]] | None = None) -> launch.Launch:
+    """The child-side set-up for this spec: cgroup steps, own session, netns, rlimits,
+    drop."""
     return launch.Launch(
         agent_uid=spec.agent.uid if spec.agent else None,
         agent_gid=spec.agent.gid if spec.agent else None,
-        netns=spec.netns, steps=steps, ctty_fd=ctty_fd,
+        netns=spec.netns, steps=steps, ctty_fd=ctty_fd, rlimits=limits or (),
     )
 
 

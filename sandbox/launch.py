@@ -29,6 +29,7 @@ import fcntl
 import functools
 import os
 import platform
+import resource
 import shutil
 import signal
 import stat
@@ -169,6 +170,7 @@ class Launch:
         steps: Sequence[Callable[[], None]] = (),
         setsid: bool = True,
         ctty_fd: int | None = None,
+        rlimits: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.agent = (agent_uid, agent_gid) if agent_uid is not None else None
         self.netns_path = f"/run/netns/{netns}" if netns else None
@@ -178,6 +180,7 @@ class Launch:
             self.etc_binds = [(str(p).encode(), f"/etc/{p.name}".encode())
                               for p in sorted((ETC_NETNS / netns).iterdir())]
         self.steps = list(steps)
+        self.rlimits = list(rlimits)
         self.setsid = setsid
         self.ctty_fd = ctty_fd
         self.root = os.geteuid() == 0
@@ -225,6 +228,8 @@ class Launch:
                                   ctypes.byref(self._prog), 0, 0)
             if rc != 0:
                 raise OSError(ctypes.get_errno(), "seccomp filter (TIOCSTI)")
+        for res, value in self.rlimits:  # inherited through firejail's exec (--join too)
+            resource.setrlimit(res, (value, value))
         if self.agent is not None:
             uid, gid = self.agent
             assert gid is not None

@@ -195,7 +195,8 @@ class Session:
         """What the jail's child runs before exec: cgroup, own session, netns, TIOCSTI
         filter, privilege drop (see `launch`)."""
         step = self.hooks.preexec()
-        return jail.launcher(self._spec, [step] if step else [], ctty_fd=ctty_fd)
+        return jail.launcher(self._spec, [step] if step else [], ctty_fd=ctty_fd,
+                             limits=jail.rlimits(self.profile))
 
     def _start_shell(self) -> None:
         program = ["bash", "--noprofile", "--norc", "-i"]
