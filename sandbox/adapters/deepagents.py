@@ -131,6 +131,57 @@ def _download_error(exc: OSError) -> str:
     return str(exc)
 
 
+# firejail refuses an argument of 4128 bytes or more, 128 arguments, and a command line
+# past 128 KiB; deepagents' own helper scripts (read, glob) are longer than one argument.
+ARG_BYTES = 4000
+MAX_CHUNKS = 100
+MAX_COMMAND_BYTES = 120_000
+# Joins the pieces back and runs them with stderr on stdout; `__cmd` is gone before the
+# command runs and the positional parameters are empty, as under `bash -c`.
+_JOIN = 'printf -v __cmd %s "$@"; set --; exec 2>&1; eval "unset __cmd; $__cmd"'
+
+
+def _split(command: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` UTF-8 bytes, cut at line ends where a line fits (so
+    the guard still sees every line of a long script whole)."""
+    pieces: list[str] = []
+    cur, cur_bytes = "", 0
+    for line in command.splitlines(keepends=True):
+        size = len(line.encode())
+        if cur_bytes + size <= limit:
+            cur, cur_bytes = cur + line, cur_bytes + size
+            continue
+        if cur:
+            pieces.append(cur)
+        cur, cur_bytes = "", 0
+        for ch in line:  # a line longer than a piece: cut between characters
+            n = len(ch.encode())
+            if cur_bytes + n > limit:
+                pieces.append(cur)
+                cur, cur_bytes = "", 0
+            cur, cur_bytes = cur + ch, cur_bytes + n
+    if cur:
+        pieces.append(cur)
+    return pieces
+
+
+def command_argv(command: str) -> list[str]:
+    """The argv `execute` runs: `bash -c` with stderr merged into stdout in order (the
+    `exec 2>&1;` sits on the command's first line, so bash's line numbers hold). A
+    command too long for one argument travels in pieces that bash joins and evals."""
+    if "\0" in command:
+        raise ValueError("the command contains a NUL byte")
+    single = "exec 2>&1; " + command
+    if len(single.encode()) < ARG_BYTES:
+        return ["/bin/bash", "-c", single]
+    pieces = _split(command, ARG_BYTES)
+    if len(command.encode()) > MAX_COMMAND_BYTES or len(pieces) > MAX_CHUNKS:
+        raise ValueError(
+            f"the command is {len(command.encode())} bytes; the sandbox runs at most "
+            f"{MAX_COMMAND_BYTES} (write a script with write_file and run that)")
+    return ["/bin/bash", "-c", _JOIN, "bash", *pieces]
+
+
 def _bad_path(path: str) -> bool:
     return not path.startswith("/") or "\0" in path
 
@@ -182,9 +233,7 @@ class RingfenceSandbox(BaseSandbox):
         return self._sandbox._session
 
     def _argv(self, command: str) -> list[str]:
-        # `exec 2>&1;` on the command's own first line: one stream in the order the
-        # program wrote it, and bash's own line numbers unchanged.
-        return ["/bin/bash", "-c", "exec 2>&1; " + command]
+        return command_argv(command)
 
     @staticmethod
     def _response(r: ExecResult) -> ExecuteResponse:
