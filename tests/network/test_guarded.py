@@ -21,18 +21,20 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from sandbox import load_profile, network
+from sandbox import Sandbox, Store, load_profile, network
 from sandbox.errors import SetupError
 from sandbox.events import ListEmit
 from sandbox.guard import build_engine
 from sandbox.network.gateway import SCAN_TARGETS
 from sandbox.profile import NetworkSection
+from tests.helpers import make_workspace, wait_for
 from tests.network.conftest import (
     GOOD_IP,
     POOL_IP,
@@ -451,3 +453,35 @@ def test_not_root_fails_closed_naming_the_fix(monkeypatch: pytest.MonkeyPatch,
 def test_shipped_guarded_profile() -> None:
     net = load_profile("guarded").network
     assert net.mode == "guarded" and net.allow == [] and net.dns
+
+
+SSH_FROM_JAIL = (
+    "python3 -c \"import socket\n"
+    "s = socket.create_connection(('ssh.test', 22), timeout=5)\n"
+    "s.sendall(b'SSH-2.0-OpenSSH_9.2\\r\\n')\n"
+    "try: print('got', s.recv(64))\n"
+    "except OSError as e: print('reset', e)\""
+)
+
+
+def test_a_real_guarded_session(test_dir: Path, fake_internet: FakeInternet,
+                                upstream: str) -> None:
+    """A Sandbox on a profile extending the shipped `guarded`: curl reaches a name on no
+    list, SSH is reset, both are stored, and the guard's ssh rule judged the attempt."""
+    prof = test_dir / "g.toml"
+    prof.write_text(f'extends = "guarded"\n[network]\nupstream_dns = "{upstream}"\n'
+                    'deny = ["bad.test"]\n')
+    with Sandbox(profile=str(prof), workdir=make_workspace(test_dir / "w")) as box:
+        sid = box.id
+        ok = box.run("curl -sSk --noproxy '*' --max-time 10 https://good.test/", timeout=30)
+        assert "hello from the fake internet" in ok.output, ok.output
+        r = box.run(SSH_FROM_JAIL, timeout=30)
+        assert "reset" in r.output and "got" not in r.output, r.output
+
+        def rules() -> set[str]:
+            return {e["rule"] for e in Store().events(sid, kinds=("guard.verdict",))}
+
+        assert wait_for(lambda: "tunnels.ssh_denied" in rules(), 10), rules()
+    attempts = [e["detail"] for e in Store().events(sid, kinds=("net.attempt",))]
+    assert [(a["name"], a["protocol"], a["verdict"]) for a in attempts] == [
+        ("good.test", "tls", "allow"), ("ssh.test", "ssh", "deny")]
