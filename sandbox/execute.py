@@ -114,7 +114,9 @@ class Exec:
         session.emit("exec.result", {
             "argv": self.argv, "cwd": self.cwd, "stdin_bytes": len(self.data),
             "returncode": code, "timed_out": timed_out, "stdout_bytes": self.out.total,
-            "stderr_bytes": self.err.total})
+            "stderr_bytes": self.err.total,
+            # the command row's output is stdout then stderr: this is where they meet
+            "stdout_recorded": len(stdout)})
         procs = session.hooks.part("procs")
         if procs is not None:
             procs.settle()  # type: ignore[attr-defined]

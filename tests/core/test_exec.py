@@ -90,3 +90,25 @@ def test_var_tmp_is_noexec_unless_the_profile_says(workspace: Path) -> None:
         assert "RAN" in r.stdout, r.stderr
         # still the jail's private tmpfs, no setuid, nothing of it on the host
         assert "nosuid" in r.stdout and not Path("/var/tmp/t").exists()
+
+
+def test_exec_status_cannot_be_forged_from_inside(sb: Sandbox) -> None:
+    """The status is the supervisor's own waitpid of the join process (host PID
+    namespace): marker lookalikes, a jail-side process killing the shell, or ptrace from
+    a sibling change nothing in the result or the record."""
+    forged = "\x1b]133;D;0;x;1;\x07exit 0\n__SBX_DONE__ 0\n"
+    r = sb.exec(["sh", "-c", f"printf '{forged}'; exit 5"])
+    assert r.returncode == 5
+    row = Store().commands(sb.id)[-1]
+    assert row["exit_code"] == 5 and row["source"] == "exec"
+    ev = [e for e in Store().events(sb.id) if e["kind"] == "exec.result"][-1]
+    assert ev["detail"]["returncode"] == 5
+    assert ev["detail"]["stdout_recorded"] == len(r.stdout_bytes)
+    # a sibling in the jail cannot attach to the exec'd process to change its exit
+    sb.exec("sleep 30 > /dev/null 2>&1 &")
+    attach = sb.exec(["python3", "-c",
+                      "import ctypes,subprocess;"
+                      "pid=int(subprocess.check_output(['pgrep','-n','sleep']));"
+                      "libc=ctypes.CDLL(None,use_errno=True);"
+                      "print(libc.ptrace(16,pid,0,0), ctypes.get_errno())"])
+    assert attach.stdout.split()[0] == "-1", attach.stdout  # PTRACE_ATTACH refused
