@@ -1,0 +1,415 @@
+"""inspect-ai sandbox provider `firejail`: every sample gets its own ringfence sandbox.
+
+    Task(dataset=..., solver=..., sandbox="firejail")                  # the default profile
+    Task(..., sandbox=("firejail", "strict"))                          # a profile name
+    Task(..., sandbox=("firejail", "my-profile.toml"))                 # a profile file
+    Task(..., sandbox=SandboxEnvironmentSpec("firejail", FirejailSandboxConfig(
+        profile="default", network="guarded", limits={"memory_mib": 2048})))
+
+The provider is registered through the `inspect_ai` entry point group (pyproject:
+`firejail = "sandbox.adapters.inspect_ai"`), so installing the package is enough:
+inspect imports this module the first time it looks up a sandbox type.
+
+Per sample (`sample_init`) a fresh `AsyncSandbox` starts with a fresh private workspace
+(owned by the sandbox's agent user, destroyed at `sample_cleanup`); `exec`, `read_file`
+and `write_file` run in that jail as the agent user, each one text-checked by the guard
+and recorded in the store (`sandbox ls`, `sandbox show ID`, `Store().commands(ID)`).
+The profile gets `[filesystem] exec_var_tmp = true`: inspect's injected tool helpers
+(`bash_session`, `text_editor`, `exec_remote`) live in /var/tmp and must run there.
+
+The contract of `SandboxEnvironment` as inspect's `self_check` tests it, with these
+mappings: a timeout raises `TimeoutError` (partial output on `.truncated_output`, the
+whole process tree killed); an exec stream or a file over inspect's limits raises
+`OutputLimitExceededError`; file errors are `FileNotFoundError`, `PermissionError`,
+`IsADirectoryError`, `NotADirectoryError` carrying the path; a text read of bytes that
+are not UTF-8 raises `UnicodeDecodeError`; a sandbox that has ended (closed, or killed by
+an operator's `sandbox kill ID` or a guard rule) raises `SandboxUnavailableError`.
+
+What differs from docker, on purpose: there is no root in the jail. `user=` accepts only
+the sandbox's agent user (by name or uid); any other user, root included, raises
+`SandboxUserUnsupportedError` (inspect's tools then run as the agent user). `timeout_retry`
+is ignored (the exec is a local process, there is no daemon round trip to retry; a retry
+would run the command's side effects twice). Requires inspect's asyncio backend (not trio).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import pwd
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import anyio
+import sniffio
+from inspect_ai.util import (
+    ExecResult,
+    OutputLimitExceededError,
+    SandboxEnvironment,
+    SandboxEnvironmentConfigType,
+    SandboxEnvironmentLimits,
+    SandboxUnavailableError,
+    SandboxUserUnsupportedError,
+    concurrency,
+    sandboxenv,
+)
+from pydantic import BaseModel, ConfigDict
+
+from ..aio import AsyncSandbox
+from ..errors import SessionClosed
+from ..execute import ExecTimeout
+from ..files import OutputLimitExceeded
+from ..profile import Profile, load, override
+
+log = logging.getLogger("sandbox.inspect_ai")
+
+NAME = "firejail"
+_ROOTS = frozenset({"root", "0"})
+
+
+class FirejailSandboxConfig(BaseModel):
+    """The `config` of a `firejail` sandbox, as a model (a plain string is the same as
+    `FirejailSandboxConfig(profile=that_string)`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    profile: str = "default"
+    """A profile name (`sandbox profiles`) or a path to a profile TOML; a relative path
+    is relative to the task's directory."""
+    network: str | list[str] | dict[str, Any] | None = None
+    """None: the profile's; "none", "guarded", a list of allowed `host:port`, or a
+    [network] table."""
+    limits: dict[str, Any] | None = None
+    """A [limits] table over the profile's (memory_mib, pids, disk_mib, ...)."""
+    gpu: int | dict[str, Any] | None = None
+    """A GPU count or a [gpu] table (see the profile docs)."""
+    env: dict[str, str] | None = None
+    """Variables set in the jail for every exec (on top of the jail's clean environment)."""
+
+
+# Profile paths resolved by task_init, which inspect runs in the task's directory
+# (sample_init runs wherever the eval was started): ref -> absolute path.
+_resolved_paths: dict[str, str] = {}
+
+
+def _looks_like_path(ref: str) -> bool:
+    return "/" in ref or ref.endswith(".toml")
+
+
+def _config(config: SandboxEnvironmentConfigType | None) -> FirejailSandboxConfig:
+    if config is None:
+        return FirejailSandboxConfig()
+    if isinstance(config, str):
+        return FirejailSandboxConfig(profile=config)
+    if isinstance(config, FirejailSandboxConfig):
+        return config
+    if isinstance(config, BaseModel):
+        return FirejailSandboxConfig.model_validate(config.model_dump())
+    raise TypeError(f"firejail sandbox: config must be a profile name or path, or a "
+                    f"FirejailSandboxConfig; got {type(config).__name__}")
+
+
+def _profile_ref(cfg: FirejailSandboxConfig) -> str:
+    ref = cfg.profile
+    if not _looks_like_path(ref):
+        return ref
+    if ref in _resolved_paths:
+        return _resolved_paths[ref]
+    return str(Path(ref).expanduser().resolve())
+
+
+def _profile(cfg: FirejailSandboxConfig) -> Profile:
+    """The profile the sandbox runs under: the config's, with an executable /var/tmp."""
+    return override(load(_profile_ref(cfg)), {"filesystem": {"exec_var_tmp": True}},
+                    "inspect_ai firejail sandbox")
+
+
+class _Live:
+    """The sandboxes this eval batch started and has not cleaned up yet (by id)."""
+
+    def __init__(self) -> None:
+        self.boxes: dict[str, AsyncSandbox] = {}
+
+
+_process_live = _Live()
+
+
+def _live() -> dict[str, AsyncSandbox]:
+    # inspect keeps per-batch provider state on its lifecycle scope, so concurrent
+    # eval batches in one process each clean up only their own sandboxes.
+    try:
+        from inspect_ai.util._sandbox.lifecycle import sandbox_lifecycle_state
+    except ImportError:  # an inspect without lifecycle scopes
+        return _process_live.boxes
+    state = sandbox_lifecycle_state()
+    return (state.get(_Live) if state is not None else _process_live).boxes
+
+
+def _max_subprocesses() -> int:
+    try:
+        from inspect_ai.util._subprocess import max_subprocesses_context_var
+    except ImportError:
+        return os.cpu_count() or 1
+    return max_subprocesses_context_var.get()
+
+
+@contextlib.asynccontextmanager
+async def _subprocess_slot(throttle: bool) -> AsyncIterator[None]:
+    """inspect's `subprocesses` concurrency limit, as its local provider applies it: an
+    exec is a process on this host (the `firejail --join` that runs it)."""
+    if not throttle:
+        yield
+        return
+    async with concurrency("subprocesses", _max_subprocesses(), resizable=True):
+        yield
+
+
+_ERRNO: tuple[tuple[type[OSError], int], ...] = (
+    (FileNotFoundError, errno.ENOENT),
+    (IsADirectoryError, errno.EISDIR),
+    (NotADirectoryError, errno.ENOTDIR),
+    (PermissionError, errno.EACCES),
+)
+
+
+def _os_error(e: OSError, file: str) -> OSError:
+    """The core's error as inspect's tools expect it: errno, strerror and filename set
+    (`str()` names the path)."""
+    for cls, code in _ERRNO:
+        if isinstance(e, cls):
+            return cls(code, os.strerror(code), file)
+    return e
+
+
+def _unavailable(sb: AsyncSandbox, e: BaseException | None = None) -> SandboxUnavailableError:
+    return SandboxUnavailableError(
+        f"the firejail sandbox {sb.id} is {sb.state}: it cannot run commands "
+        f"(`sandbox show {sb.id}` says why)" + (f" [{e}]" if e else ""))
+
+
+@sandboxenv(name=NAME)
+class FirejailSandboxEnvironment(SandboxEnvironment):
+    """One sample's ringfence sandbox (`self.sandbox`, an `AsyncSandbox`)."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        super().__init__()
+        self.sandbox = sandbox
+        self._agent: tuple[str, str] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    def config_files(cls) -> list[str]:
+        return []
+
+    @classmethod
+    def config_deserialize(cls, config: dict[str, Any]) -> BaseModel:
+        return FirejailSandboxConfig(**config)
+
+    @classmethod
+    def default_concurrency(cls) -> int | None:
+        return None
+
+    @classmethod
+    async def task_init(cls, task_name: str, config: SandboxEnvironmentConfigType | None
+                        ) -> None:
+        """Check the config and the profile before any sample starts (a bad profile fails
+        the eval at startup); resolve a relative profile path in the task's directory."""
+        _require_asyncio()
+        cfg = _config(config)
+        if _looks_like_path(cfg.profile):
+            _resolved_paths[cfg.profile] = str(Path(cfg.profile).expanduser().resolve())
+        _profile(cfg)
+
+    @classmethod
+    async def sample_init(cls, task_name: str, config: SandboxEnvironmentConfigType | None,
+                          metadata: dict[str, str]) -> dict[str, SandboxEnvironment]:
+        _require_asyncio()
+        cfg = _config(config)
+        sb = AsyncSandbox(_profile(cfg), env=cfg.env, network=cfg.network, gpu=cfg.gpu,
+                          limits=cfg.limits)
+        live = _live()
+        with anyio.CancelScope(shield=True):  # a started jail is always registered
+            await sb.start()
+            live[sb.id] = sb
+        log.debug("firejail sandbox %s started for %s", sb.id, task_name)
+        return {"default": cls(sb)}
+
+    @classmethod
+    async def sample_cleanup(cls, task_name: str,
+                             config: SandboxEnvironmentConfigType | None,
+                             environments: dict[str, SandboxEnvironment],
+                             interrupted: bool) -> None:
+        live = _live()
+        for env in environments.values():
+            sb = env.as_type(FirejailSandboxEnvironment).sandbox
+            with anyio.CancelScope(shield=True):
+                await sb.close()
+            live.pop(sb.id, None)
+
+    @classmethod
+    async def task_cleanup(cls, task_name: str, config: SandboxEnvironmentConfigType | None,
+                           cleanup: bool) -> None:
+        """The last chance: sandboxes whose sample cleanup never ran (an interrupted
+        eval) end here. With `--no-sandbox-cleanup` they are left running until this
+        process exits (the jails cannot outlive their owner); their ids are printed."""
+        live = _live()
+        if not live:
+            return
+        if not cleanup:
+            for sid in live:
+                print(f"firejail sandbox {sid} left running (until this process exits): "
+                      f"`sandbox show {sid}`, `sandbox kill {sid}`", file=sys.stderr)
+            return
+        boxes = list(live.values())
+        live.clear()
+        with anyio.CancelScope(shield=True):
+            for sb in boxes:
+                try:
+                    await sb.close()
+                except Exception as e:  # one failed close must not keep the others alive
+                    log.warning("firejail sandbox %s: close failed: %s", sb.id, e)
+
+    @classmethod
+    async def cli_cleanup(cls, id: str | None) -> None:
+        """`inspect sandbox cleanup firejail ID` kills that session from any process
+        (as `sandbox kill ID`); without an ID, sessions whose owner process died are
+        reaped (as `sandbox gc`): a live owner's sessions belong to a running eval."""
+        await anyio.to_thread.run_sync(_cli_cleanup, id)
+
+    # -- the contract -------------------------------------------------------------------
+
+    async def exec(
+        self,
+        cmd: list[str],
+        input: str | bytes | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        timeout: int | None = None,
+        timeout_retry: bool = True,
+        concurrency: bool = True,
+    ) -> ExecResult[str]:
+        run_as = self._user(user)
+        sb = self.sandbox
+        async with _subprocess_slot(concurrency):
+            try:
+                r = await sb.exec(list(cmd), input=input, cwd=cwd, env=env, timeout=timeout,
+                                  max_output=SandboxEnvironmentLimits.MAX_EXEC_OUTPUT_SIZE,
+                                  user=run_as)
+            except ExecTimeout as e:
+                err = TimeoutError(f"Command timed out after {timeout} seconds")
+                partial = e.result.stdout + e.result.stderr
+                if partial:
+                    err.truncated_output = partial  # type: ignore[attr-defined]
+                raise err from e
+            except SessionClosed as e:
+                raise _unavailable(sb, e) from e
+        if r.truncated:
+            raise OutputLimitExceededError(
+                SandboxEnvironmentLimits.MAX_EXEC_OUTPUT_SIZE_STR, r.stdout + r.stderr)
+        if r.returncode > 128 and not sb.is_alive():
+            raise _unavailable(sb)  # killed under the command: not the command's output
+        return ExecResult(success=r.returncode == 0, returncode=r.returncode,
+                          stdout=r.stdout, stderr=r.stderr)
+
+    async def write_file(self, file: str, contents: str | bytes) -> None:
+        try:
+            await self.sandbox.write_file(file, contents)
+        except SessionClosed as e:
+            raise _unavailable(self.sandbox, e) from e
+        except OSError as e:
+            raise _os_error(e, file) from e
+
+    @overload
+    async def read_file(self, file: str, text: Literal[True] = True) -> str: ...
+
+    @overload
+    async def read_file(self, file: str, text: Literal[False]) -> bytes: ...
+
+    async def read_file(self, file: str, text: bool = True) -> str | bytes:
+        try:
+            data = await self.sandbox.read_file(
+                file, text=False, max_bytes=SandboxEnvironmentLimits.MAX_READ_FILE_SIZE)
+        except OutputLimitExceeded as e:
+            raise OutputLimitExceededError(
+                SandboxEnvironmentLimits.MAX_READ_FILE_SIZE_STR, None) from e
+        except SessionClosed as e:
+            raise _unavailable(self.sandbox, e) from e
+        except OSError as e:
+            raise _os_error(e, file) from e
+        assert isinstance(data, bytes)
+        return data.decode("utf-8") if text else data  # strict: UnicodeDecodeError
+
+    def default_polling_interval(self) -> float:
+        return 0.2  # an exec is a local process: polling is cheap
+
+    # connection(): not provided. A shell joined from outside would be neither the agent
+    # user nor recorded; watch a sample's sandbox with `sandbox logs ID` instead.
+
+    # -- users --------------------------------------------------------------------------
+
+    def _user(self, user: str | None) -> str | None:
+        """Only the sandbox's agent user runs in the jail (by name or uid); never root."""
+        if user is None:
+            return None
+        if user in _ROOTS:
+            raise SandboxUserUnsupportedError(
+                "the firejail sandbox has no root: commands run as its agent user only "
+                "(exec with user=None)")
+        name, uid = self._agent_user()
+        if user in (name, uid):
+            return name
+        raise SandboxUserUnsupportedError(
+            f"the firejail sandbox cannot exec as {user!r}: only its agent user "
+            f"({name}, uid {uid}) exists in it")
+
+    def _agent_user(self) -> tuple[str, str]:
+        if self._agent is None:
+            uid = os.stat(self.sandbox.workdir).st_uid  # the fresh workspace is the agent's
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            self._agent = (name, str(uid))
+        return self._agent
+
+
+def _require_asyncio() -> None:
+    try:
+        backend = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+    if backend != "asyncio":
+        raise RuntimeError(f"the firejail sandbox runs on asyncio; inspect is on {backend} "
+                           "(unset INSPECT_ASYNC_BACKEND or set it to asyncio)")
+
+
+def _cli_cleanup(id: str | None) -> None:
+    import getpass
+
+    from .. import gc
+    from ..control import kill_session
+    from ..store import Store
+
+    store = Store()
+    try:
+        if id:
+            sid = store.get_session(id)["id"]
+            who = f"inspect sandbox cleanup ({getpass.getuser()}, pid {os.getpid()})"
+            print(f"{sid} {kill_session(store, sid, who)}")
+            return
+        reaped = gc.collect(store, deep=True)
+        print(f"reaped {len(reaped)} firejail sandbox session(s) whose owner died"
+              + (": " + " ".join(reaped) if reaped else ""))
+        live = store.list_sessions(live_only=True, limit=10_000)
+        if live:
+            print("still running (their owner is alive): "
+                  + " ".join(s["id"] for s in live)
+                  + "; end one with `inspect sandbox cleanup firejail ID`")
+    finally:
+        store.close()
