@@ -130,10 +130,11 @@ def run_checks() -> list[Check]:
     checks = [*_firejail(), *_kernel(), _state(), _cgroups(), _tiocsti(), _shared_disk()]
     root = os.geteuid() == 0
     checks.append(_which("setfacl", "acl", "opens the workspace to the agent user", root))
-    checks.append(_which("ip", "iproute2", "allowlist networking", False))
-    checks.append(_which("nft", "nftables", "allowlist networking", False))
+    checks.append(_which("ip", "iproute2", "allowlist/guarded networking", False))
+    checks.append(_which("nft", "nftables", "allowlist/guarded networking", False))
     checks.append(Check(
-        "root", root, "running as root: allowlist networking and cgroups available" if root
-        else "not root: `none` network mode only (allowlist needs root)", required=False))
+        "root", root, "running as root: allowlist/guarded networking and cgroups available"
+        if root else "not root: `none` network mode only (allowlist and guarded need root)",
+        required=False))
     checks.append(_gpu())
     return checks

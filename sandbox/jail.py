@@ -139,7 +139,7 @@ def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
         flags.append(f"--read-write={path}")
     if profile.network.mode == "none":
         flags.append("--net=none")
-    # allowlist: no --net flag, the jail inherits the namespace the launch entered.
+    # allowlist/guarded: no --net flag, the jail inherits the namespace the launch entered.
     if profile.gpu is None and not spec.gpu_args:
         flags.append("--no3d")
     flags += list(spec.gpu_args)

@@ -1,4 +1,5 @@
-"""Egress: `none` needs nothing here (firejail --net=none); `allowlist` builds a netns.
+"""Egress: `none` needs nothing here (firejail --net=none); `allowlist` and `guarded`
+build a netns.
 
 Allowlist mode: a network namespace with a veth to the host, nftables redirecting every
 TCP connection to the transparent gateway and DNS to the allowlisting resolver, both
@@ -31,7 +32,8 @@ class NetworkPart(Part):
         # Recorded before the jail exists: a crash from here on leaves gc the names.
         self.session.add_resource("network", self.handle.resources)
         self.session.emit("net.setup", {
-            "netns": self.handle.netns, "sandbox_ip": self.handle.sandbox_ip,
+            "mode": section.mode, "netns": self.handle.netns,
+            "sandbox_ip": self.handle.sandbox_ip,
             "resolver": self.handle.host_ip, "allow": section.allow, "deny": section.deny})
         return replace(spec, netns=self.handle.netns)
 
