@@ -186,10 +186,12 @@ class FirejailSandboxSession(BaseSandboxSession):
         state: FirejailSandboxSessionState,
         sandbox: AsyncSandbox | None = None,
         store: Store | None = None,
+        started: list[str] | None = None,
     ) -> None:
         self.state = state
         self._sandbox = sandbox
         self._store = store
+        self._started = started if started is not None else []
         self._running = False
         self._pty_lock = asyncio.Lock()
         self._pty_processes: dict[int, _PtyEntry] = {}
@@ -198,14 +200,15 @@ class FirejailSandboxSession(BaseSandboxSession):
 
     @classmethod
     def from_state(
-        cls, state: FirejailSandboxSessionState, *, store: Store | None = None
+        cls, state: FirejailSandboxSessionState, *, store: Store | None = None,
+        started: list[str] | None = None,
     ) -> FirejailSandboxSession:
         sandbox: AsyncSandbox | None = None
         if state.sandbox_id is not None:
             with suppress(NotFound):
                 sandbox = AsyncSandbox.lookup(state.sandbox_id)
         return cls(state=state, sandbox=sandbox if sandbox and sandbox.is_alive() else None,
-                   store=store)
+                   store=store, started=started)
 
     @property
     def sandbox(self) -> AsyncSandbox:
@@ -230,6 +233,7 @@ class FirejailSandboxSession(BaseSandboxSession):
             await sb.close()
             raise
         self._sandbox = sb
+        self._started.append(sb.id)
         self.state.sandbox_id = sb.id
         self.state.manifest.root = sb.workdir
 
@@ -629,6 +633,9 @@ class FirejailSandboxClient(BaseSandboxClient[FirejailSandboxClientOptions | Non
             Instrumentation())
         self._dependencies = dependencies
         self._store = store
+        self.sandbox_ids: list[str] = []
+        """The ids of the jails this client started, in order: each one's record is
+        `sandbox.Store().commands(id)`."""
 
     async def create(
         self,
@@ -651,7 +658,7 @@ class FirejailSandboxClient(BaseSandboxClient[FirejailSandboxClientOptions | Non
             workspace_root_owned=owned,
             options=resolved,
         )
-        inner = FirejailSandboxSession(state=state, store=self._store)
+        inner = FirejailSandboxSession(state=state, store=self._store, started=self.sandbox_ids)
         await inner._start_jail()  # as UnixLocal makes its root here: the path is known now
         return self._wrap_session(inner, instrumentation=self._instrumentation)
 
@@ -669,7 +676,8 @@ class FirejailSandboxClient(BaseSandboxClient[FirejailSandboxClientOptions | Non
             raise TypeError("FirejailSandboxClient.resume expects a FirejailSandboxSessionState")
         state.assert_path_grants_rebound()
         _refuse_unsupported(state.manifest)
-        inner = FirejailSandboxSession.from_state(state, store=self._store)
+        inner = FirejailSandboxSession.from_state(state, store=self._store,
+                                                  started=self.sandbox_ids)
         return self._wrap_session(inner, instrumentation=self._instrumentation)
 
     def deserialize_session_state(self, payload: dict[str, object]) -> SandboxSessionState:

@@ -1,0 +1,420 @@
+"""The OpenAI Agents SDK backend: real jails, a scripted model, no network, no API key.
+
+The PTY and lifecycle tests are ports of the SDK's own UnixLocal conformance tests
+(tests/sandbox/test_unix_local.py in openai-agents-python) against our client; where
+our semantics differ on purpose (a signal is exit 128+N, not -N) the test says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+import tarfile
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+pytest.importorskip("agents")
+
+from agents import RunConfig, Runner, set_tracing_disabled  # noqa: E402
+from agents.items import ToolCallOutputItem  # noqa: E402
+from agents.sandbox import SandboxAgent, SandboxPathGrant, SandboxRunConfig  # noqa: E402
+from agents.sandbox.errors import (  # noqa: E402
+    ExecTimeoutError,
+    InvalidManifestPathError,
+    PtySessionNotFoundError,
+    WorkspaceArchiveWriteError,
+    WorkspaceReadNotFoundError,
+)
+from agents.sandbox.manifest import Manifest  # noqa: E402
+from agents.sandbox.session.sandbox_client import BaseSandboxClientOptions  # noqa: E402
+from agents.sandbox.session.sandbox_session import SandboxSession  # noqa: E402
+from agents.sandbox.snapshot import LocalSnapshotSpec  # noqa: E402
+from agents.sandbox.types import User  # noqa: E402
+from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
+from openai.types.responses import ResponseCustomToolCall  # noqa: E402
+
+from sandbox import AsyncSandbox, Store  # noqa: E402
+from sandbox.adapters.openai_agents import (  # noqa: E402
+    FirejailSandboxClient,
+    FirejailSandboxClientOptions,
+    FirejailSandboxSession,
+    FirejailSandboxSessionState,
+)
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key, no tracing export: nothing may reach out of this machine."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-dummy-not-used")
+    monkeypatch.setenv("OPENAI_AGENTS_DISABLE_TRACING", "1")
+    set_tracing_disabled(True)
+
+
+@asynccontextmanager
+async def session_of(client: FirejailSandboxClient, **kw: Any) -> AsyncIterator[SandboxSession]:
+    s = await client.create(**kw)
+    try:
+        await s.start()
+        yield s
+    finally:
+        try:
+            await s.aclose()
+        finally:
+            await client.delete(s)
+
+
+def inner(s: SandboxSession) -> FirejailSandboxSession:
+    i = s._inner
+    assert isinstance(i, FirejailSandboxSession)
+    return i
+
+
+def commands(sandbox_id: str) -> list[str]:
+    return [c["text"] for c in Store().commands(sandbox_id)]
+
+
+# -- end to end: a SandboxAgent run driven by a scripted model -----------------------------
+
+
+PATCH = "*** Begin Patch\n*** Add File: notes/hello.txt\n+written through apply_patch\n*** End Patch\n"
+
+
+def test_sandbox_agent_run_with_scripted_model(test_dir: Path) -> None:
+    model = ScriptedModel([
+        [function_call("exec_command", {"cmd": "echo hello-from-jail; id -u; id -un"},
+                       call_id="c1")],
+        [ResponseCustomToolCall(type="custom_tool_call", name="apply_patch", input=PATCH,
+                                call_id="c2", id="c2")],
+        [function_call("exec_command", {"cmd": "cat notes/hello.txt; touch /usr/owned"},
+                       call_id="c3")],
+        [assistant_message("all done: notes/hello.txt written")],
+    ])
+    agent = SandboxAgent(name="dev", instructions="Work in the sandbox.", model=model)
+    client = FirejailSandboxClient()
+    snapshots = test_dir / "snapshots"
+
+    result = run(Runner.run(agent, "write a note", run_config=RunConfig(
+        sandbox=SandboxRunConfig(client=client, snapshot=LocalSnapshotSpec(base_path=snapshots)),
+        tracing_disabled=True)))
+
+    assert result.final_output == "all done: notes/hello.txt written"
+    model.assert_complete()
+    outputs = [str(i.output) for i in result.new_items if isinstance(i, ToolCallOutputItem)]
+    assert len(outputs) == 3
+    first, patched, last = outputs
+    assert "hello-from-jail" in first
+    uid, name = first.split("hello-from-jail\n", 1)[1].splitlines()[:2]
+    assert uid != "0" and name.startswith("sandbox-agent")  # the jail's agent user, not root
+    assert "notes/hello.txt" in patched
+    assert "written through apply_patch" in last
+    assert "Read-only file system" in last or "Permission denied" in last  # / is read-only
+
+    # One jail ran it all, and its record holds the model's commands.
+    assert len(client.sandbox_ids) == 1
+    recorded = "\n".join(commands(client.sandbox_ids[0]))
+    assert "echo hello-from-jail; id -u; id -un" in recorded
+    assert "cat notes/hello.txt; touch /usr/owned" in recorded
+    events = [e["kind"] for e in Store().events(client.sandbox_ids[0])]
+    assert "file.write" in events  # apply_patch wrote through the jail
+    # The jail is gone after the run; stop() persisted the workspace first.
+    with pytest.raises(Exception, match="no live sandbox|not found|NotFound"):
+        AsyncSandbox.lookup(client.sandbox_ids[0])
+    archives = list(snapshots.glob("*.tar"))
+    assert len(archives) == 1
+    with tarfile.open(archives[0]) as tar:
+        f = tar.extractfile("./notes/hello.txt")
+        assert f is not None and f.read() == b"written through apply_patch"
+
+
+# -- the session's methods -----------------------------------------------------------------
+
+
+def test_exec_semantics() -> None:
+    async def go() -> None:
+        client = FirejailSandboxClient()
+        async with session_of(client) as s:
+            root = s.state.manifest.root
+            assert root.startswith("/srv/sandbox/work/")
+            assert await s.running()
+            r = await s.exec("echo out; echo err >&2; exit 3")
+            assert (r.stdout, r.stderr, r.exit_code) == (b"out\n", b"err\n", 3)
+            r = await s.exec("pwd", shell=False)
+            assert r.stdout.decode().strip() == root
+            r = await s.exec("printf '%s' \"$HOME\"")
+            assert r.stdout.decode() == root
+            r = await s.exec("kill -TERM $$")
+            assert r.exit_code == 128 + signal.SIGTERM  # UnixLocal would say -15
+            r = await s.exec("no-such-program-xyz", shell=False)
+            assert r.exit_code == 127
+            with pytest.raises(ExecTimeoutError):
+                await s.exec("sleep 30", timeout=0.5)
+            r = await s.exec("touch /etc/owned")
+            assert r.exit_code != 0
+            with pytest.raises(PermissionError):
+                await s.exec("id", user="root")
+            me = (await s.exec("id -un")).stdout.decode().strip()
+            assert (await s.exec("id -un", user=User(name=me))).stdout.decode().strip() == me
+        assert not await s.running()
+    run(go())
+
+
+def test_manifest_environment_reaches_commands() -> None:
+    async def go() -> None:
+        client = FirejailSandboxClient()
+        async with session_of(client, manifest=Manifest(environment={"value": {"GREETING": "hi"}})) as s:
+            r = await s.exec("printf '%s' \"$GREETING\"")
+            assert r.stdout == b"hi"
+    run(go())
+
+
+def test_read_write_and_path_policy() -> None:
+    async def go() -> None:
+        client = FirejailSandboxClient()
+        async with session_of(client) as s:
+            blob = bytes(range(256)) * 4
+            await s.write(Path("deep/dir/blob.bin"), io.BytesIO(blob))
+            assert (await s.read(Path("deep/dir/blob.bin"))).read() == blob
+            abs_path = Path(s.state.manifest.root) / "deep/dir/blob.bin"
+            assert (await s.read(abs_path)).read() == blob
+            assert await s.read_bounded(Path("deep/dir/blob.bin"), max_bytes=10) == blob[:10]
+            with pytest.raises(WorkspaceReadNotFoundError):
+                await s.read(Path("missing.txt"))
+            with pytest.raises(InvalidManifestPathError):
+                await s.read(Path("../../etc/passwd"))
+            with pytest.raises(InvalidManifestPathError):
+                await s.write(Path("/etc/owned"), io.BytesIO(b"x"))
+            # A symlink the agent planted does not lead the SDK's read out of the jail's view.
+            await s.exec("ln -s /etc/shadow leak")
+            with pytest.raises(Exception):  # noqa: B017 - unreadable as the agent user
+                await s.read(Path("leak"))
+            names = sorted(e.path.rsplit("/", 1)[-1] for e in await s.ls("."))
+            assert names == ["deep", "leak"]
+            # Every transfer is in the record.
+            kinds = [e["kind"] for e in Store().events(inner(s).sandbox.id)]
+            assert "file.write" in kinds and "file.read" in kinds
+    run(go())
+
+
+def test_persist_and_hydrate_roundtrip() -> None:
+    async def go() -> None:
+        client = FirejailSandboxClient()
+        async with session_of(client) as a:
+            root = a.state.manifest.root
+            await a.write(Path("src/main.py"), io.BytesIO(b"print(1)\n"))
+            await a.exec("chmod +x src/main.py; mkfifo pipe; "
+                         f"ln -s {root}/src/main.py abs-link; ln -s src rel-link; "
+                         "mkdir cache; echo junk > cache/x")
+            a.register_persist_workspace_skip_path("cache")
+            archive = await a.persist_workspace()
+            with tarfile.open(fileobj=archive) as tar:
+                members = {m.name: m for m in tar.getmembers()}
+            archive.seek(0)
+            assert "./src/main.py" in members and "./pipe" not in members
+            assert not any(n.startswith("./cache") for n in members)
+            assert members["./abs-link"].linkname == "src/main.py"  # made relative
+            async with session_of(client) as b:
+                assert b.state.manifest.root != root
+                await b.hydrate_workspace(archive)
+                r = await b.exec("cat abs-link; cat rel-link/main.py; test -x src/main.py")
+                assert r.exit_code == 0 and r.stdout == b"print(1)\nprint(1)\n"
+                # A hostile archive is refused before anything is unpacked.
+                evil = io.BytesIO()
+                with tarfile.open(fileobj=evil, mode="w") as tar:
+                    info = tarfile.TarInfo("../escape.txt")
+                    info.size = 1
+                    tar.addfile(info, io.BytesIO(b"x"))
+                evil.seek(0)
+                with pytest.raises(WorkspaceArchiveWriteError):
+                    await b.hydrate_workspace(evil)
+    run(go())
+
+
+# -- lifecycle: create/resume/delete, state and options round trips ------------------------
+
+
+def test_options_and_state_round_trip_as_json() -> None:
+    opts = FirejailSandboxClientOptions(profile="strict", network=["pypi.org:443"],
+                                       limits={"memory_mib": 1024})
+    parsed = BaseSandboxClientOptions.parse(opts.model_dump(mode="json"))
+    assert parsed == opts and isinstance(parsed, FirejailSandboxClientOptions)
+
+    async def go() -> None:
+        client = FirejailSandboxClient()
+        async with session_of(client, options=opts) as s:
+            payload = client.serialize_session_state(s.state)
+            state = client.deserialize_session_state(payload)
+            assert isinstance(state, FirejailSandboxSessionState)
+            assert state.sandbox_id == inner(s).sandbox.id
+            assert state.options == opts
+            assert state.manifest.root == s.state.manifest.root
+            assert inner(s).sandbox.profile.name == "strict"
+    run(go())
+
+
+def test_resume_reattaches_to_a_live_jail_then_rehydrates_a_fresh_one(test_dir: Path) -> None:
+    async def go() -> None:
+        client = FirejailSandboxClient()
+        snap = LocalSnapshotSpec(base_path=test_dir / "snap")
+        first = await client.create(snapshot=snap)
+        try:
+            await first.start()
+            await first.write(Path("kept.txt"), io.BytesIO(b"v1"))
+            await first.exec("echo live > live.txt")
+            payload = client.serialize_session_state(first.state)
+
+            # Still alive in this process: resume re-attaches to the very same jail.
+            again = await client.resume(client.deserialize_session_state(payload))
+            await again.start()
+            assert inner(again).sandbox is inner(first).sandbox
+            assert (await again.read(Path("live.txt"))).read() == b"live\n"
+
+            await first.aclose()  # persists to the snapshot, then ends the jail
+        finally:
+            await client.delete(first)
+        assert not await again.running()
+        payload = client.serialize_session_state(first.state)
+
+        # Gone: resume starts a fresh jail and the SDK hydrates it from the snapshot.
+        fresh = await client.resume(client.deserialize_session_state(payload))
+        try:
+            await fresh.start()
+            assert inner(fresh).sandbox.id != client.sandbox_ids[0]
+            assert (await fresh.read(Path("kept.txt"))).read() == b"v1"
+            assert (await fresh.read(Path("live.txt"))).read() == b"live\n"
+        finally:
+            await fresh.aclose()
+            await client.delete(fresh)
+        assert len(client.sandbox_ids) == 2
+    run(go())
+
+
+def test_rejects_host_path_grant_before_starting_a_jail(test_dir: Path) -> None:
+    # Port of test_unix_local_rejects_host_path_before_creating_workspace.
+    client = FirejailSandboxClient()
+    manifest = Manifest(extra_path_grants=(
+        SandboxPathGrant(path="/mnt/shared-data", host_path=str(test_dir)),))
+    with pytest.raises(ValueError, match="does not support sandbox path grant host_path"):
+        run(client.create(manifest=manifest, snapshot=None, options=None))
+    assert client.sandbox_ids == []
+
+
+def test_rejects_manifest_users() -> None:
+    client = FirejailSandboxClient()
+    with pytest.raises(ValueError, match="users or groups"):
+        run(client.create(manifest=Manifest(users=[User(name="alice")])))
+    assert client.sandbox_ids == []
+
+
+# -- PTY: ports of the SDK's TestUnixLocalPty ---------------------------------------------
+
+
+def test_pty_exec_write_poll_and_unknown_session_errors() -> None:
+    async def go() -> None:
+        async with session_of(FirejailSandboxClient()) as s:
+            started = await s.pty_exec_start(
+                "sh", "-c", "IFS= read -r line; printf '%s\\n' \"$line\"; tty",
+                shell=False, tty=True, yield_time_s=0.05)
+            assert started.process_id is not None
+            assert started.exit_code is None
+
+            written = await s.pty_write_stdin(
+                session_id=started.process_id, chars="hello from pty\n", yield_time_s=0.25)
+            if written.process_id is not None:  # slow machine: poll to the end
+                written = await s.pty_write_stdin(
+                    session_id=started.process_id, chars="", yield_time_s=5.5)
+            text = written.output.decode("utf-8", errors="replace")
+            assert written.process_id is None
+            assert written.exit_code == 0
+            assert "hello from pty" in text
+            assert "/dev/pts/" in text  # a real terminal, inside the jail
+
+            with pytest.raises(PtySessionNotFoundError):
+                await s.pty_write_stdin(session_id=started.process_id, chars="")
+            with pytest.raises(PtySessionNotFoundError):
+                await s.pty_write_stdin(session_id=999_999, chars="")
+    run(go())
+
+
+@pytest.mark.parametrize(("signum", "chars"), [
+    pytest.param(signal.SIGINT, "\x03", id="sigint"),
+    pytest.param(signal.SIGQUIT, "\x1c", id="sigquit"),
+])
+def test_pty_terminal_signals_interrupt(signum: signal.Signals, chars: str) -> None:
+    async def go() -> None:
+        async with session_of(FirejailSandboxClient()) as s:
+            started = await s.pty_exec_start("sleep", "30", shell=False, tty=True,
+                                              yield_time_s=0.05)
+            assert started.process_id is not None
+            interrupted = await s.pty_write_stdin(
+                session_id=started.process_id, chars=chars, yield_time_s=5.5)
+            assert interrupted.process_id is None
+            assert interrupted.exit_code == 128 + signum  # UnixLocal reports -signum
+            with pytest.raises(PtySessionNotFoundError):
+                await s.pty_write_stdin(session_id=started.process_id, chars="")
+    run(go())
+
+
+def test_non_tty_pty_session_rejects_stdin_and_can_still_be_polled() -> None:
+    async def go() -> None:
+        async with session_of(FirejailSandboxClient()) as s:
+            started = await s.pty_exec_start(
+                "sh", "-c", "printf 'stdout\\n'; printf 'stderr\\n' >&2; sleep 1",
+                shell=False, tty=False, yield_time_s=0.05)
+            assert started.process_id is not None
+            assert started.exit_code is None
+            if "stderr" not in started.output.decode():  # output may trail the yield
+                more = await s.pty_write_stdin(session_id=started.process_id, chars="",
+                                               yield_time_s=0.3)
+                started.output += more.output
+            started_text = started.output.decode("utf-8", errors="replace")
+            assert "stdout" in started_text
+            assert "stderr" in started_text
+
+            with pytest.raises(RuntimeError, match="stdin is not available for this process"):
+                await s.pty_write_stdin(session_id=started.process_id, chars="hello")
+
+            finished = await s.pty_write_stdin(
+                session_id=started.process_id, chars="", yield_time_s=5.5)
+            assert finished.process_id is None
+            assert finished.exit_code == 0
+            assert finished.output.decode() == ""
+            with pytest.raises(PtySessionNotFoundError):
+                await s.pty_write_stdin(session_id=started.process_id, chars="")
+    run(go())
+
+
+def test_stop_terminates_active_pty_sessions() -> None:
+    async def go() -> None:
+        client = FirejailSandboxClient()
+        async with session_of(client) as s:
+            started = await s.pty_exec_start(
+                "sh", "-c", "printf 'ready\\n'; sleep 30", shell=False, tty=True,
+                yield_time_s=0.25)
+            assert started.process_id is not None
+            if "ready" not in started.output.decode():
+                started = await s.pty_write_stdin(session_id=started.process_id, chars="",
+                                                  yield_time_s=1)
+            assert "ready" in started.output.decode("utf-8", errors="replace")
+
+            await s.stop()
+
+            assert started.process_id is not None
+            with pytest.raises(PtySessionNotFoundError):
+                await s.pty_write_stdin(session_id=started.process_id, chars="")
+            # The jail outlives stop() (persistence only); the sleep is gone from it.
+            r = await s.exec("ps -eo comm")
+            assert "sleep" not in r.stdout.decode().split()
+            # The killed PTY process is in the record like any exec.
+            assert any("sleep 30" in c for c in commands(inner(s).sandbox.id))
+    run(go())
