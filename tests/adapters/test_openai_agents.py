@@ -20,26 +20,26 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import RunConfig, Runner, set_tracing_disabled  # noqa: E402
-from agents.items import ToolCallOutputItem  # noqa: E402
-from agents.sandbox import SandboxAgent, SandboxPathGrant, SandboxRunConfig  # noqa: E402
-from agents.sandbox.errors import (  # noqa: E402
+from agents import RunConfig, Runner, set_tracing_disabled
+from agents.items import ToolCallOutputItem
+from agents.sandbox import SandboxAgent, SandboxPathGrant, SandboxRunConfig
+from agents.sandbox.errors import (
     ExecTimeoutError,
     InvalidManifestPathError,
     PtySessionNotFoundError,
     WorkspaceArchiveWriteError,
     WorkspaceReadNotFoundError,
 )
-from agents.sandbox.manifest import Manifest  # noqa: E402
-from agents.sandbox.session.sandbox_client import BaseSandboxClientOptions  # noqa: E402
-from agents.sandbox.session.sandbox_session import SandboxSession  # noqa: E402
-from agents.sandbox.snapshot import LocalSnapshotSpec  # noqa: E402
-from agents.sandbox.types import User  # noqa: E402
-from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
-from openai.types.responses import ResponseCustomToolCall  # noqa: E402
+from agents.sandbox.manifest import Manifest
+from agents.sandbox.session.sandbox_client import BaseSandboxClientOptions
+from agents.sandbox.session.sandbox_session import SandboxSession
+from agents.sandbox.snapshot import LocalSnapshotSpec
+from agents.sandbox.types import User
+from agents.testing import ScriptedModel, assistant_message, function_call
+from openai.types.responses import ResponseCustomToolCall
 
-from sandbox import AsyncSandbox, Store  # noqa: E402
-from sandbox.adapters.openai_agents import (  # noqa: E402
+from sandbox import AsyncSandbox, NotFound, Store
+from sandbox.adapters.openai_agents import (
     FirejailSandboxClient,
     FirejailSandboxClientOptions,
     FirejailSandboxSession,
@@ -128,7 +128,7 @@ def test_sandbox_agent_run_with_scripted_model(test_dir: Path) -> None:
     events = [e["kind"] for e in Store().events(client.sandbox_ids[0])]
     assert "file.write" in events  # apply_patch wrote through the jail
     # The jail is gone after the run; stop() persisted the workspace first.
-    with pytest.raises(Exception, match="no live sandbox|not found|NotFound"):
+    with pytest.raises(NotFound):
         AsyncSandbox.lookup(client.sandbox_ids[0])
     archives = list(snapshots.glob("*.tar"))
     assert len(archives) == 1
