@@ -324,6 +324,26 @@ def test_context_manager_and_given_workdir(workspace: Path) -> None:
     assert Store().commands(sid)[-1]["source"] == "exec"
 
 
+def test_dropped_without_close_the_sandbox_still_ends(make_env: Any) -> None:
+    """`__del__` closes it (mini-swe-agent's benchmark runners never call close)."""
+    import gc
+
+    env = SandboxEnvironment()
+    sandbox, workdir = env.sandbox, Path(env.sandbox.workdir)
+    assert env.execute({"command": "echo x > f"})["returncode"] == 0
+    del env
+    gc.collect()
+    assert not sandbox.is_alive()
+    assert not workdir.exists()
+
+
+def test_profile_and_limits_are_passed_on(make_env: Any) -> None:
+    env = make_env(profile="strict", limits={"processes": 64})
+    assert env.sandbox.profile.name == "strict"
+    assert env.execute({"command": "ulimit -u"})["output"] == "64\n"
+    assert make_env(profile="strict").execute({"command": "ulimit -u"})["output"] == "128\n"
+
+
 # -- confinement and the record -----------------------------------------------------------
 
 
