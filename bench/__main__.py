@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only ROW,...] [--sessions N] [--out DIR]`: run the rows,
+"""`python -m bench [--quick] [--only ROW,...] [--sessions N] [--many N] [--out DIR]`: run the rows,
 print the table, write latest.json and latest.md. See bench/README.md."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _rows() -> dict[str, Callable[[Ctx], Row]]:
-    from . import row_cmd, row_egress, row_flood, row_kill, row_load, row_start
+    from . import row_cmd, row_egress, row_exec, row_flood, row_kill, row_load, row_start
 
     return {
         "start": row_start.run,
@@ -28,6 +28,9 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         "detect": row_kill.detect,
         "concurrency": row_load.run,
         "flood": row_flood.run,
+        "exec": row_exec.exec_row,
+        "files": row_exec.files_row,
+        "many": row_exec.many,
     }
 
 
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
     ap.add_argument("--only", default="", help="comma-separated rows: " + ",".join(rows))
     ap.add_argument("--sessions", type=int, default=64, help="live sessions for concurrency")
+    ap.add_argument("--many", type=int, default=256,
+                    help="AsyncSandboxes alive at once for the many row")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where latest.json/.md go")
     ap.add_argument("--install-peers", action="store_true",
                     help="install srt (npm) and SWE-ReX (bench/.peers/venv), then exit")
@@ -52,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(rows)}")
     ctx = make_ctx(quick=args.quick, sessions=max(1, args.sessions), python=sys.executable)
+    ctx.extra["many"] = max(1, args.many)
     done: list[Row] = []
     started = time.time()
     try:
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         remove_ctx(ctx)
     command = "python -m bench" + (" --quick" if args.quick else "") + (
         f" --only {','.join(chosen)}" if args.only else "") + (
-        f" --sessions {args.sessions}" if args.sessions != 64 else "")
+        f" --sessions {args.sessions}" if args.sessions != 64 else "") + (
+        f" --many {args.many}" if args.many != 256 else "")
     result = {
         "date": report.now(), "command": command, "seconds": round(time.time() - started, 1),
         "quick": args.quick, "machine": report.machine(), "versions": report.versions(),

@@ -1,0 +1,506 @@
+"""Rows 9-11: the framework door (`Sandbox.exec`, `AsyncSandbox.exec`, files, many sandboxes
+in one event loop) against the floor of entering a running jail and inspect-ai's `local`.
+
+The floor is the join `exec` makes (`firejail --quiet --join=sbx-<id> -- argv`, the
+session's environment and child-side launch: cgroup, rlimits, TIOCSTI filter, drop to the
+agent user) run with `subprocess.run`, without the guard check, the record, the monitor's
+settle or the asyncio plumbing. inspect-ai's `LocalSandboxEnvironment` runs the command on
+the host with no sandbox at all (its files are plain `open()` calls in a temp dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import psutil
+
+from sandbox import AsyncSandbox, Sandbox, launch
+
+from .boxes import tree
+from .core import Ctx, Deadline, Goal, Line, Row, Stat, stat, unavailable
+
+MS = 1000.0
+MIB = 1024.0 * 1024.0
+T = TypeVar("T")
+
+
+# -- shared pieces ------------------------------------------------------------------------
+
+
+def _join(sess: Any, argv: list[str], data: bytes | None = None) -> bytes:
+    """The floor: the join `Exec.popen` runs, as a plain subprocess (stdout back)."""
+    join = [launch.tool("firejail"), "--quiet", f"--join=sbx-{sess.id}", "--", *argv]
+    proc = subprocess.run(join, input=data, stdin=None if data is not None else
+                          subprocess.DEVNULL, capture_output=True, env=sess.env(),
+                          cwd=str(sess.workdir), preexec_fn=sess.launcher(), timeout=60,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"floor join {argv} exited {proc.returncode}: "
+                           f"{proc.stderr.decode(errors='replace')[-300:]}")
+    return proc.stdout
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+async def _atimed(aw: Awaitable[object]) -> float:
+    t0 = time.perf_counter()
+    await aw
+    return time.perf_counter() - t0
+
+
+def _inspect_local() -> tuple[Any, str]:
+    """inspect-ai's unsandboxed `local` provider, or None and why not."""
+    try:
+        from inspect_ai.util._sandbox.local import LocalSandboxEnvironment
+    except ImportError as e:
+        return None, f"inspect-ai not importable: {e}"
+    return LocalSandboxEnvironment(), ""
+
+
+class _Loop:
+    """A private asyncio loop for the async variants; times are taken inside it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+        self.loop.close()
+
+
+def _pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def _p99_line(name: str, samples: list[float], **kw: Any) -> Line:
+    """A line whose figure is the p99 (and the max in the note)."""
+    if not samples:
+        return unavailable(name, "ms", "no samples", **kw)
+    p99 = _pct(samples, 0.99)
+    note = kw.pop("note", "")
+    note = f"p99 of n={len(samples)}, max {max(samples):.1f} ms" + (f"; {note}" if note else "")
+    return Line(name, "ms", Stat(p99, p99, p99, 1), note=note, **kw)
+
+
+# -- row 9: exec ---------------------------------------------------------------------------
+
+
+def exec_row(ctx: Ctx) -> Row:
+    """`exec(["true"])`, sync and async, vs the bare join and inspect's local, interleaved."""
+    row = Row("exec", "Framework door: `exec(['true'])`")
+    n = ctx.reps(300, 40)
+    dl = Deadline(240)
+    aloop = _Loop()
+    local, why_local = _inspect_local()
+    sb = Sandbox(workdir=ctx.workspace())
+    asb = AsyncSandbox(workdir=ctx.workspace())
+    floor: list[float] = []
+    sync: list[float] = []
+    asyn: list[float] = []
+    loc: list[float] = []
+    try:
+        sb.start()
+        aloop.run(asb.start())
+        variants: list[tuple[list[float], Callable[[], float]]] = [
+            (floor, lambda: _timed(lambda: _join(sb._session, ["true"]))),
+            (sync, lambda: _timed(lambda: sb.exec(["true"]))),
+            (asyn, lambda: aloop.run(_atimed(asb.exec(["true"])))),
+        ]
+        if local is not None:
+            variants.append((loc, lambda: aloop.run(_atimed(local.exec(["true"])))))
+        for i in range(-3, n):  # three discarded warm-up rounds
+            if not dl.left():
+                break
+            order = variants[i % len(variants):] + variants[:i % len(variants)]
+            for samples, once in order:
+                took = once()
+                if i >= 0:
+                    samples.append(took * MS)
+        r = sb.exec(["true"])
+        if r.returncode != 0:
+            row.notes.append(f"Sandbox.exec(['true']) returned {r.returncode}")
+    finally:
+        sb.close()
+        with contextlib.suppress(Exception):
+            aloop.run(asb.close())
+        if local is not None:
+            local.directory.cleanup()
+        aloop.close()
+    base = "firejail --join floor"
+    row.add(Line(base, "ms", stat(floor),
+                 note="subprocess.run of exec's own join argv, env and launcher; no guard, "
+                      "record or settle"))
+    goal = Goal("<= 1.2x join floor", lambda r: r <= 1.2)
+    row.add(Line("Sandbox.exec(['true'])", "ms", stat(sync), baseline=base, goal=goal,
+                 note="sync: driven on the shared loop thread; guard, record, settle"))
+    row.add(Line("AsyncSandbox.exec(['true'])", "ms", stat(asyn), baseline=base, goal=goal))
+    if local is not None and loc:
+        row.add(Line("inspect-ai local exec(['true'])", "ms", stat(loc), baseline=base,
+                     note="no sandbox: a host subprocess"))
+    else:
+        row.add(unavailable("inspect-ai local exec(['true'])", "ms", why_local or "no samples"))
+    if len(sync) < n:
+        row.notes.append(f"time bound hit: {len(sync)} of {n} rounds")
+    return row
+
+
+# -- row 10: files -------------------------------------------------------------------------
+
+
+def files_row(ctx: Ctx) -> Row:
+    """write_file + read_file of 5 MB, sync and async, vs the join floor and inspect local."""
+    size = 5_000_000
+    row = Row("files", "Framework door: `write_file` + `read_file`, 5 MB")
+    n = ctx.reps(30, 6)
+    dl = Deadline(240)
+    data = os.urandom(size)
+    aloop = _Loop()
+    local, why_local = _inspect_local()
+    sb = Sandbox(workdir=ctx.workspace())
+    asb = AsyncSandbox(workdir=ctx.workspace())
+    names = ("floor", "sync", "async", "local")
+    w: dict[str, list[float]] = {k: [] for k in names}
+    r: dict[str, list[float]] = {k: [] for k in names}
+    bad: list[str] = []
+
+    def check(name: str, got: object) -> None:
+        if got != data and name not in bad:
+            bad.append(name)
+
+    def floor_once() -> None:
+        s = sb._session
+        w["floor"].append(_timed(lambda: _join(s, ["/bin/sh", "-c", 'cat > "$1"', "sh",
+                                                  "floor.bin"], data)))
+        t0 = time.perf_counter()
+        got = _join(s, ["/bin/cat", "--", "floor.bin"])
+        r["floor"].append(time.perf_counter() - t0)
+        check("floor", got)
+
+    def sync_once() -> None:
+        w["sync"].append(_timed(lambda: sb.write_file("sync.bin", data)))
+        t0 = time.perf_counter()
+        got = sb.read_file("sync.bin", text=False)
+        r["sync"].append(time.perf_counter() - t0)
+        check("sync", got)
+
+    async def async_once() -> None:
+        w["async"].append(await _atimed(asb.write_file("async.bin", data)))
+        t0 = time.perf_counter()
+        got = await asb.read_file("async.bin", text=False)
+        r["async"].append(time.perf_counter() - t0)
+        check("async", got)
+
+    async def local_once() -> None:
+        w["local"].append(await _atimed(local.write_file("local.bin", data)))
+        t0 = time.perf_counter()
+        got = await local.read_file("local.bin", text=False)
+        r["local"].append(time.perf_counter() - t0)
+        check("local", got)
+
+    try:
+        sb.start()
+        aloop.run(asb.start())
+        variants: list[Callable[[], None]] = [floor_once, sync_once,
+                                              lambda: aloop.run(async_once())]
+        if local is not None:
+            variants.append(lambda: aloop.run(local_once()))
+        for i in range(-1, n):  # one discarded warm-up round
+            if not dl.left():
+                break
+            order = variants[i % len(variants):] + variants[:i % len(variants)]
+            for once in order:
+                once()
+            if i == -1:
+                for v in w.values():
+                    v.clear()
+                for v in r.values():
+                    v.clear()
+    finally:
+        sb.close()
+        with contextlib.suppress(Exception):
+            aloop.run(asb.close())
+        if local is not None:
+            local.directory.cleanup()
+        aloop.close()
+    if bad:
+        row.notes.append(f"bytes read back differ from those written: {', '.join(bad)}")
+    labels = {"floor": "firejail --join floor", "sync": "Sandbox", "async": "AsyncSandbox",
+              "local": "inspect-ai local"}
+    for what, d, how in (("write_file", w, "`sh -c 'cat > f'` fed 5 MB"),
+                         ("read_file", r, "`cat f`, 5 MB back")):
+        base = f"{what}: firejail --join floor"
+        row.add(Line(base, "ms", stat([v * MS for v in d["floor"]]), note=how))
+        for k in ("sync", "async"):
+            row.add(Line(f"{what}: {labels[k]}.{what}", "ms", stat([v * MS for v in d[k]]),
+                         baseline=base))
+        name = f"{what}: inspect-ai local"
+        if d["local"]:
+            row.add(Line(name, "ms", stat([v * MS for v in d["local"]]), baseline=base,
+                         note="no sandbox: open() in a host temp dir"))
+        else:
+            row.add(unavailable(name, "ms", why_local or "no samples"))
+    if len(w["sync"]) < n:
+        row.notes.append(f"time bound hit: {len(w['sync'])} of {n} rounds")
+    return row
+
+
+# -- row 11: many --------------------------------------------------------------------------
+
+
+def _mem(pids: list[int]) -> tuple[float, float]:
+    rss = pss = 0.0
+    for pid in pids:
+        try:
+            info = psutil.Process(pid).memory_full_info()
+        except psutil.Error:
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss, pss
+
+
+def _threads() -> tuple[int, str]:
+    names = collections.Counter(
+        t.name.split("_")[0].rstrip("0123456789-") or t.name for t in threading.enumerate())
+    return psutil.Process().num_threads(), ", ".join(f"{k} x{v}" for k, v in
+                                                     names.most_common(6))
+
+
+def _fds() -> tuple[int, int]:
+    fds = [int(f) for f in os.listdir("/proc/self/fd")]
+    return len(fds), max(fds)
+
+
+def _failure(sb: AsyncSandbox, e: BaseException) -> str:
+    """What the record says about a sandbox that failed to start (for the notes)."""
+    s = sb._session
+    agent = s.placement.agent.name if s.placement and s.placement.agent else None
+    try:
+        events = [f"{ev['kind']} {str(ev['detail'])[:160]}" for ev in
+                  s.store.events(s.id)[-4:]]
+    except Exception as x:
+        events = [f"(no events: {x})"]
+    return (f"first failed start: {s.id} as {agent}: {type(e).__name__}: {str(e)[:160]}; "
+            f"last events: {' | '.join(events)}")
+
+
+def many(ctx: Ctx) -> Row:
+    """N AsyncSandboxes in one event loop: start, exec latency with all alive, memory,
+    threads; vs the same exec with one sandbox alive. Fresh workspaces (workdir=None, as
+    the framework adapters use), one pool uid each."""
+    from sandbox import users
+
+    n = int(ctx.extra.get("many", 256))
+    row = Row("many", f"Framework door: {n} AsyncSandboxes in one event loop")
+    rounds = ctx.reps(4, 2)
+    base_n = ctx.reps(200, 40)
+    bound = 16  # bounded-concurrency variant: execs in flight at once
+    dl = Deadline(600)
+    old_pool = users.POOL_SIZE
+    users.POOL_SIZE = max(old_pool, n + 16)  # read at call time (also SANDBOX_AGENT_POOL)
+    aloop = _Loop()
+    me = psutil.Process(os.getpid())
+    sbs: list[AsyncSandbox] = []
+    errors: collections.Counter[str] = collections.Counter()
+    base: list[float] = []
+    alone_t: list[float] = []
+    floor: list[float] = []
+    start_t: list[float] = []
+    ready_t: list[float] = []
+    seq: list[float] = []
+    bnd: list[float] = []
+    unb: list[float] = []
+    wall = 0.0
+    live: list[AsyncSandbox] = []
+    mem: tuple[float, float, float] | None = None
+    threads_before = threads_alive = ""
+    nthreads = (0, 0)
+    fds = (0, 0, 0)
+
+    first_failure: list[str] = []
+
+    def err(e: BaseException) -> None:
+        errors[f"{type(e).__name__}: {str(e)[:200]}"] += 1
+
+    async def baseline(k: int, starts: int) -> None:
+        """Start to ready and exec latency with this one sandbox alive."""
+        for j in range(starts):
+            one = AsyncSandbox()
+            try:
+                t0 = time.perf_counter()
+                await one.start()
+                await one.exec(["true"])
+                alone_t.append((time.perf_counter() - t0) * MS)
+                for _ in range(k // starts + (j < k % starts)):
+                    if not dl.left():
+                        break
+                    base.append(await _atimed(one.exec(["true"])) * MS)
+            finally:
+                await one.close()
+
+    async def start_one(sb: AsyncSandbox, t0: float) -> None:
+        try:
+            await sb.start()
+            start_t.append((time.perf_counter() - t0) * MS)
+            await sb.exec(["true"])
+            ready_t.append((time.perf_counter() - t0) * MS)
+            live.append(sb)
+        except Exception as e:
+            err(e)
+            if not first_failure:
+                first_failure.append(_failure(sb, e))
+
+    async def one_exec(sb: AsyncSandbox, out: list[float]) -> None:
+        try:
+            out.append(await _atimed(sb.exec(["true"], timeout=60)) * MS)
+        except Exception as e:
+            err(e)
+
+    async def bounded(out: list[float]) -> None:
+        queue = collections.deque(live)
+
+        async def worker() -> None:
+            while queue and dl.left():
+                await one_exec(queue.popleft(), out)
+
+        await asyncio.gather(*(worker() for _ in range(bound)))
+
+    async def measure() -> None:
+        nonlocal wall, mem, threads_before, threads_alive, nthreads, fds, close_all
+        # Pool users exist before the clock runs (created once per machine, useradd).
+        made = time.perf_counter()
+        for i in range(users.POOL_SIZE):
+            name = f"{users.AGENT_USER}-{i}"
+            users.ensure_agent_user(name, users.POOL_HOMES / name)
+        made = time.perf_counter() - made
+        if made > 1.0:
+            row.notes.append(f"created pool users up to {users.POOL_SIZE} first ({made:.0f} s)")
+        await baseline(base_n // 2, 3)
+        nthreads_before, threads_before = _threads()
+        fd_before = _fds()[0]
+        owner_before = me.memory_info().rss
+        sbs.extend(AsyncSandbox() for _ in range(n))
+        t0 = time.perf_counter()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(start_one(sb, t0) for sb in sbs)),
+                                   max(1.0, dl.remaining() - 120))
+        except TimeoutError:
+            errors["start: time bound hit"] += 1
+        wall = time.perf_counter() - t0
+        if not live:
+            return
+        owner_share = (me.memory_info().rss - owner_before) / len(live)
+        rss = pss = 0.0
+        for sb in live:
+            r, p = _mem(tree(sb._session.jail_pid))
+            rss += r
+            pss += p
+        mem = (rss / len(live), pss / len(live), owner_share)
+        nthreads_alive, threads_alive = _threads()
+        nthreads = (nthreads_before, nthreads_alive)
+        count, top = _fds()
+        fds = (fd_before, count, top)
+        # Exec with all alive: one pass of each variant per round, interleaved.
+        for _ in range(rounds):
+            for sb in live:  # one at a time, round robin, the bare join next to it
+                if not dl.left():
+                    break
+                try:
+                    t0 = time.perf_counter()
+                    _join(sb._session, ["true"])
+                    floor.append((time.perf_counter() - t0) * MS)
+                except Exception as e:
+                    err(e)
+                await one_exec(sb, seq)
+            if dl.left():
+                await bounded(bnd)
+            if dl.left():  # every sandbox at once
+                await asyncio.gather(*(one_exec(sb, unb) for sb in live))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(sb.close() for sb in sbs), return_exceptions=True)
+        close_all = time.perf_counter() - t0
+        await baseline(base_n - base_n // 2, 3)
+
+    close_all = 0.0
+    try:
+        aloop.run(measure(), timeout=dl.remaining() + 60)
+    except Exception as e:
+        err(e)
+    finally:
+        # Starts still running in the executor finish first (queued ones were cancelled);
+        # then every sandbox is closed, started or not (close is idempotent).
+        aloop.close()
+        for sb in sbs:
+            try:
+                sb._session.close()
+            except Exception as e:
+                err(e)
+        users.POOL_SIZE = old_pool
+    k = len(live)
+    bl = "exec, 1 sandbox alive"
+    goal = Goal("p99 <= 50 ms", lambda v: v <= 50.0, on="value")
+    row.add(Line(bl, "ms", stat(base)) if base else unavailable(bl, "ms", "no samples"))
+    row.add(_p99_line(f"{bl}: p99", base))
+    sl = "start to ready (+ first exec), 1 at a time"
+    if alone_t:
+        row.add(Line(sl, "ms", stat(alone_t), note="nothing else starting"))
+    if start_t:
+        row.add(Line(f"start(), {n} started at once", "ms", stat(start_t),
+                     note=f"{k} of {n} ready; per sandbox, from the common start"))
+        row.add(_p99_line(f"start(), {n} at once: p99", start_t))
+    if ready_t:
+        row.add(Line(f"start to ready (+ first exec), {n} at once", "ms", stat(ready_t),
+                     baseline=sl if alone_t else None))
+        row.add(_p99_line(f"start to ready, {n} at once: p99", ready_t))
+        row.add(Line(f"all {n} ready: total wall", "s", stat([wall])))
+    fl = f"firejail --join floor, round robin over {k} alive"
+    if floor:
+        row.add(Line(fl, "ms", stat(floor), baseline=bl,
+                     note="exec's join as a plain subprocess, interleaved with the next line"))
+        row.add(_p99_line(f"{fl}: p99", floor))
+    for name, samples, g, note in (
+            (f"exec, round robin over {k} alive (1 in flight)", seq, goal, ""),
+            (f"exec, {k} alive, {min(bound, k)} in flight", bnd, goal, ""),
+            (f"exec, {k} alive, all {k} in flight", unb, None,
+             f"{k} execs queued on {os.cpu_count()} cores: the queue, not the door")):
+        if samples:
+            row.add(Line(name, "ms", stat(samples), baseline=bl, note=note))
+            row.add(_p99_line(f"{name}: p99", samples, goal=g))
+        else:
+            row.add(unavailable(name, "ms", "no sandbox alive" if not k else "no samples"))
+    if mem:
+        rss, pss, share = mem
+        row.add(Line("memory per sandbox (RSS)", "MiB", stat([(rss + share) / MIB]),
+                     note=f"firejail x2 + bash + owner share {share / MIB:.2f} MiB"))
+        row.add(Line("memory per sandbox (PSS)", "MiB", stat([(pss + share) / MIB]),
+                     note="shared pages split among sharers"))
+    if nthreads[1]:
+        row.add(Line(f"owner threads, {k} alive", "threads", stat([float(nthreads[1])]),
+                     note=f"{nthreads[0]} before; {threads_alive}"))
+        row.notes.append(f"owner fds: {fds[0]} before, {fds[1]} with {k} alive (highest "
+                         f"fd {fds[2]})")
+    if close_all:
+        row.notes.append(f"closing all {len(sbs)} at once took {close_all:.2f} s")
+    for e, c in errors.most_common(5):
+        row.notes.append(f"error x{c}: {e}")
+    if k < n:
+        row.notes.append(f"only {k} of {n} sandboxes reached ready")
+    row.notes.extend(first_failure)
+    return row
