@@ -59,6 +59,23 @@ def _argv(cmd: list[str] | str, cwd: str | None, workdir: str) -> list[str]:
     return argv
 
 
+# firejail refuses a command line with an argument of MAX_ARG_LEN (PATH_MAX + 32) bytes or
+# more, or MAX_ARGS (128) arguments in all (its own four included): "too long arguments".
+_FJ_MAX_ARG = 4000
+_FJ_MAX_ARGS = 100
+# Past those limits the argv travels on stdin, ahead of the caller's input: a shell in
+# the jail reads exactly its length (head -c never reads past it), then execs it.
+_CARRY = 'a=$(/usr/bin/head -c "$1") && eval "set -- $a" && exec "$@"'
+
+
+def _carried(argv: list[str]) -> tuple[list[str], bytes]:
+    """The command line firejail is given, and what goes on stdin before the input."""
+    if len(argv) <= _FJ_MAX_ARGS and all(len(os.fsencode(a)) < _FJ_MAX_ARG for a in argv):
+        return argv, b""
+    header = os.fsencode(shlex.join(argv))
+    return ["/bin/sh", "-c", _CARRY, "sh", str(len(header))], header
+
+
 def _check_user(session: Session, user: str | None) -> None:
     """Only the sandbox's own agent user exists in it; never root."""
     if user is None:
@@ -88,14 +105,16 @@ class Exec:
     err: Capture
     started: float = field(default_factory=time.time)
     t0: float = field(default_factory=time.monotonic)
+    preamble: bytes = b""  # a long argv, on stdin ahead of the input (see `_carried`)
 
     def popen(self, stdin: bool = True) -> subprocess.Popen[bytes]:
+        argv, self.preamble = _carried(self.argv)
         join = [launch.tool("firejail"), "--quiet", f"--join=sbx-{self.session.id}", "--",
-                *self.argv]
+                *argv]
         self.started, self.t0 = time.time(), time.monotonic()
         return subprocess.Popen(
             join, env=self.env, cwd=str(self.session.workdir),
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin or self.preamble else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=self.session.launcher())
 
@@ -176,7 +195,7 @@ async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> Ex
     child = AsyncChild(ex.popen(), ex.out.add, ex.err.add)
     timed_out = False
     try:
-        child.write(ex.data)
+        child.write(ex.preamble + ex.data)
         child.close_stdin()
         try:
             status: int | None = await child.wait(ex.timeout)
@@ -242,8 +261,8 @@ class Process:
         self.pid = self._child.pid
         self._result: ExecResult | None = None
         self._timed_out = False
-        if ex.data:
-            self._child.write(ex.data)
+        if ex.preamble or ex.data:
+            self._child.write(ex.preamble + ex.data)
 
     async def write(self, data: str | bytes) -> None:
         raw = data.encode() if isinstance(data, str) else data
