@@ -12,10 +12,11 @@ import ctypes
 import ctypes.util
 import logging
 import os
-import select
 import struct
 import threading
 from collections.abc import Callable
+
+from . import fdwait
 
 IN_ACCESS = 0x00000001
 IN_OPEN = 0x00000020
@@ -69,8 +70,7 @@ class HoneyWatch:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            ready, _, _ = select.select([self.fd], [], [], 0.5)
-            if not ready:
+            if not fdwait.ready(self.fd, fdwait.READ, 0.5):
                 continue
             try:
                 data = os.read(self.fd, 65536)

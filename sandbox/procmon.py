@@ -40,7 +40,6 @@ import contextlib
 import errno
 import logging
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import procreader, proctree
+from . import fdwait, procreader, proctree
 from .cgroups import SessionCgroup
 from .events import Emit
 from .procreader import EV_EXEC, EV_FORK, parse, subscribe
@@ -224,8 +223,7 @@ def _spawn_reader() -> subprocess.Popen[bytes] | None:
         return None
     assert child.stdout is not None
     buf = bytearray()
-    ready, _, _ = select.select([child.stdout], [], [], 5.0)
-    if ready:
+    if fdwait.ready(child.stdout.fileno(), fdwait.READ, 5.0):
         buf += os.read(child.stdout.fileno(), 65536)
     if procreader.frames(buf) == [("OK",)] and not buf:
         return child
@@ -495,8 +493,7 @@ class ProcessMonitor:
         fd = child.stdout.fileno()
         buf = bytearray()
         while not self._stop.is_set():
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if not ready:
+            if not fdwait.ready(fd, fdwait.READ, 0.2):
                 continue
             try:
                 chunk = os.read(fd, 1 << 20)

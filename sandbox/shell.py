@@ -53,7 +53,6 @@ import logging
 import os
 import re
 import secrets
-import select
 import signal
 import threading
 import time
@@ -65,6 +64,7 @@ from typing import Any
 import pexpect
 import psutil
 
+from . import fdwait
 from .errors import SessionClosed, SetupError
 
 OSC = b"\x1b]133;"
@@ -581,7 +581,7 @@ class Shell:
                 n = os.write(self.fd, view)
             except BlockingIOError:
                 # The PTY's input buffer is full until bash reads: wait for room.
-                select.select([], [self.fd], [], 1.0)
+                fdwait.ready(self.fd, fdwait.WRITE, 1.0)
                 continue
             except OSError as e:
                 raise SessionClosed(f"the shell is gone: {e}") from e
@@ -600,7 +600,7 @@ class Shell:
             if remaining <= 0:
                 return None
             try:
-                ready, _, _ = select.select([self.fd], [], [], remaining)
+                ready = fdwait.ready(self.fd, fdwait.READ, remaining)
             except (OSError, ValueError):
                 return b""
             if not ready:
