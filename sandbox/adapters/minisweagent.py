@@ -189,8 +189,14 @@ class SandboxEnvironment:
         self.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown: nothing to report to
-            self.close()
+        """Close a sandbox nobody closed (mini-swe-agent's runners never call close).
+        Only a running one: a collection can run this inside the sandbox's own teardown
+        (the atexit close imports, the import collects a cycle holding this env), and
+        closing again there would wait for that very teardown."""
+        sandbox = getattr(self, "sandbox", None)
+        if sandbox is not None and sandbox.state == "running":
+            with contextlib.suppress(Exception):  # interpreter shutdown: nothing to report to
+                sandbox.close()
 
 
 def _merged(result: ExecResult) -> str:

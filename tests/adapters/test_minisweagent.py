@@ -14,6 +14,8 @@ import json
 import os
 import shlex
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -477,3 +479,35 @@ def test_agent_run_ends_when_the_guard_kills_the_sandbox(env: SandboxEnvironment
     assert not env.sandbox.is_alive()
     rows = Store().commands(env.sandbox.id)
     assert "never" not in " ".join(r["text"] for r in rows)
+
+
+def test_mini_cli_with_the_shipped_config(test_dir: Path) -> None:
+    """`mini -c mini.yaml -c examples/minisweagent.yaml`: the env is never closed by mini,
+    so the sandbox ends at interpreter exit, promptly (a `__del__` run inside that
+    teardown once waited 30 s for it)."""
+    model = test_dir / "model.yaml"
+    model.write_text(yaml.safe_dump({"model": {
+        "model_class": "minisweagent.models.test_models.DeterministicModel",
+        "model_name": "deterministic",
+        "outputs": [make_output("look", [{"command": "id -un; pwd"}]),
+                    make_output("done", [{"command": f"echo {MARKER}; echo ok"}])]}}))
+    trajectory = test_dir / "traj.json"
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "minisweagent.run.mini", "-c", "mini.yaml",
+         "-c", str(REPO / "examples" / "minisweagent.yaml"), "-c", str(model),
+         "-t", "who am i", "--yolo", "--exit-immediately", "-o", str(trajectory)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "MSWEA_CONFIGURED": "true", "MSWEA_SILENT_STARTUP": "1",
+             "MSWEA_GLOBAL_CONFIG_DIR": str(test_dir / "mswea")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert time.monotonic() - t0 < 20, proc.stderr
+    assert "still running" not in proc.stderr
+    saved = json.loads(trajectory.read_text())
+    assert saved["info"]["exit_status"] == "Submitted"
+    assert saved["info"]["submission"] == "ok\n"
+    sid = saved["info"]["sandbox"]["id"]
+    rows = Store().commands(sid)
+    assert [r["source"] for r in rows] == ["exec", "exec"]
+    assert rows[0]["output"].startswith("sandbox-agent")
+    assert Store().get_session(sid)["state"] == "exited"
