@@ -20,6 +20,10 @@ sync methods go through `Sandbox`; the async ones (`aexecute`, `aupload_files`,
 Every command and file transfer is in the sandbox's record (`sandbox.Store()`).
 Paths must be absolute (the protocol's rule): only the workspace (`backend.workdir`),
 a private /tmp and /var/tmp are writable in the jail, so tell the model where to work.
+deepagents offloads large tool results under `/large_tool_results`, read-only here:
+route them into the workspace with
+`CompositeBackend(default=backend, routes={}, artifacts_root=backend.workdir)`
+(without it a large result stays inline in the conversation).
 """
 
 from __future__ import annotations

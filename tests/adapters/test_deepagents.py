@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from deepagents import create_deep_agent
+from deepagents.backends import CompositeBackend
 from deepagents.backends.protocol import SandboxBackendProtocol
 from deepagents.backends.sandbox import BaseSandbox
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -39,8 +40,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def provider() -> Iterator[SandboxProvider]:
-    with SandboxProvider(network="none") as prov:
+def provider(workspace: Path) -> Iterator[SandboxProvider]:
+    """Sandboxes on the test's own workspace (a fresh one per sandbox is the provider's
+    default, tested below with the lifecycle)."""
+    with SandboxProvider(network="none", workdir=workspace) as prov:
         yield prov
 
 
@@ -356,7 +359,12 @@ def test_commands_and_transfers_are_in_the_store(backend: RingfenceSandbox) -> N
 # -- the provider -----------------------------------------------------------------------
 
 
-def test_provider_get_or_create_lookup_list_delete(provider: SandboxProvider) -> None:
+def test_provider_get_or_create_lookup_list_delete(test_dir: Path) -> None:
+    with SandboxProvider(network="none") as provider:
+        _lifecycle(provider)
+
+
+def _lifecycle(provider: SandboxProvider) -> None:
     a = provider.get_or_create()
     b = provider.get_or_create(network="none", env={"FOO": "bar"})
     assert a.id != b.id
@@ -464,6 +472,24 @@ def test_create_deep_agent_end_to_end(backend: RingfenceSandbox, mode: str) -> N
     # write_file is deepagents' preflight (an execute) plus our upload (a file event)
     writes = [e for e in Store().events(backend.id, kinds=("file.write",))]
     assert any(e["detail"] and "report.md" in str(e["detail"]) for e in writes)
+
+
+def test_large_results_evict_into_the_workspace_with_a_composite_root(
+        backend: RingfenceSandbox) -> None:
+    """deepagents offloads a large tool result to /large_tool_results, which is
+    read-only in the jail; with `artifacts_root` at the workspace it lands there."""
+    model = ScriptedChatModel(messages=iter([
+        AIMessage(content="", tool_calls=[{
+            "name": "execute", "id": "big", "args": {"command": "seq 1 60000"}}]),
+        AIMessage(content="ok"),
+    ]))
+    routed = CompositeBackend(default=backend, routes={}, artifacts_root=backend.workdir)
+    result = create_deep_agent(model=model, backend=routed).invoke(
+        {"messages": [{"role": "user", "content": "count"}]})
+    (tool,) = [m for m in result["messages"] if isinstance(m, ToolMessage)]
+    saved = f"{backend.workdir}/large_tool_results/big"
+    assert saved in str(tool.content) and len(str(tool.content)) < 5000
+    assert Path(saved).read_text().splitlines()[:3] == ["1", "2", "3"]
 
 
 def test_example_runs_offline() -> None:
