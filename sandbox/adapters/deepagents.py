@@ -405,7 +405,7 @@ class SandboxProvider:
                 raise NotFound(f"sandbox {sandbox_id!r} has ended ({sb.state})")
             return self._backend(sb)
         options = dict(self._options)
-        options.update({k: v for k, v in kwargs.items() if k in _CREATE_OPTIONS})
+        options.update({k: v for k, v in kwargs.items() if k in _CREATE_OPTIONS and v is not None})
         sb = Sandbox(options.pop("profile"), options.pop("workdir"), options.pop("env"),
                      **options)
         sb.start()
