@@ -20,8 +20,9 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import RunConfig, Runner, set_tracing_disabled
+from agents import RunConfig, Runner, function_tool, set_tracing_disabled
 from agents.items import ToolCallOutputItem
+from agents.run_state import RunState
 from agents.sandbox import SandboxAgent, SandboxPathGrant, SandboxRunConfig
 from agents.sandbox.errors import (
     ExecTimeoutError,
@@ -135,6 +136,59 @@ def test_sandbox_agent_run_with_scripted_model(test_dir: Path) -> None:
     with tarfile.open(archives[0]) as tar:
         f = tar.extractfile("./notes/hello.txt")
         assert f is not None and f.read() == b"written through apply_patch"
+
+
+def test_runner_pause_and_resume_across_jails(test_dir: Path) -> None:
+    """A simplified port of the SDK's test_runner_preserves_unix_local_lifecycle_state_
+    across_pause_and_resume: an approval interrupts the run, the jail is persisted and
+    ended, the RunState goes through JSON, and the resumed run gets a fresh jail hydrated
+    from the snapshot."""
+
+    @function_tool(name_override="approval_tool", needs_approval=True)
+    def approval_tool() -> str:
+        return "approved"
+
+    def agent_with(model: ScriptedModel) -> SandboxAgent[Any]:
+        return SandboxAgent(name="sandbox", model=model, instructions="Use the sandbox.",
+                            tools=[approval_tool])
+
+    client = FirejailSandboxClient()
+    config = RunConfig(sandbox=SandboxRunConfig(
+        client=client, snapshot=LocalSnapshotSpec(base_path=test_dir / "snap")))
+    first_model = ScriptedModel([
+        [function_call("exec_command", {"cmd": "echo note v1 > runtime_note.txt"},
+                       call_id="c1")],
+        [function_call("approval_tool", {}, call_id="c2")],
+    ])
+    first = run(Runner.run(agent_with(first_model), "go", run_config=config))
+    assert len(first.interruptions) == 1
+    state = first.to_state()
+    assert state._sandbox is not None and state._sandbox["backend_id"] == "firejail"
+    session_state = state._sandbox["session_state"]
+    assert isinstance(session_state, dict)
+    assert session_state["snapshot"]["type"] == "local"  # type: ignore[index]
+    first_root = session_state["manifest"]["root"]  # type: ignore[index]
+    assert not Path(first_root).exists()  # the jail and its workspace are gone
+
+    resumed_model = ScriptedModel([
+        [function_call("exec_command", {"cmd": "cat runtime_note.txt; pwd"}, call_id="c3")],
+        [assistant_message("done")],
+    ])
+    resumed_agent = agent_with(resumed_model)
+
+    async def resume() -> Any:
+        restored = await RunState.from_json(resumed_agent, state.to_json())
+        restored.approve(restored.get_interruptions()[0])
+        return await Runner.run(resumed_agent, restored, run_config=config)
+
+    resumed = run(resume())
+    assert resumed.final_output == "done"
+    outputs = [str(i.output) for i in resumed.new_items if isinstance(i, ToolCallOutputItem)]
+    assert "approved" in outputs
+    assert "note v1" in outputs[-1]
+    assert len(client.sandbox_ids) == 2  # a fresh jail, hydrated from the snapshot
+    assert "cat runtime_note.txt; pwd" in "\n".join(commands(client.sandbox_ids[1]))
+    assert not Path(first_root).exists()
 
 
 # -- the session's methods -----------------------------------------------------------------
