@@ -222,9 +222,8 @@ class FirejailSandboxSession(BaseSandboxSession):
     async def _start_jail(self) -> None:
         opts = self.state.options
         owned = self.state.workspace_root_owned
+        # A caller-chosen root is used as is: it must exist, owned by a non-root user.
         workdir = None if owned else self.state.manifest.root
-        if workdir is not None:
-            await asyncio.to_thread(Path(workdir).mkdir, parents=True, exist_ok=True)
         sb = AsyncSandbox(opts.resolved_profile(), workdir, opts.env, network=opts.network,
                           gpu=opts.gpu, limits=opts.limits, store=self._store)
         try:
