@@ -288,6 +288,30 @@ def _fds() -> tuple[int, int]:
     return len(fds), max(fds)
 
 
+def _cpu() -> tuple[float, float, float]:
+    """(owner CPU s, reaped children's CPU s, wall s) now."""
+    t = os.times()
+    return t.user + t.system, t.children_user + t.children_system, time.perf_counter()
+
+
+class _CpuUse:
+    """CPU seconds of the owner and of the joins it reaped, over some spans."""
+
+    def __init__(self) -> None:
+        self.owner = self.children = self.wall = 0.0
+
+    def add(self, a: tuple[float, float, float], b: tuple[float, float, float]) -> None:
+        self.owner += b[0] - a[0]
+        self.children += b[1] - a[1]
+        self.wall += b[2] - a[2]
+
+    def text(self, n: int) -> str:
+        if not n or not self.wall:
+            return ""
+        return (f"{n / self.wall:.0f} execs/s; CPU per exec: owner {self.owner / n * MS:.1f} "
+                f"ms, join + `true` {self.children / n * MS:.1f} ms")
+
+
 def _failure(sb: AsyncSandbox, e: BaseException) -> str:
     """What the record says about a sandbox that failed to start (for the notes)."""
     s = sb._session
@@ -335,6 +359,7 @@ def many(ctx: Ctx) -> Row:
     fds = (0, 0, 0)
 
     first_failure: list[str] = []
+    cpu = {k: _CpuUse() for k in ("floor", "seq", "bnd", "unb")}
 
     def err(e: BaseException) -> None:
         errors[f"{type(e).__name__}: {str(e)[:200]}"] += 1
@@ -422,17 +447,25 @@ def many(ctx: Ctx) -> Row:
             for sb in live:  # one at a time, round robin, the bare join next to it
                 if not dl.left():
                     break
+                c0 = _cpu()
                 try:
                     t0 = time.perf_counter()
                     _join(sb._session, ["true"])
                     floor.append((time.perf_counter() - t0) * MS)
                 except Exception as e:
                     err(e)
+                c1 = _cpu()
                 await one_exec(sb, seq)
+                cpu["floor"].add(c0, c1)
+                cpu["seq"].add(c1, _cpu())
             if dl.left():
+                c0 = _cpu()
                 await bounded(bnd)
+                cpu["bnd"].add(c0, _cpu())
             if dl.left():  # every sandbox at once
+                c0 = _cpu()
                 await asyncio.gather(*(one_exec(sb, unb) for sb in live))
+                cpu["unb"].add(c0, _cpu())
         t0 = time.perf_counter()
         await asyncio.gather(*(sb.close() for sb in sbs), return_exceptions=True)
         close_all = time.perf_counter() - t0
@@ -473,15 +506,15 @@ def many(ctx: Ctx) -> Row:
     fl = f"firejail --join floor, round robin over {k} alive"
     if floor:
         row.add(Line(fl, "ms", stat(floor), baseline=bl,
-                     note="exec's join as a plain subprocess, interleaved with the next line"))
+                     note="exec's join as a plain subprocess, interleaved with the next line; "
+                          + cpu["floor"].text(len(floor))))
         row.add(_p99_line(f"{fl}: p99", floor))
-    for name, samples, g, note in (
-            (f"exec, round robin over {k} alive (1 in flight)", seq, goal, ""),
-            (f"exec, {k} alive, {min(bound, k)} in flight", bnd, goal, ""),
-            (f"exec, {k} alive, all {k} in flight", unb, None,
-             f"{k} execs queued on {os.cpu_count()} cores: the queue, not the door")):
+    for name, samples, g, use in (
+            (f"exec, round robin over {k} alive (1 in flight)", seq, goal, cpu["seq"]),
+            (f"exec, {k} alive, {min(bound, k)} in flight", bnd, goal, cpu["bnd"]),
+            (f"exec, {k} alive, all {k} in flight", unb, None, cpu["unb"])):
         if samples:
-            row.add(Line(name, "ms", stat(samples), baseline=bl, note=note))
+            row.add(Line(name, "ms", stat(samples), baseline=bl, note=use.text(len(samples))))
             row.add(_p99_line(f"{name}: p99", samples, goal=g))
         else:
             row.add(unavailable(name, "ms", "no sandbox alive" if not k else "no samples"))

@@ -33,3 +33,30 @@ def test_quick_per_command_row_writes_numbers(tmp_path: Path) -> None:
     assert ours["stat"]["n"] > 0 and ours["stat"]["median"] > 0
     assert ours["goal"] and ours["met"] in (True, False)
     assert (tmp_path / "latest.md").read_text().startswith("Measured ")
+
+
+@pytest.mark.slow
+def test_quick_framework_door_rows_write_numbers(tmp_path: Path) -> None:
+    """`--quick --only exec,many --many 4`: the exec row has its floor and both doors,
+    the many row starts all 4 sandboxes and measures exec with them alive."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "exec,many", "--many", "4",
+         "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert data["command"].endswith("--many 4")
+    rows = {r["key"]: r for r in data["rows"]}
+    assert set(rows) == {"exec", "many"}
+    lines = {ln["name"]: ln for ln in rows["exec"]["lines"]}
+    for name in ("firejail --join floor", "Sandbox.exec(['true'])",
+                 "AsyncSandbox.exec(['true'])"):
+        assert lines[name]["stat"]["n"] > 0 and lines[name]["stat"]["median"] > 0, name
+    assert lines["AsyncSandbox.exec(['true'])"]["met"] in (True, False)
+    many = rows["many"]
+    assert not any("row failed" in n for n in many["notes"]), many["notes"]
+    names = [ln["name"] for ln in many["lines"] if ln["stat"]]
+    assert "all 4 ready: total wall" in names, many["notes"]
+    assert any(n.startswith("exec, round robin over") for n in names), names
+    assert "memory per sandbox (PSS)" in names
