@@ -360,6 +360,22 @@ def _expand(word: str, env: dict[str, str]) -> str:
     return word
 
 
+def _command_option(args: list[str]) -> str | None:
+    """The value of `-c CMD`, `-qcCMD`, `--command CMD` or `--command=CMD` (getopt rules:
+    in a cluster of short flags, `c` takes the rest of the cluster or the next word)."""
+    for j, a in enumerate(args):
+        if a == "--":
+            return None
+        if a in ("--command", "-c"):
+            return args[j + 1] if j + 1 < len(args) else ""
+        if a.startswith("--command="):
+            return a.split("=", 1)[1]
+        if a.startswith("-") and not a.startswith("--") and "c" in a[1:]:
+            rest = a[a.index("c", 1) + 1:]
+            return rest or (args[j + 1] if j + 1 < len(args) else "")
+    return None
+
+
 class _Invocations:
     """Collects the invocation strings of one evidence text (see the section comment)."""
 
@@ -585,9 +601,10 @@ class _Invocations:
             return None
         if prog == "eval":
             return " ".join(args)
-        if prog in ("su", "runuser") and "-c" in args:
-            j = args.index("-c")
-            return args[j + 1] if j + 1 < len(args) else ""
+        if prog in ("su", "runuser", "script"):
+            # util-linux `script -qc CMD /dev/null` runs CMD under a new pty: the usual
+            # way to give a command a terminal, so as much a wrapper as `sh -c`.
+            return _command_option(args)
         if prog == "watch":
             rest = _skip_options(args, arg_opts={"-n", "--interval"})
             return " ".join(rest)

@@ -112,3 +112,10 @@ def test_exec_status_cannot_be_forged_from_inside(sb: Sandbox) -> None:
                       "libc=ctypes.CDLL(None,use_errno=True);"
                       "print(libc.ptrace(16,pid,0,0), ctypes.get_errno())"])
     assert attach.stdout.split()[0] == "-1", attach.stdout  # PTRACE_ATTACH refused
+
+
+def test_script_wrapper_does_not_hide_a_tunnel(sb: Sandbox) -> None:
+    """util-linux `script -qc CMD` (how a command gets a pty) was not unwrapped by the
+    guard: the ssh -R inside ran."""
+    r = sb.exec(["script", "-qc", "ssh -o BatchMode=yes -R 1:127.0.0.1:1 x", "/dev/null"])
+    assert r.blocked and any(a["rule"] == "tunnels.ssh_forward" for a in r.alerts)

