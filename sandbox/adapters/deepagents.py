@@ -135,55 +135,23 @@ def _download_error(exc: OSError) -> str:
     return str(exc)
 
 
-# firejail refuses an argument of 4128 bytes or more, 128 arguments, and a command line
-# past 128 KiB; deepagents' own helper scripts (read, glob) are longer than one argument.
-ARG_BYTES = 4000
-MAX_CHUNKS = 100
-MAX_COMMAND_BYTES = 120_000
-# Joins the pieces back and runs them with stderr on stdout; `__cmd` is gone before the
-# command runs and the positional parameters are empty, as under `bash -c`.
-_JOIN = 'printf -v __cmd %s "$@"; set --; exec 2>&1; eval "unset __cmd; $__cmd"'
-
-
-def _split(command: str, limit: int) -> list[str]:
-    """Pieces of at most `limit` UTF-8 bytes, cut at line ends where a line fits (so
-    the guard still sees every line of a long script whole)."""
-    pieces: list[str] = []
-    cur, cur_bytes = "", 0
-    for line in command.splitlines(keepends=True):
-        size = len(line.encode())
-        if cur_bytes + size <= limit:
-            cur, cur_bytes = cur + line, cur_bytes + size
-            continue
-        if cur:
-            pieces.append(cur)
-        cur, cur_bytes = "", 0
-        for ch in line:  # a line longer than a piece: cut between characters
-            n = len(ch.encode())
-            if cur_bytes + n > limit:
-                pieces.append(cur)
-                cur, cur_bytes = "", 0
-            cur, cur_bytes = cur + ch, cur_bytes + n
-    if cur:
-        pieces.append(cur)
-    return pieces
+MAX_COMMAND_BYTES = 128 * 1024
+"""The kernel's limit on one argument (MAX_ARG_STRLEN): `bash -c` gets the command as one."""
 
 
 def command_argv(command: str) -> list[str]:
-    """The argv `execute` runs: `bash -c` with stderr merged into stdout in order (the
-    `exec 2>&1;` sits on the command's first line, so bash's line numbers hold). A
-    command too long for one argument travels in pieces that bash joins and evals."""
+    """The argv `execute` runs: `bash -c` with stderr merged into stdout in order. The
+    `exec 2>&1;` sits on the command's first line, so bash's line numbers hold; the
+    record and the guard see this argv whole (`exec` carries one past firejail's
+    argument limits on stdin, as deepagents' read and glob scripts are)."""
     if "\0" in command:
         raise ValueError("the command contains a NUL byte")
-    single = "exec 2>&1; " + command
-    if len(single.encode()) < ARG_BYTES:
-        return ["/bin/bash", "-c", single]
-    pieces = _split(command, ARG_BYTES)
-    if len(command.encode()) > MAX_COMMAND_BYTES or len(pieces) > MAX_CHUNKS:
+    script = "exec 2>&1; " + command
+    if len(script.encode()) >= MAX_COMMAND_BYTES:
         raise ValueError(
-            f"the command is {len(command.encode())} bytes; the sandbox runs at most "
+            f"the command is {len(command.encode())} bytes; one argument holds at most "
             f"{MAX_COMMAND_BYTES} (write a script with write_file and run that)")
-    return ["/bin/bash", "-c", _JOIN, "bash", *pieces]
+    return ["/bin/bash", "-c", script]
 
 
 def _bad_path(path: str) -> bool:

@@ -264,26 +264,30 @@ def test_execute_default_timeout_and_zero_means_none(provider: SandboxProvider) 
         quick.execute("true", timeout=-1)
 
 
-def test_long_commands_travel_in_pieces(backend: RingfenceSandbox) -> None:
+def test_long_commands_run_whole_and_are_recorded_whole(backend: RingfenceSandbox) -> None:
     """firejail refuses one argument of 4128 bytes or more; deepagents' read and glob
-    scripts are longer, and so may be a model's heredoc."""
+    scripts are longer, and so may be a model's heredoc (core `exec` carries them)."""
     lines = [f"echo line-{i}-{'x' * 60}" for i in range(400)]  # ~28 kB, many lines
-    r = backend.execute("\n".join(lines))
+    script = "\n".join(lines)
+    r = backend.execute(script)
     assert r.exit_code == 0
     assert r.output.splitlines() == [f"line-{i}-{'x' * 60}" for i in range(400)]
-    one_line = "echo " + "é" * 6000  # one line past a piece, multi-byte characters
+    one_line = "echo " + "é" * 6000  # one long line, multi-byte characters
     assert backend.execute(one_line).output == "é" * 6000 + "\n"
-    # as under bash -c: no positional parameters, no helper variable, stderr merged
-    r = backend.execute("echo \"[$#][${__cmd-unset}]\"; echo err >&2 # " + "p" * 5000)
-    assert r.output == "[0][unset]\nerr\n"
-    argv = command_argv("\n".join(lines))
-    assert all(len(a.encode()) < 4128 for a in argv)
-    # lines are never cut where they fit (the guard sees each line whole)
-    assert all(p.endswith("\n") for p in argv[4:-1])
+    big = "echo ok # " + "p" * 120_000  # near the kernel's 128 KiB for one argument
+    r = backend.execute(big)
+    assert (r.output, r.exit_code) == ("ok\n", 0)
+    # as under bash -c: no positional parameters, stdin at EOF, stderr merged
+    r = backend.execute("echo \"[$#]\"; cat; echo err >&2 # " + "p" * 5000)
+    assert r.output == "[0]\nerr\n"
+    texts = [row["text"] for row in Store().commands(backend.id)]
+    assert any(script in t for t in texts)  # the guard and the record see it whole
+    assert command_argv(script) == ["/bin/bash", "-c", "exec 2>&1; " + script]
 
 
 def test_too_long_or_nul_commands_are_refused(backend: RingfenceSandbox) -> None:
-    with pytest.raises(ValueError, match="bytes"):
+    """ValueError: deepagents' execute tool answers the model 'Invalid parameter'."""
+    with pytest.raises(ValueError, match="write a script"):
         backend.execute("true # " + "x" * MAX_COMMAND_BYTES)
     with pytest.raises(ValueError, match="NUL"):
         backend.execute("echo a\0b")
