@@ -212,7 +212,11 @@ class FirejailSandboxEnvironment(SandboxEnvironment):
 
     @classmethod
     def default_concurrency(cls) -> int | None:
-        return None
+        """Default max_sandboxes: one agent user per live sandbox, from a fixed pool
+        (SANDBOX_AGENT_POOL); past it a sample would fail to start."""
+        from ..users import POOL_SIZE
+
+        return POOL_SIZE
 
     @classmethod
     async def task_init(cls, task_name: str, config: SandboxEnvironmentConfigType | None
