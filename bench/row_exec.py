@@ -312,6 +312,22 @@ class _CpuUse:
                 f"ms, join + `true` {self.children / n * MS:.1f} ms")
 
 
+async def _idle_cpu(seconds: float) -> tuple[float, str]:
+    """Owner CPU (% of a core) while the loop sleeps, and the busiest threads."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    me = psutil.Process()
+    before = {t.id: t.user_time + t.system_time for t in me.threads()}
+    a = _cpu()
+    await asyncio.sleep(seconds)
+    b = _cpu()
+    busy = collections.Counter[str]()
+    for t in me.threads():
+        used = t.user_time + t.system_time - before.get(t.id, 0.0)
+        busy[names.get(t.id, str(t.id))] += used
+    top = ", ".join(f"{k} {v / (b[2] - a[2]) * 100:.0f} %" for k, v in busy.most_common(3))
+    return (b[0] - a[0]) / (b[2] - a[2]) * 100.0, top
+
+
 def _failure(sb: AsyncSandbox, e: BaseException) -> str:
     """What the record says about a sandbox that failed to start (for the notes)."""
     s = sb._session
@@ -359,6 +375,7 @@ def many(ctx: Ctx) -> Row:
     fds = (0, 0, 0)
 
     first_failure: list[str] = []
+    idle: list[tuple[float, str]] = []
     cpu = {k: _CpuUse() for k in ("floor", "seq", "bnd", "unb")}
 
     def err(e: BaseException) -> None:
@@ -418,6 +435,7 @@ def many(ctx: Ctx) -> Row:
         if made > 1.0:
             row.notes.append(f"created pool users up to {users.POOL_SIZE} first ({made:.0f} s)")
         await baseline(base_n // 2, 3)
+        idle.append(await _idle_cpu(3.0))
         nthreads_before, threads_before = _threads()
         fd_before = _fds()[0]
         owner_before = me.memory_info().rss
@@ -438,6 +456,7 @@ def many(ctx: Ctx) -> Row:
             rss += r
             pss += p
         mem = (rss / len(live), pss / len(live), owner_share)
+        idle.append(await _idle_cpu(3.0))
         nthreads_alive, threads_alive = _threads()
         nthreads = (nthreads_before, nthreads_alive)
         count, top = _fds()
@@ -524,6 +543,11 @@ def many(ctx: Ctx) -> Row:
                      note=f"firejail x2 + bash + owner share {share / MIB:.2f} MiB"))
         row.add(Line("memory per sandbox (PSS)", "MiB", stat([(pss + share) / MIB]),
                      note="shared pages split among sharers"))
+    if len(idle) == 2:
+        il = "owner CPU, idle, nothing alive"
+        row.add(Line(il, "% core", stat([idle[0][0]]), note=idle[0][1]))
+        row.add(Line(f"owner CPU, idle, {k} alive", "% core", stat([idle[1][0]]),
+                     baseline=il, note=f"3 s of the loop asleep; busiest: {idle[1][1]}"))
     if nthreads[1]:
         row.add(Line(f"owner threads, {k} alive", "threads", stat([float(nthreads[1])]),
                      note=f"{nthreads[0]} before; {threads_alive}"))
