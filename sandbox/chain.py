@@ -7,6 +7,8 @@ changes the head hash, which `run` prints and can send off-box.
 
 A command's `output_raw` (the exact bytes, kept only when the text column cannot hold
 them) is hashed as hex when present; rows without it hash exactly as before it existed.
+Likewise a row's `host` (schema 3: the host that wrote it) is hashed when set, so rows
+recorded before it hash as they always did, and no row's host can be edited unseen.
 The session row itself is covered too: `Store.verify` checks its counters against the
 rows and its summary fields against the `seal` of the final `session.end` event.
 """
@@ -35,6 +37,8 @@ def canonical(kind: str, row: dict[str, Any]) -> bytes:
     body["_type"] = kind
     if kind == "command" and row.get("output_raw") is not None:
         body["output_raw"] = bytes(row["output_raw"]).hex()
+    if row.get("host") is not None:
+        body["host"] = row["host"]
     # bools are stored as 0/1 in SQLite; hash them as ints so a re-read row verifies.
     for k, v in body.items():
         if isinstance(v, bool):

@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .store import ACTIONS, Store
 
 
-def json_row(row: dict[str, Any]) -> dict[str, Any]:
+def json_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A command row for JSON: its exact output bytes, when kept (`output_raw`: binary
     output, NUL), as base64 under `output_raw_b64`; otherwise `output` is exact."""
     out = {k: v for k, v in row.items() if k != "output_raw"}
@@ -28,11 +28,10 @@ def jsonl(store: Store, session_id: str) -> Iterator[str]:
     session = store.get_session(session_id)
     yield json.dumps({"type": "session", **session}, default=str)
     for kind, row in store.chain_rows(session["id"]):
-        if kind == "event" and isinstance(row.get("detail"), str):
-            row = {**row, "detail": json.loads(row["detail"])}
-        elif kind == "command":
-            row = json_row(row)
-        yield json.dumps({"type": kind, **row}, default=str)
+        out = json_row(row) if kind == "command" else dict(row)
+        if kind == "event" and isinstance(out.get("detail"), str):
+            out["detail"] = json.loads(out["detail"])
+        yield json.dumps({"type": kind, **out}, default=str)
 
 
 def asciicast(store: Store, session_id: str, width: int = 120, height: int = 40) -> Iterator[str]:

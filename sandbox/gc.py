@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def cleanup_resources(resources: dict[str, Any]) -> list[str]:
     return errors
 
 
-def reap(store: Store, session: dict[str, Any], *, state: str, reason: str) -> None:
+def reap(store: Store, session: Mapping[str, Any], *, state: str, reason: str) -> None:
     """End a session's jail and host resources from outside its owner."""
     control.kill_jail(session.get("jail_pid"), session.get("jail_name"))
     errors = cleanup_resources(session.get("resources") or {})

@@ -9,6 +9,7 @@ hosts). The state dir is hidden from every jail.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 SYSTEM_STATE_DIR = Path("/var/lib/sandbox")
@@ -34,6 +35,19 @@ def db_path() -> Path:
     """The SQLite file of the event store."""
     env = os.environ.get("SANDBOX_DB")
     return Path(env) if env else state_dir() / "sandbox.db"
+
+
+def store_url() -> str | None:
+    """The event store the operator chose (`--store URL` / `SANDBOX_STORE`): a
+    `postgresql://` URL, or a SQLite file (a path or `sqlite:///path`); None: the default
+    SQLite file under the state dir."""
+    return os.environ.get("SANDBOX_STORE") or None
+
+
+def host_id() -> str:
+    """The name this host writes into every row of the store: `SANDBOX_HOST_ID` when set
+    (several "hosts" on one machine, a stable name behind DHCP), else the hostname."""
+    return os.environ.get("SANDBOX_HOST_ID") or socket.gethostname()
 
 
 def user_profile_dir() -> Path:

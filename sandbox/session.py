@@ -17,7 +17,6 @@ import getpass
 import logging
 import os
 import secrets
-import socket
 import subprocess
 import threading
 import time
@@ -25,14 +24,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import gc, jail, owners, supervisor, users
+from . import gc, jail, owners, paths, supervisor, users
 from .control import ControlWatcher
 from .errors import CommandBlocked, CommandTimeout, SessionClosed, SetupError
 from .hooks import Hooks
 from .profile import Profile, load
 from .result import CommandResult
 from .shell import Shell
-from .store import Store
+from .store import Store, StoreUnavailable
 
 
 def new_id() -> str:
@@ -57,6 +56,18 @@ def _collect_now_and_then(store: Store) -> None:
 def _sudo_uid() -> int | None:
     uid = os.environ.get("SUDO_UID", "")
     return int(uid) if uid.isdigit() else None
+
+
+# The store's location and credentials: never passed into a jail, whatever the profile's
+# passthrough says (libpq reads the PG* ones).
+STORE_SECRET_ENV = frozenset({"SANDBOX_STORE", "SANDBOX_DB", "PGPASSWORD", "PGPASSFILE",
+                              "PGSERVICEFILE"})
+
+
+def _store_secret(store: Store) -> str | None:
+    """The event store's password, when it has one (PostgreSQL)."""
+    password = getattr(store, "password", None)
+    return password if isinstance(password, str) and password else None
 
 
 class Session:
@@ -102,7 +113,7 @@ class Session:
         """Record an event (thread-safe); rules see it through the hooks."""
         row = self.store.add_event(
             self.id, kind, detail, severity=severity, action=action, rule=rule)
-        self.hooks.on_event(row)
+        self.hooks.on_event(row.to_dict())
 
     def add_resource(self, name: str, value: Any) -> None:
         """Record a host resource in the store at once, before it is relied on: a crash
@@ -121,19 +132,23 @@ class Session:
         supervisor.track(self)
         self.store.create_session(
             self.id, profile=self.profile.name, kind=self.kind, workdir=str(self.workdir),
-            argv=self.argv, owner_pid=pid, owner_start=token, host=socket.gethostname(),
+            argv=self.argv, owner_pid=pid, owner_start=token, host=paths.host_id(),
             user=getpass.getuser(),
         )
+        # A store that loses its database kills the session whose record it could not
+        # write (fail closed; the loss is recorded locally, see store_pg).
+        self.store.on_lost(self.id, self.kill)
         try:
             self._start()
         except BaseException as e:
             self._teardown()
             supervisor.forget(self)
+            self.store.on_lost(self.id, None)
             reason = str(e) or type(e).__name__
-            self.store.finish_session(self.id, "failed", reason)
             self.state = "failed"
             self.reason = reason
             try:
+                self.store.finish_session(self.id, "failed", reason)
                 self.emit("session.end", {"state": "failed", "reason": reason},
                           severity="warning")
             except Exception as err:  # the row says failed already; the event is extra
@@ -174,13 +189,19 @@ class Session:
         self._spec = self.hooks.before_jail(self._spec)
         if self.kind in ("api", "shell"):
             self._start_shell()
-        ControlWatcher.watch(self.store.path.as_posix(), self.id, self.kill)
+        ControlWatcher.watch(self.store, self.id, self.kill)
 
     def env(self) -> dict[str, str]:
         """The jail's environment: the profile's allowlist plus the caller's `env`."""
-        env = jail.build_env(self.profile, self._spec, dict(os.environ))
+        host_env = {k: v for k, v in os.environ.items() if k not in STORE_SECRET_ENV}
+        env = jail.build_env(self.profile, self._spec, host_env)
         env.update(self.extra_env)
         jail.check_env(env)
+        secret = _store_secret(self.store)
+        for key, value in env.items():
+            if secret and secret in value:
+                raise SetupError(f"environment variable {key} holds the event store's "
+                                 "password: it cannot be passed into the jail")
         return env
 
     def jail_argv(self, program: list[str]) -> list[str]:
@@ -288,9 +309,10 @@ class Session:
 
     def record_command(self, text: str, output: bytes, exit_code: int | None,
                        started: float, duration: float, source: str,
-                       truncated: bool = False, output_bytes: int | None = None) -> None:
+                       truncated: bool = False, output_bytes: int | None = None,
+                       timed_out: bool = False) -> None:
         self.store.add_command(
-            self.id, text=text, output=output,
+            self.id, text=text, output=output, timed_out=timed_out,
             exit_code=exit_code, started=started, duration=duration, truncated=truncated,
             output_bytes=len(output) if output_bytes is None else output_bytes, source=source,
         )
@@ -331,7 +353,7 @@ class Session:
             return
         try:
             try:
-                ControlWatcher.unwatch(self.store.path.as_posix(), self.id)
+                ControlWatcher.unwatch(self.store.key, self.id)
             except Exception as e:  # the kill path is a convenience here, not the record
                 log.warning("sandbox: unregistering %s from the kill watcher: %s", self.id, e)
             # Processes first, then the row says so (the kill is visible as soon as it is
@@ -340,13 +362,20 @@ class Session:
             disk = self.hooks.part("disk")
             if disk is not None:
                 disk.check()  # type: ignore[attr-defined]
-            if self.store.finish_session(self.id, state, reason, exit_code):
-                self.emit("session.end",
-                          {"state": state, "reason": reason, "exit_code": exit_code},
-                          severity="warning" if state == "killed" else "info")
-            self.store.mark_controls_handled(self.id)
+            try:
+                if self.store.finish_session(self.id, state, reason, exit_code):
+                    self.emit("session.end",
+                              {"state": state, "reason": reason, "exit_code": exit_code},
+                              severity="warning" if state == "killed" else "info")
+                self.store.mark_controls_handled(self.id)
+            except StoreUnavailable as e:  # recorded locally by the store; clean up still
+                log.error("sandbox: session %s: recording its end failed: %s", self.id, e)
+            self.store.on_lost(self.id, None)
             self._release()
-            self._ship_head()
+            try:
+                self._ship_head()
+            except StoreUnavailable as e:
+                log.error("sandbox: session %s: no head to ship: %s", self.id, e)
         finally:
             self._released.set()
             supervisor.forget(self)
@@ -398,7 +427,10 @@ class Session:
             gc.cleanup_resources({"include": self.resources["include"]})
         if self.resources:
             self.resources["released"] = True
-            self.store.update_session(self.id, resources=self.resources)
+            try:
+                self.store.update_session(self.id, resources=self.resources)
+            except StoreUnavailable as e:  # gc of a lost store finds them released anyway
+                log.error("sandbox: session %s: recording its release failed: %s", self.id, e)
 
     def head_hash(self) -> str:
         return str(self.store.get_session(self.id)["head_hash"])

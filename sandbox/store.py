@@ -1,4 +1,5 @@
-"""The event store: SQLite in WAL mode, outside every jail.
+"""The event store: SQLite in WAL mode (the default), or PostgreSQL (`store_pg`, a
+fleet of hosts writing one store), outside every jail.
 
 Tables: `sessions` (one row per session, with live counters the TUI reads cheaply),
 `commands` and `events` (append-only, hash-chained per session, see `chain`), and
@@ -7,6 +8,10 @@ Tables: `sessions` (one row per session, with live counters the TUI reads cheapl
 Many processes write at once: each write is one short `BEGIN IMMEDIATE` transaction and
 SQLite's busy timeout queues writers, so nothing is lost. One `Store` object is safe to
 share between threads (a lock guards its connection).
+
+`Store` is the SQLite backend and the logic every backend shares (the chain, the
+counters, `verify`); `Store("postgresql://...")`, or `SANDBOX_STORE` set to such a URL,
+gives the PostgreSQL one. Rows are typed (`store_rows`) and read like dicts too.
 """
 
 from __future__ import annotations
@@ -17,20 +22,23 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import chain, paths
 from .errors import NotFound, StoreError
+from .store_api import StoreBackend, StoreUnavailable, is_pg_url
+from .store_rows import ChainRow, CommandRow, ControlRow, EventRow, RowKind, SessionRow
 from .store_schema import (  # re-exported: callers import these from store
-    _ADDED_COLUMNS,
     _SCHEMA,
     _SESSION_UPDATABLE,
     ACTIONS,
     FINAL_STATES,
     LIVE_STATES,
+    MIGRATIONS,
     RECORD_VERSION,
     SCHEMA_VERSION,
     SEALED_FIELDS,
@@ -38,8 +46,9 @@ from .store_schema import (  # re-exported: callers import these from store
 )
 from .textsafe import NUL_PICTURE, raw_bytes, storable, visible
 
-__all__ = ["ACTIONS", "FINAL_STATES", "LIVE_STATES", "SCHEMA_VERSION", "SEVERITIES", "Store",
-           "is_alert"]
+__all__ = ["ACTIONS", "FINAL_STATES", "LIVE_STATES", "SCHEMA_VERSION", "SEVERITIES",
+           "ChainRow", "CommandRow", "ControlRow", "EventRow", "SessionRow", "Store",
+           "StoreBackend", "StoreUnavailable", "is_alert"]
 
 
 def is_alert(action: str, severity: str) -> bool:
@@ -64,7 +73,7 @@ def check_session_id(session_id: str) -> None:
                        "digits, like 3f2a9c01b4; see `sandbox ls`")
 
 
-def output_bytes_of(command: dict[str, Any]) -> bytes:
+def output_bytes_of(command: Mapping[str, Any]) -> bytes:
     """A recorded command's exact output bytes (`output_raw` when set, else the text)."""
     raw = command.get("output_raw")
     if raw is not None:
@@ -85,11 +94,68 @@ def _output_columns(output: str | bytes) -> tuple[str, bytes | None, int]:
     return text, (None if exact else raw), len(raw)
 
 
+class _Db(Protocol):
+    """One backend's connection, inside a transaction: SQL in SQLite's dialect (`?`
+    placeholders, `"user"` quoted), rows as dicts."""
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None: ...
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> int: ...
+
+    def insert(self, table: str, row: dict[str, Any]) -> int: ...
+
+
+class _SqliteDb:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(sql, tuple(args)).fetchall()]
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
+        r = self.db.execute(sql, tuple(args)).fetchone()
+        return None if r is None else dict(r)
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return int(self.db.execute(sql, tuple(args)).rowcount)
+
+    def insert(self, table: str, row: dict[str, Any]) -> int:
+        cols = list(row)
+        cur = self.db.execute(
+            f"INSERT INTO {table}({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
+            tuple(row[c] for c in cols))
+        return int(cur.lastrowid or 0)
+
+
 class Store:
-    """The event store. `Store()` opens the default database under the state dir."""
+    """The event store. `Store()` opens the default store: the SQLite file under the state
+    dir, or what `SANDBOX_STORE` names; `Store(path)` a SQLite file, `Store(":memory:")` a
+    private in-memory one (tests), `Store("postgresql://...")` a PostgreSQL database
+    (`store_pg.PgStore`, a subclass). This class is the SQLite backend and the code both
+    share: the chain, the counters, `verify`."""
+
+    path: Path
+    host: str
+    _for_update = ""  # how a write locks the session row (SQLite: the whole database)
+
+    def __new__(cls, path: Path | str | None = None) -> Store:
+        if cls is Store:
+            url = paths.store_url() if path is None else path
+            if is_pg_url(url):
+                from .store_pg import PgStore
+
+                return super().__new__(PgStore)
+        return super().__new__(cls)
 
     def __init__(self, path: Path | str | None = None) -> None:
+        if path is None:
+            chosen = paths.store_url()
+            if chosen and not os.environ.get("SANDBOX_DB"):
+                path = chosen.removeprefix("sqlite://")
         self.path = Path(path) if path is not None else paths.db_path()
+        self.host = paths.host_id()
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -111,51 +177,59 @@ class Store:
         with suppress(OSError):
             os.chmod(self.path, 0o600)
 
-    # -- plumbing ---------------------------------------------------------------------
+    # -- plumbing (what a backend overrides) ------------------------------------------
+
+    @property
+    def key(self) -> str:
+        """Names this database without secrets: one kill watcher per key."""
+        return self.path.as_posix()
+
+    def reopen(self) -> Store:
+        """A new connection to the same store."""
+        return Store(self.path)
+
+    def on_lost(self, session_id: str, handler: Callable[[str], None] | None) -> None:
+        """SQLite is a local file: there is no connection to lose (a failed write raises
+        StoreError to the caller, as it always did)."""
 
     def _migrate(self) -> None:
         # executescript commits on its own, so it runs outside the transaction helper.
         with self._lock:
             self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema {row[0]}, newer than this sandbox ({SCHEMA_VERSION}); "
-                "upgrade sandbox"
-            )
-        elif int(row[0]) < SCHEMA_VERSION:
-            with self._tx() as db:
-                for table, column, decl in _ADDED_COLUMNS:
-                    have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-                    if column not in have:
-                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-                db.execute("UPDATE meta SET value=? WHERE key='schema_version'",
-                           (str(SCHEMA_VERSION),))
+        with self._tx() as db:
+            _apply_migrations(db, self.key, lambda table: {
+                r["name"] for r in db.all(f"PRAGMA table_info({table})")})
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, session_id: str | None = None) -> Iterator[_Db]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE, every writer queued)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield _SqliteDb(self._db)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             else:
                 self._db.execute("COMMIT")
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[_Db]:
+        """A read transaction: what it reads is one consistent state."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield _SqliteDb(self._db)
+            finally:
+                self._db.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+            return _SqliteDb(self._db).all(sql, args)
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -173,10 +247,10 @@ class Store:
         user: str,
     ) -> None:
         now = time.time()
-        with self._tx() as db:
-            db.execute(
+        with self._tx(session_id) as db:
+            db.run(
                 "INSERT INTO sessions(id, profile, kind, state, created, owner_pid, owner_start,"
-                " host, user, workdir, argv, updated) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                ' host, "user", workdir, argv, updated) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)',
                 (session_id, profile, kind, "starting", now, owner_pid, owner_start, host, user,
                  workdir, json.dumps(argv), now),
             )
@@ -194,8 +268,8 @@ class Store:
         cols = ", ".join(
             "state=CASE WHEN state IN ('exited','killed','failed') THEN state ELSE ? END"
             if k == "state" else f"{k}=?" for k in values)
-        with self._tx() as db:
-            db.execute(
+        with self._tx(session_id) as db:
+            db.run(
                 f"UPDATE sessions SET {cols}, updated=? WHERE id=?",
                 (*values.values(), time.time(), session_id),
             )
@@ -208,15 +282,15 @@ class Store:
         assert state in FINAL_STATES
         reason = None if reason is None else storable(reason)
         now = time.time()
-        with self._tx() as db:
-            cur = db.execute(
+        with self._tx(session_id) as db:
+            n = db.run(
                 "UPDATE sessions SET state=?, reason=?, exit_code=?, ended=?, updated=?,"
                 " current_command=NULL WHERE id=? AND state IN ('starting','running')",
                 (state, reason, exit_code, now, now, session_id),
             )
-            return cur.rowcount == 1
+            return n == 1
 
-    def get_session(self, session_id: str) -> dict[str, Any]:
+    def get_session(self, session_id: str) -> SessionRow:
         """The session with this id, or the only one it is a prefix of (hex only)."""
         check_session_id(session_id)
         rows = self._query("SELECT * FROM sessions WHERE id=?", (session_id,))
@@ -231,11 +305,11 @@ class Store:
                                "starts with it; give more of the id (see `sandbox ls`)")
         if not rows:
             raise NotFound(f"no such session {session_id!r}; see `sandbox ls`")
-        return _decode_session(rows[0])
+        return SessionRow.from_db(rows[0])
 
     def list_sessions(
         self, *, live_only: bool = False, limit: int = 200, since_updated: float = 0.0
-    ) -> list[dict[str, Any]]:
+    ) -> list[SessionRow]:
         where = ["updated >= ?"]
         if live_only:
             where.append("state IN ('starting','running')")
@@ -243,18 +317,23 @@ class Store:
             f"SELECT * FROM sessions WHERE {' AND '.join(where)} "
             "ORDER BY created DESC LIMIT ?"
         )
-        return [_decode_session(r) for r in self._query(sql, (since_updated, limit))]
+        return [SessionRow.from_db(r) for r in self._query(sql, (since_updated, limit))]
 
     # -- the chain ------------------------------------------------------------------------
 
     def _append(
-        self, kind: str, session_id: str, row: dict[str, Any],
+        self, kind: RowKind, session_id: str, row: dict[str, Any],
         detail: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Append one chained row; returns it and the event detail as recorded."""
+        """Append one chained row; returns it and the event detail as recorded.
+
+        The session row is the chain's head: it is read and written in one transaction
+        that holds it (SQLite: the database write lock; PostgreSQL: SELECT ... FOR
+        UPDATE), so appends to one session are serialized across every process."""
         detail = detail or {}
-        with self._tx() as db:
-            head = db.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
+        with self._tx(session_id) as db:
+            head = db.one("SELECT * FROM sessions WHERE id=?" + self._for_update,
+                          (session_id,))
             if head is None:
                 raise NotFound(f"no such session {session_id!r}")
             if kind == "event" and row["kind"] == "session.start":
@@ -269,14 +348,9 @@ class Store:
             row["session_id"] = session_id
             row["seq"] = head["last_seq"] + 1
             row["prev_hash"] = head["head_hash"]
+            row["host"] = self.host
             row["hash"] = chain.link(head["head_hash"], kind, row)
-            table = "commands" if kind == "command" else "events"
-            cols = list(row)
-            cur = db.execute(
-                f"INSERT INTO {table}({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})",
-                tuple(row[c] for c in cols),
-            )
-            row["id"] = cur.lastrowid
+            row["id"] = db.insert("commands" if kind == "command" else "events", row)
             # A recorded command is no longer running: clear it in the same write.
             counters = ("n_commands=n_commands+1, current_command=NULL" if kind == "command"
                         else "n_events=n_events+1")
@@ -286,14 +360,14 @@ class Store:
                     counters += ", n_alerts=n_alerts+1"
                 if detail.get("verdict") == "deny":
                     counters += ", n_denied=n_denied+1"
-                counters += (
-                    ", max_severity=CASE WHEN instr(?, ','||max_severity||',') > 0 "
-                    "THEN ? ELSE max_severity END"
-                )
-                rank = SEVERITIES.index(row["severity"])
-                lower = "," + ",".join(SEVERITIES[:rank]) + ","
-                extra = (lower, row["severity"])
-            db.execute(
+                # The worst severity so far (computed here: the row is held). A value that
+                # is no severity at all (an edited row) is kept, for verify to name.
+                worst = head["max_severity"]
+                if (worst in SEVERITIES
+                        and SEVERITIES.index(row["severity"]) > SEVERITIES.index(worst)):
+                    counters += ", max_severity=?"
+                    extra = (row["severity"],)
+            db.run(
                 f"UPDATE sessions SET last_seq=?, head_hash=?, updated=?, {counters} WHERE id=?",
                 (row["seq"], row["hash"], time.time(), *extra, session_id),
             )
@@ -312,7 +386,7 @@ class Store:
         truncated: bool = False,
         output_bytes: int | None = None,
         source: str = "api",
-    ) -> dict[str, Any]:
+    ) -> CommandRow:
         """Record one command. `output` is best given as the bytes the command wrote:
         text that is not valid UTF-8 or holds NUL keeps its exact bytes in `output_raw`
         (the `output` column then shows U+FFFD and `␀`, so SQL tools never cut it)."""
@@ -323,7 +397,7 @@ class Store:
             "truncated": int(truncated), "output_bytes": n if output_bytes is None
             else output_bytes, "source": source, "output_raw": raw,
         }
-        return self._append("command", session_id, row)[0]
+        return CommandRow.from_db(self._append("command", session_id, row)[0])
 
     def add_event(
         self,
@@ -335,7 +409,7 @@ class Store:
         action: str = "record",
         rule: str | None = None,
         ts: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> EventRow:
         if severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}")
         if action not in ACTIONS:
@@ -347,19 +421,18 @@ class Store:
             "rule": None if rule is None else storable(rule), "detail": _dump(detail),
         }
         out, recorded = self._append("event", session_id, row, detail)
-        out["detail"] = recorded
-        return out
+        return replace(EventRow.from_db(out), detail=recorded)
 
-    def commands(self, session_id: str, since_seq: int = 0) -> list[dict[str, Any]]:
-        return self._query(
+    def commands(self, session_id: str, since_seq: int = 0) -> list[CommandRow]:
+        return [CommandRow.from_db(r) for r in self._query(
             "SELECT * FROM commands WHERE session_id=? AND seq>? ORDER BY seq",
             (session_id, since_seq),
-        )
+        )]
 
     def events(
         self, session_id: str | None = None, since_id: int = 0, *, alerts_only: bool = False,
         limit: int = 10_000, kinds: tuple[str, ...] = (), newest: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[EventRow]:
         """Events after `since_id`, oldest first; `newest=True` takes the last `limit`."""
         where, args = ["id>?"], [since_id]
         if session_id is not None:
@@ -377,38 +450,31 @@ class Store:
         )
         if newest:
             rows.reverse()
-        for r in rows:
-            r["detail"] = json.loads(r["detail"])
-        return rows
+        return [EventRow.from_db(r) for r in rows]
 
     def count_events(self, session_id: str, kind: str) -> int:
         rows = self._query("SELECT count(*) AS n FROM events WHERE session_id=? AND kind=?",
                            (session_id, kind))
         return int(rows[0]["n"])
 
-    def chain_rows(self, session_id: str) -> list[tuple[str, dict[str, Any]]]:
-        rows: list[tuple[str, dict[str, Any]]] = [("command", r) for r in self.commands(session_id)]
-        rows += [
-            ("event", r) for r in self._query(
-                "SELECT * FROM events WHERE session_id=? ORDER BY seq", (session_id,)
-            )
-        ]
-        rows.sort(key=lambda kr: (kr[1]["seq"], kr[1]["id"]))
-        return rows
+    def chain_rows(self, session_id: str) -> list[ChainRow]:
+        """A session's commands and events in chain order (typed rows)."""
+        out: list[ChainRow] = []
+        for kind, r in _chain_dicts(self._query, session_id):
+            out.append(("command", CommandRow.from_db(r)) if kind == "command"
+                       else ("event", EventRow.from_db(r)))
+        return out
 
     def verify(self, session_id: str) -> tuple[bool, str]:
         """Check a session's record: the hash chain, that it ends at the recorded head,
         that the row's counters match the rows, and (for a finished session) that the
         row's summary matches the seal its final `session.end` carries."""
         sid = self.get_session(session_id)["id"]
-        with self._lock:  # one read transaction: the row and its chain, consistent
-            self._db.execute("BEGIN")
-            try:
-                session = dict(self._db.execute(
-                    "SELECT * FROM sessions WHERE id=?", (sid,)).fetchone())
-                rows = self.chain_rows(sid)
-            finally:
-                self._db.execute("COMMIT")
+        with self._snapshot() as db:  # one read transaction: the row and its chain
+            session = db.one("SELECT * FROM sessions WHERE id=?", (sid,))
+            rows = _chain_dicts(db.all, sid)
+        if session is None:
+            raise NotFound(f"no such session {sid!r}; see `sandbox ls`")
         ok, message, head = chain.verify_rows(rows)
         if not ok:
             return False, message
@@ -421,20 +487,20 @@ class Store:
 
     def request_kill(self, session_id: str, requested_by: str) -> int:
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO controls(session_id, ts, action, requested_by) VALUES(?,?,?,?)",
-                (session_id, time.time(), "kill", requested_by),
-            )
-            return int(cur.lastrowid or 0)
+            return db.insert("controls", {
+                "session_id": session_id, "ts": time.time(), "action": "kill",
+                "requested_by": requested_by, "host": self.host})
 
-    def pending_controls(self, session_id: str) -> list[dict[str, Any]]:
-        return self._query(
+    def pending_controls(self, session_id: str) -> list[ControlRow]:
+        return [ControlRow.from_db(r) for r in self._query(
             "SELECT * FROM controls WHERE session_id=? AND handled IS NULL ORDER BY id",
             (session_id,),
-        )
+        )]
 
     def pending_kills(self, session_ids: list[str]) -> list[tuple[str, str]]:
         """(session id, requested_by) of unhandled kill requests among `session_ids`."""
+        if not session_ids:
+            return []
         marks = ",".join("?" * len(session_ids))
         rows = self._query(
             f"SELECT session_id, requested_by FROM controls WHERE handled IS NULL "
@@ -444,11 +510,52 @@ class Store:
         return [(r["session_id"], r["requested_by"]) for r in rows]
 
     def mark_controls_handled(self, session_id: str) -> None:
-        with self._tx() as db:
-            db.execute(
+        with self._tx(session_id) as db:
+            db.run(
                 "UPDATE controls SET handled=? WHERE session_id=? AND handled IS NULL",
                 (time.time(), session_id),
             )
+
+
+def _chain_dicts(query: Callable[[str, Sequence[Any]], list[dict[str, Any]]],
+                 session_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """A session's rows as stored (event detail as its JSON text), in chain order."""
+    rows: list[tuple[str, dict[str, Any]]] = [
+        ("command", r) for r in query(
+            "SELECT * FROM commands WHERE session_id=? ORDER BY seq", (session_id,))]
+    rows += [("event", r) for r in query(
+        "SELECT * FROM events WHERE session_id=? ORDER BY seq", (session_id,))]
+    rows.sort(key=lambda kr: (kr[1]["seq"], kr[1]["id"]))
+    return rows
+
+
+def _apply_migrations(db: _Db, where: str, columns: Callable[[str], set[str]],
+                      translate: Callable[[str], str] = lambda decl: decl) -> None:
+    """Bring a store (inside a write transaction, tables created) to SCHEMA_VERSION: add
+    the columns of every migration above its version and log each one."""
+    row = db.one("SELECT value FROM meta WHERE key='schema_version'")
+    now = time.time()
+    if row is None:
+        db.run("INSERT INTO meta(key, value) VALUES('schema_version', ?)",
+               (str(SCHEMA_VERSION),))
+        db.run("INSERT INTO schema_migrations(version, description, applied) "
+               "VALUES(?, ?, ?)", (SCHEMA_VERSION, f"created at schema {SCHEMA_VERSION}", now))
+        return
+    current = int(row["value"])
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"{where} has schema {current}, newer than this sandbox ({SCHEMA_VERSION}); "
+            "upgrade sandbox")
+    for version, description, added in MIGRATIONS:
+        if version <= current:
+            continue
+        for table, column, decl in added:
+            if column not in columns(table):
+                db.run(f"ALTER TABLE {table} ADD COLUMN {column} {translate(decl)}")
+        db.run("INSERT INTO schema_migrations(version, description, applied) VALUES(?,?,?)",
+               (version, description, now))
+    if current < SCHEMA_VERSION:
+        db.run("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _dump(detail: dict[str, Any]) -> str:
@@ -523,9 +630,3 @@ def _loads(text: str) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _decode_session(row: dict[str, Any]) -> dict[str, Any]:
-    row["argv"] = json.loads(row["argv"])
-    row["resources"] = json.loads(row["resources"] or "{}")
-    return row

@@ -19,7 +19,10 @@ examples:
   sandbox show ID                               commands, exit codes, events
   sandbox kill ID | --all                       end sessions (and their processes)
   sandbox doctor                                check firejail, kernel, state dir
+  sandbox --store postgresql://u:p@db/sbx ls    a fleet's shared PostgreSQL store
 State: $SANDBOX_STATE_DIR, else /var/lib/sandbox (root) or ~/.local/state/sandbox.
+Store: --store URL or $SANDBOX_STORE (postgresql://... or a SQLite file), else the state
+dir's sandbox.db. $SANDBOX_HOST_ID names this host in the rows it writes.
 """
 
 
@@ -31,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--store", metavar="URL",
+        help="the event store: postgresql://user:pass@host/db (needs the [postgres] extra) "
+        "or a SQLite file; sets SANDBOX_STORE for this command (default: $SANDBOX_STORE, "
+        "else the state dir's sandbox.db)")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
     running.add_parsers(sub)
     inspect.add_parsers(sub)
@@ -41,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.store:
+        # The process's own environment: every Store() this command opens (and its kill
+        # watcher) uses it; jails never see it (their environment is an allowlist).
+        os.environ["SANDBOX_STORE"] = args.store
     try:
         return int(args.func(args))
     except SandboxError as e:

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +53,7 @@ def _ts(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else "-"
 
 
-def _age(s: dict[str, Any]) -> str:
+def _age(s: Mapping[str, Any]) -> str:
     secs = (s["ended"] or time.time()) - s["created"]
     return f"{secs:.1f}s" if secs < 120 else f"{secs / 60:.0f}m"
 
@@ -60,7 +61,7 @@ def _age(s: dict[str, Any]) -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     rows = Store().list_sessions(live_only=args.live, limit=args.n)
     if args.json:
-        print(json.dumps(rows, default=str))
+        print(json.dumps([r.to_dict() for r in rows], default=str))
         return 0
     if not rows:
         print("no sessions yet: try `sandbox run -- echo hi`")
@@ -76,27 +77,27 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gpu(s: dict[str, Any]) -> str:
+def _gpu(s: Mapping[str, Any]) -> str:
     if s["gpu_mem_bytes"] is None:
         return "-"
     return f"{s['gpu_mem_bytes'] >> 20}M/{s['gpu_util'] or 0:.0f}%"
 
 
-def _event_line(e: dict[str, Any]) -> str:
+def _event_line(e: Mapping[str, Any]) -> str:
     detail = json.dumps(e["detail"], default=str, sort_keys=True)
     rule = f" {e['rule']}" if e["rule"] else ""
     return visible(f"  {_ts(e['ts'])} #{e['seq']:<4} {e['severity']:<8} {e['action']:<6} "
                    f"{e['kind']}{rule} {detail[:160]}")
 
 
-def _output_text(c: dict[str, Any]) -> str:
+def _output_text(c: Mapping[str, Any]) -> str:
     """A command's output for a terminal: its exact bytes, undecodable ones as \\xNN,
     every control character made visible (newlines and tabs kept)."""
     raw = output_bytes_of(c)
     return visible(raw.decode("utf-8", errors="surrogateescape"), multiline=True)
 
 
-def _command_line(c: dict[str, Any], with_output: bool) -> str:
+def _command_line(c: Mapping[str, Any], with_output: bool) -> str:
     flags = (" timed-out" if c["timed_out"] else "") + (" truncated" if c["truncated"] else "")
     code = "-" if c["exit_code"] is None else c["exit_code"]
     line = (f"  {_ts(c['started'])} #{c['seq']:<4} exit {code!s:<4} {c['duration']:7.3f}s "
@@ -113,8 +114,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     commands = store.commands(s["id"])
     events = store.events(s["id"])
     if args.json:
-        print(json.dumps({"session": s, "commands": [export.json_row(c) for c in commands],
-                          "events": events}, default=str))
+        print(json.dumps({"session": s.to_dict(),
+                          "commands": [export.json_row(c) for c in commands],
+                          "events": [e.to_dict() for e in events]}, default=str))
         return 0
     print(visible(f"session {s['id']}  profile {s['profile']}  {s['state']}"
                   f"{' (' + s['reason'] + ')' if s['reason'] else ''}  exit {s['exit_code']}"))

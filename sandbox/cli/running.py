@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SandboxError
@@ -66,7 +67,7 @@ def summary(store: Store, session_id: str) -> dict[str, Any]:
     }
 
 
-def format_summary(info: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
+def format_summary(info: dict[str, Any], alerts: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         f"sandbox: session {info['session']} ({visible(info['profile'])}) {info['state']}"
         f" exit {info['exit_code']} in {info['duration']:.2f}s · {info['commands']} commands"

@@ -156,8 +156,10 @@ def test_a_schema_1_store_is_migrated_and_its_sessions_still_verify(test_dir: Pa
     st = Store(path)
     cols = {r[1] for r in st._db.execute("PRAGMA table_info(commands)")}
     assert "output_raw" in cols
+    from sandbox.store import SCHEMA_VERSION
+
     assert st._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] \
-        == "2"
+        == str(SCHEMA_VERSION)  # 3 since `host` on every row
     st.create_session("abc123", profile="default", kind="api", workdir="/w", argv=[],
                       owner_pid=1, owner_start="0", host="h", user="u")
     # Old rows, written the way schema 1 did (no record_version, an unsealed end).

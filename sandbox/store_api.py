@@ -1,0 +1,124 @@
+"""The event store's interface: what every backend offers (SQLite, PostgreSQL).
+
+`Store(...)` picks the backend: a `postgresql://` URL (given, or in `SANDBOX_STORE`) opens
+`store_pg.PgStore`; anything else is the SQLite file it names (default: the state dir's
+`sandbox.db`). Both are `Store`s (PgStore subclasses it), so `isinstance(x, Store)` and
+`store: Store` annotations hold for either; `StoreBackend` is the same surface as a
+Protocol, for code that wants to accept any implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import StoreError
+from .store_rows import (
+    Action,
+    ChainRow,
+    CommandRow,
+    ControlRow,
+    EventRow,
+    FinalState,
+    SessionRow,
+    Severity,
+)
+
+PG_SCHEMES = ("postgresql", "postgres")
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached (a lost database connection). The session whose
+    record could not be written is killed (fail closed); see `PgStore`."""
+
+
+def is_pg_url(value: object) -> bool:
+    return isinstance(value, str) and value.split("://", 1)[0].lower() in PG_SCHEMES \
+        and "://" in value
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password (what may be shown, logged or keyed on)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        netloc = parts.netloc
+    else:
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{parts.username or ''}:***@{host}"
+    query = "&".join(p for p in parts.query.split("&")
+                     if p and not p.lower().startswith(("password=", "passfile=")))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+@runtime_checkable
+class StoreBackend(Protocol):
+    """The event store's public methods, typed. Rows are `store_rows` dataclasses."""
+
+    path: Path  # the local SQLite file (PostgreSQL: the local fallback record)
+    host: str  # written into every row this object appends
+
+    @property
+    def key(self) -> str:
+        """Names the database without secrets (one kill watcher per key)."""
+        ...
+
+    def reopen(self) -> StoreBackend:
+        """A new connection to the same store (for another thread's long-lived use)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def create_session(
+        self, session_id: str, *, profile: str, kind: str, workdir: str, argv: list[str],
+        owner_pid: int, owner_start: str, host: str, user: str,
+    ) -> None: ...
+
+    def update_session(self, session_id: str, **values: Any) -> None: ...
+
+    def finish_session(self, session_id: str, state: FinalState, reason: str | None = None,
+                       exit_code: int | None = None) -> bool: ...
+
+    def get_session(self, session_id: str) -> SessionRow: ...
+
+    def list_sessions(self, *, live_only: bool = False, limit: int = 200,
+                      since_updated: float = 0.0) -> list[SessionRow]: ...
+
+    def add_command(
+        self, session_id: str, *, text: str, output: str | bytes, exit_code: int | None,
+        started: float, duration: float, timed_out: bool = False, truncated: bool = False,
+        output_bytes: int | None = None, source: str = "api",
+    ) -> CommandRow: ...
+
+    def add_event(
+        self, session_id: str, kind: str, detail: dict[str, Any] | None = None, *,
+        severity: Severity = "info", action: Action = "record", rule: str | None = None,
+        ts: float | None = None,
+    ) -> EventRow: ...
+
+    def commands(self, session_id: str, since_seq: int = 0) -> list[CommandRow]: ...
+
+    def events(
+        self, session_id: str | None = None, since_id: int = 0, *, alerts_only: bool = False,
+        limit: int = 10_000, kinds: tuple[str, ...] = (), newest: bool = False,
+    ) -> list[EventRow]: ...
+
+    def count_events(self, session_id: str, kind: str) -> int: ...
+
+    def chain_rows(self, session_id: str) -> list[ChainRow]: ...
+
+    def verify(self, session_id: str) -> tuple[bool, str]: ...
+
+    def request_kill(self, session_id: str, requested_by: str) -> int: ...
+
+    def pending_controls(self, session_id: str) -> list[ControlRow]: ...
+
+    def pending_kills(self, session_ids: list[str]) -> list[tuple[str, str]]: ...
+
+    def mark_controls_handled(self, session_id: str) -> None: ...
+
+    def on_lost(self, session_id: str, handler: Callable[[str], None] | None) -> None:
+        """Have `handler(reason)` called (on its own thread) when a write of this
+        session's record fails because the store is unreachable; None forgets it."""
+        ...

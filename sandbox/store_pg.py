@@ -1,0 +1,320 @@
+"""The event store in PostgreSQL: one database for a fleet of hosts.
+
+`Store("postgresql://user:pass@db:5432/sandbox")`, or `SANDBOX_STORE` / `sandbox --store
+URL` set to such a URL, opens this backend (`pip install 'ringfence[postgres]'`, psycopg
+3). Same tables as SQLite (translated types), same hash chain and `verify` (the code in
+`store.Store` is shared: only the connection differs), the same versioned migrations
+(`meta.schema_version` + `schema_migrations`, run under an advisory lock so that many
+hosts starting at once migrate once). Every row carries the host that wrote it
+(`paths.host_id()`: `SANDBOX_HOST_ID`, else the hostname).
+
+Concurrency: each write is one short transaction; an append locks its session's row
+(`SELECT ... FOR UPDATE`), so the per-session seq and hash chain are serialized across
+every process on every host, while sessions do not wait for each other. One object is
+safe to share between threads (a lock guards its connection).
+
+A lost connection fails closed. When a write of a session's record fails because the
+database is unreachable, the store (1) writes the loss into the local SQLite store
+(`self.path`: the state dir's `sandbox.db`, hidden from every jail): the session row,
+a `store.lost` event naming the database (no password), the error and the last seq and
+head hash the database acknowledged, and the session marked killed with the reason;
+(2) calls the session's `on_lost` handler, which kills it; (3) raises StoreUnavailable
+to the writer. Nothing is buffered: what was not acknowledged by PostgreSQL is never
+shown as recorded. The next call reconnects (a later session works as soon as the
+database is back); the killed session's end is written there too if it can be.
+The credentials live only in the supervisor's memory and environment: the jail's
+environment is an allowlist, and `Session.env` refuses any value holding the password.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import paths, supervisor
+from .errors import DependencyMissing, NotFound, StoreError
+from .store import Store, _apply_migrations
+from .store_api import StoreUnavailable, is_pg_url, redact_url
+from .store_schema import PG_TYPES, pg_schema
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger("sandbox")
+
+_MIGRATION_LOCK = 0x5A4E_D801  # pg_advisory_xact_lock key: one migrator at a time
+# libpq settings a fleet store wants unless the URL says otherwise: a dead server or a
+# cut network is noticed within seconds, not after the kernel's TCP timeout (minutes).
+_DEFAULTS = {
+    "connect_timeout": "10", "keepalives": "1", "keepalives_idle": "5",
+    "keepalives_interval": "2", "keepalives_count": "3", "tcp_user_timeout": "10000",
+    "application_name": "sandbox",
+}
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as e:
+        raise DependencyMissing(
+            "the PostgreSQL store needs psycopg 3: pip install 'ringfence[postgres]' "
+            f"(or: pip install 'psycopg[binary]>=3.2'); {e}") from e
+    return psycopg
+
+
+class _PgDb:
+    """A psycopg connection speaking the shared SQL (`?` placeholders)."""
+
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        self.conn = conn
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("%", "%%").replace("?", "%s")
+
+    def all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return self.conn.execute(self._sql(sql), tuple(args)).fetchall()
+
+    def one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
+        return self.conn.execute(self._sql(sql), tuple(args)).fetchone()
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        return int(self.conn.execute(self._sql(sql), tuple(args)).rowcount)
+
+    def insert(self, table: str, row: dict[str, Any]) -> int:
+        cols = list(row)
+        got = self.one(
+            f"INSERT INTO {table}({', '.join(cols)}) VALUES({', '.join('?' * len(cols))})"
+            " RETURNING id", tuple(row[c] for c in cols))
+        assert got is not None
+        return int(got["id"])
+
+
+class PgStore(Store):
+    """The PostgreSQL backend (see the module doc). `Store(url)` returns one."""
+
+    _for_update = " FOR UPDATE"
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        url = str(path) if path is not None else (paths.store_url() or "")
+        if not is_pg_url(url):
+            raise StoreError(f"not a PostgreSQL URL: {redact_url(url)!r}")
+        self._pg = _psycopg()
+        self.url = url
+        # The local SQLite store: where a lost connection is recorded; its directory (the
+        # state dir) is hidden from every jail, as with the SQLite backend.
+        self.path = paths.db_path()
+        self.host = paths.host_id()
+        self._lock = threading.RLock()
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self._handlers: dict[str, Callable[[str], None]] = {}
+        self._created: dict[str, dict[str, Any]] = {}
+        self._heads: dict[str, tuple[int, str]] = {}
+        self._lost_ids: set[str] = set()
+        with self._lock:
+            self._live()
+        self._migrate()
+
+    # -- connection ---------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return redact_url(self.url)
+
+    def reopen(self) -> PgStore:
+        return PgStore(self.url)
+
+    @property
+    def password(self) -> str | None:
+        """The password in the URL (never shown: `Session.env` refuses any value that
+        holds it, so it cannot reach a jail even through a caller's `env`)."""
+        try:
+            value = self._pg.conninfo.conninfo_to_dict(self.url).get("password")
+        except Exception:
+            value = None
+        if not value:
+            from urllib.parse import unquote, urlsplit
+
+            with suppress(ValueError):
+                value = unquote(urlsplit(self.url).password or "")
+        return str(value) if value else None
+
+    def _scrub(self, err: BaseException) -> str:
+        """An error's message with the password (and the URL holding it) taken out."""
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = text.replace(self.url, self.key)
+        password = self.password
+        if password:
+            text = text.replace(password, "***")
+        return text
+
+    def _live(self) -> psycopg.Connection[dict[str, Any]]:
+        """The connection, reconnected when it was lost (raises StoreUnavailable)."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+        self._conn = None
+        pg = self._pg
+        try:
+            given = pg.conninfo.conninfo_to_dict(self.url)
+        except pg.Error as e:
+            raise StoreError(f"bad PostgreSQL URL {self.key}: {self._scrub(e)}") from None
+        extra = {k: v for k, v in _DEFAULTS.items() if k not in given}
+        try:
+            self._conn = pg.connect(self.url, autocommit=True,
+                                    row_factory=pg.rows.dict_row, **extra)
+        except pg.Error as e:
+            raise StoreUnavailable(
+                f"cannot reach the event store {self.key}: {self._scrub(e)} (is the "
+                "server up? check --store / SANDBOX_STORE)") from None
+        return self._conn
+
+    def _connection_lost(self, err: BaseException) -> bool:
+        conn = self._conn
+        return (conn is None or conn.closed or conn.broken
+                or isinstance(err, self._pg.InterfaceError | StoreUnavailable))
+
+    def _failure(self, err: BaseException, session_id: str | None) -> StoreError:
+        """The error a failed database call raises (and, on a lost connection, the
+        fail-closed path for the session whose record it was)."""
+        if isinstance(err, StoreUnavailable):
+            lost: StoreError = err
+        elif self._connection_lost(err):
+            lost = StoreUnavailable(f"lost the event store {self.key}: {self._scrub(err)}")
+        else:
+            return StoreError(f"event store {self.key}: {self._scrub(err)}")
+        if session_id is not None:
+            self._lost(session_id, str(lost))
+        return lost
+
+    @contextmanager
+    def _tx(self, session_id: str | None = None) -> Iterator[_PgDb]:
+        pg = self._pg
+        with self._lock:
+            try:
+                conn = self._live()
+                with conn.transaction():
+                    yield _PgDb(conn)
+            except (pg.Error, StoreUnavailable) as e:
+                raise self._failure(e, session_id) from None
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[_PgDb]:
+        pg = self._pg
+        with self._lock:
+            try:
+                conn = self._live()
+                with conn.transaction():
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    yield _PgDb(conn)
+            except (pg.Error, StoreUnavailable) as e:
+                raise self._failure(e, None) from None
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        pg = self._pg
+        with self._lock:
+            try:
+                return _PgDb(self._live()).all(sql, args)
+            except (pg.Error, StoreUnavailable) as e:
+                raise self._failure(e, None) from None
+
+    def _migrate(self) -> None:
+        def columns(table: str) -> set[str]:
+            return {r["column_name"] for r in db.all(
+                "SELECT column_name FROM information_schema.columns WHERE table_name=? "
+                "AND table_schema=current_schema()", (table,))}
+
+        with self._tx() as db:
+            db.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            db.conn.execute(pg_schema().encode())  # several statements, no parameters
+            _apply_migrations(db, self.key, columns, lambda d: PG_TYPES.get(d, d))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with suppress(Exception):
+                    self._conn.close()
+
+    # -- fail closed ----------------------------------------------------------------------
+
+    def on_lost(self, session_id: str, handler: Callable[[str], None] | None) -> None:
+        with self._lock:
+            if handler is None:
+                self._handlers.pop(session_id, None)
+                self._created.pop(session_id, None)
+                self._heads.pop(session_id, None)
+            else:
+                self._handlers[session_id] = handler
+
+    def create_session(self, session_id: str, **kw: Any) -> None:
+        with self._lock:
+            self._created[session_id] = dict(kw)
+        super().create_session(session_id, **kw)
+
+    def _append(self, kind: Any, session_id: str, row: dict[str, Any],
+                detail: dict[str, Any] | None = None
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+        out = super()._append(kind, session_id, row, detail)
+        with self._lock:
+            if session_id in self._created:
+                self._heads[session_id] = (out[0]["seq"], out[0]["hash"])
+        return out
+
+    def _lost(self, session_id: str, reason: str) -> None:
+        """A write of this session's record failed for good: record that locally, then
+        have the session killed (on its own thread: the writer may be the session)."""
+        with self._lock:
+            if session_id in self._lost_ids:
+                return
+            mine = session_id in self._created or session_id in self._handlers
+            if not mine:
+                log.error("sandbox: %s (session %s)", reason, session_id)
+                return
+            self._lost_ids.add(session_id)
+            handler = self._handlers.pop(session_id, None)
+            created = dict(self._created.get(session_id) or {})
+            seq, head = self._heads.get(session_id, (None, None))
+        log.error("sandbox: session %s: %s; killing it (fail closed), recorded in %s",
+                  session_id, reason, self.path)
+        try:
+            self._record_locally(session_id, reason, created, seq, head)
+        except Exception as e:  # the kill still happens; the log has the reason
+            log.error("sandbox: session %s: writing the loss to %s failed: %s",
+                      session_id, self.path, e)
+        if handler is not None:
+            supervisor.spawn(handler, reason, name="sandbox-store-lost")
+
+    def _record_locally(self, session_id: str, reason: str, created: dict[str, Any],
+                        seq: int | None, head: str | None) -> None:
+        local = Store(self.path)
+        try:
+            try:
+                local.get_session(session_id)
+            except NotFound:
+                local.create_session(
+                    session_id, profile=str(created.get("profile", "?")),
+                    kind=str(created.get("kind", "?")),
+                    workdir=str(created.get("workdir", "?")),
+                    argv=list(created.get("argv") or []),
+                    owner_pid=int(created.get("owner_pid", os.getpid())),
+                    owner_start=str(created.get("owner_start", "")),
+                    host=str(created.get("host", self.host)),
+                    user=str(created.get("user", "?")))
+            local.add_event(session_id, "store.lost", {
+                "store": self.key, "error": reason, "host": self.host,
+                "acknowledged_seq": seq, "acknowledged_head": head, "at": time.time(),
+            }, severity="critical", action="kill", rule="store.lost")
+            if local.finish_session(session_id, "killed", reason):
+                local.add_event(session_id, "session.end",
+                                {"state": "killed", "reason": reason}, severity="warning")
+        finally:
+            local.close()
