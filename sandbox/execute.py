@@ -63,6 +63,7 @@ def _argv(cmd: list[str] | str, cwd: str | None, workdir: str) -> list[str]:
 # more, or MAX_ARGS (128) arguments in all (its own four included): "too long arguments".
 _FJ_MAX_ARG = 4000
 _FJ_MAX_ARGS = 100
+_MAX_ARG_STRLEN = 131072  # the kernel's MAX_ARG_STRLEN: execve refuses one argument this long
 # Past those limits the argv travels on stdin, ahead of the caller's input: a shell in
 # the jail reads exactly its length (head -c never reads past it), then execs it.
 _CARRY = 'a=$(/usr/bin/head -c "$1") && eval "set -- $a" && exec "$@"'
@@ -128,7 +129,7 @@ class Exec:
         duration = time.monotonic() - self.t0
         session.record_command(
             self.text, stdout + stderr, None if timed_out else code, self.started, duration,
-            "exec", truncated=cut_out or cut_err,
+            "exec", truncated=cut_out or cut_err, timed_out=timed_out,
             output_bytes=self.out.total + self.err.total)
         session.emit("exec.result", {
             "argv": self.argv, "cwd": self.cwd, "stdin_bytes": len(self.data),
@@ -170,6 +171,10 @@ def prepare(
         raise SessionClosed(f"session {session.id} is {session.state}")
     _check_user(session, user)
     argv = _argv(cmd, cwd, str(session.workdir))
+    if any(len(os.fsencode(a)) >= _MAX_ARG_STRLEN for a in argv):
+        raise ValueError(f"exec: an argument of {_MAX_ARG_STRLEN} bytes or more cannot be "
+                         "run (the kernel's limit for one argument): write it to a file "
+                         "(write_file) or pass it as input")
     text = cmd if isinstance(cmd, str) else shlex.join(argv)
     blocked = session.hooks.check_command(text)
     if blocked is not None:

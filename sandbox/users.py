@@ -44,7 +44,9 @@ AGENT_HOME = Path("/var/lib/sandbox-agent")
 WORK_ROOT = Path("/srv/sandbox")
 POOL_HOMES = Path("/var/lib/sandbox-agents")
 POOL_LOCKS = Path("/run/sandbox/agents")
-POOL_SIZE = int(os.environ.get("SANDBOX_AGENT_POOL", "64"))
+# One agent uid per live session with a fresh workspace: hundreds of sandboxes in one
+# process (RL rollouts, the framework door) need hundreds; users are created on first use.
+POOL_SIZE = int(os.environ.get("SANDBOX_AGENT_POOL", "256"))
 # Files whose presence makes a directory someone's login home (or as good as one).
 STARTUP_FILES = (".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshrc",
                  ".zprofile", ".zshenv", ".login", ".cshrc", ".tcshrc", ".xinitrc",

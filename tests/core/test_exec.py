@@ -119,3 +119,13 @@ def test_script_wrapper_does_not_hide_a_tunnel(sb: Sandbox) -> None:
     guard: the ssh -R inside ran."""
     r = sb.exec(["script", "-qc", "ssh -o BatchMode=yes -R 1:127.0.0.1:1 x", "/dev/null"])
     assert r.blocked and any(a["rule"] == "tunnels.ssh_forward" for a in r.alerts)
+
+
+def test_timeouts_in_the_record_and_overlong_arguments(sb: Sandbox) -> None:
+    with pytest.raises(ExecTimeout):
+        sb.exec(["sleep", "30"], timeout=0.5)
+    row = Store().commands(sb.id)[-1]
+    assert row["timed_out"] == 1 and row["exit_code"] is None
+    with pytest.raises(ValueError, match="kernel's limit"):
+        sb.exec(["echo", "x" * 131072])
+    assert sb.exec(["echo", "x" * 131071]).stdout == "x" * 131071 + "\n"
