@@ -155,6 +155,15 @@ def kill_session(store: Store, session_id: str, requested_by: str, wait_s: float
         return str(session["state"])
     store.request_kill(session["id"], requested_by)
     deadline = time.monotonic() + wait_s
+    if store.elsewhere(session):
+        # Another host owns it (a shared store): its watcher acts on the request; this
+        # host can only wait (its jail and owner are not here to check or kill).
+        while time.monotonic() < deadline:
+            state = store.get_session(session["id"])["state"]
+            if state in FINAL_STATES:
+                return str(state)
+            time.sleep(0.05)
+        return "pending"
     owner_alive = owners.alive(session["owner_pid"], session["owner_start"])
     while owner_alive and time.monotonic() < deadline:
         state = store.get_session(session["id"])["state"]

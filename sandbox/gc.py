@@ -108,6 +108,8 @@ def collect(store: Store, *, deep: bool = False) -> list[str]:
     """
     reaped = []
     for session in store.list_sessions(live_only=True, limit=10_000):
+        if store.elsewhere(session):  # a shared store: another host's owner, not ours
+            continue
         if owners.alive(session["owner_pid"], session["owner_start"]):
             continue
         reap(store, session, state="failed",
@@ -127,6 +129,8 @@ def _unreleased(store: Store, recent: int = 200) -> None:
     for session in store.list_sessions(limit=recent):
         res = session.get("resources") or {}
         if session["state"] not in FINAL_STATES or not res or res.get("released"):
+            continue
+        if store.elsewhere(session):
             continue
         if owners.alive(session["owner_pid"], session["owner_start"]):
             continue  # its owner is still tearing it down

@@ -188,6 +188,12 @@ class Store:
         """A new connection to the same store."""
         return Store(self.path)
 
+    def elsewhere(self, session: Mapping[str, Any]) -> bool:
+        """True when the session's owner runs on another host, so this host can neither
+        check its owner process nor touch its jail. A SQLite store is one host's file:
+        never (its `host` column is informative)."""
+        return False
+
     def on_lost(self, session_id: str, handler: Callable[[str], None] | None) -> None:
         """SQLite is a local file: there is no connection to lose (a failed write raises
         StoreError to the caller, as it always did)."""

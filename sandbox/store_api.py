@@ -9,7 +9,7 @@ Protocol, for code that wants to accept any implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
@@ -69,6 +69,10 @@ class StoreBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def elsewhere(self, session: Mapping[str, Any]) -> bool:
+        """The session is owned by another host (a shared store): not ours to reap."""
+        ...
 
     def create_session(
         self, session_id: str, *, profile: str, kind: str, workdir: str, argv: list[str],

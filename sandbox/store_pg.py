@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sandbox")
 
+# Session fields a local record of a loss copies (resources: so a local `sandbox gc`
+# can still remove what the session made if its owner dies before doing so).
+_LOCAL_FIELDS = ("workdir", "agent_uid", "jail_name", "jail_pid", "resources")
 _MIGRATION_LOCK = 0x5A4E_D801  # pg_advisory_xact_lock key: one migrator at a time
 # libpq settings a fleet store wants unless the URL says otherwise: a dead server or a
 # cut network is noticed within seconds, not after the kernel's TCP timeout (minutes).
@@ -129,6 +132,11 @@ class PgStore(Store):
 
     def reopen(self) -> PgStore:
         return PgStore(self.url)
+
+    def elsewhere(self, session: Mapping[str, Any]) -> bool:
+        """A shared store: a session another host owns is that host's to reap or kill
+        (its owner pid means nothing here); a kill reaches it through `controls`."""
+        return session.get("host") != self.host
 
     @property
     def password(self) -> str | None:
@@ -260,6 +268,13 @@ class PgStore(Store):
             self._created[session_id] = dict(kw)
         super().create_session(session_id, **kw)
 
+    def update_session(self, session_id: str, **values: Any) -> None:
+        super().update_session(session_id, **values)
+        with self._lock:  # what a local record of a loss must carry (resources: for gc)
+            if session_id in self._created:
+                known = self._created[session_id].setdefault("_updates", {})
+                known.update({k: v for k, v in values.items() if k in _LOCAL_FIELDS})
+
     def _append(self, kind: Any, session_id: str, row: dict[str, Any],
                 detail: dict[str, Any] | None = None
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -309,6 +324,8 @@ class PgStore(Store):
                     owner_start=str(created.get("owner_start", "")),
                     host=str(created.get("host", self.host)),
                     user=str(created.get("user", "?")))
+                if created.get("_updates"):
+                    local.update_session(session_id, **created["_updates"])
             local.add_event(session_id, "store.lost", {
                 "store": self.key, "error": reason, "host": self.host,
                 "acknowledged_seq": seq, "acknowledged_head": head, "at": time.time(),
