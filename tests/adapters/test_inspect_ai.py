@@ -167,10 +167,10 @@ async def test_file_errors_carry_errno_and_path(_firejail_env: ModuleEnv) -> Non
     await env.exec(["rm", "-f", "bin.dat", "crlf.txt"])
 
 
-async def test_config_profile_and_tables(state_dir: Path, tmp_path: Path) -> None:
-    """A config model with network/limits/env; `config_deserialize` round-trips it; a
-    bad profile fails at task_init, before any sample."""
-    cfg = FirejailSandboxConfig(profile="strict", limits={"pids": 64},
+async def test_config_profile_and_tables(state_dir: Path) -> None:
+    """A config model with a profile, network, limits and env; `config_deserialize`
+    round-trips it; a bad profile fails at task_init, before any sample."""
+    cfg = FirejailSandboxConfig(profile="strict", network="none", limits={"pids": 64},
                                 env={"GREETING": "hi"})
     assert FirejailSandboxEnvironment.config_deserialize(cfg.model_dump()) == cfg
     await FirejailSandboxEnvironment.task_init("t", cfg)
@@ -179,8 +179,8 @@ async def test_config_profile_and_tables(state_dir: Path, tmp_path: Path) -> Non
         env = envs["default"]
         assert isinstance(env, FirejailSandboxEnvironment)
         prof = env.sandbox.profile
-        assert (prof.name, prof.limits.pids, prof.filesystem.exec_var_tmp) == (
-            "strict", 64, True)
+        assert (prof.name, prof.limits.pids, prof.limits.memory_mib, prof.network.mode,
+                prof.filesystem.exec_var_tmp) == ("strict", 64, 1024, "none", True)
         assert (await env.exec(["sh", "-c", "echo $GREETING"])).stdout == "hi\n"
     finally:
         await FirejailSandboxEnvironment.sample_cleanup("t", cfg, envs, False)
