@@ -63,7 +63,7 @@ from ..aio import AsyncSandbox
 from ..errors import SessionClosed
 from ..execute import ExecTimeout
 from ..files import OutputLimitExceeded
-from ..profile import Profile, load, override
+from ..profile import Profile, available, load, override
 
 log = logging.getLogger("sandbox.inspect_ai")
 
@@ -114,12 +114,17 @@ def _config(config: SandboxEnvironmentConfigType | None) -> FirejailSandboxConfi
 
 
 def _profile_ref(cfg: FirejailSandboxConfig) -> str:
+    """A profile name, or the path of a profile file. inspect makes every relative
+    string config absolute under the task's directory before a provider sees it (as
+    for a compose file): `("firejail", "strict")` arrives as `/task/dir/strict`. Such a
+    path that is not a file, ends in a bare name and names a profile is that profile."""
     ref = cfg.profile
     if not _looks_like_path(ref):
         return ref
-    if ref in _resolved_paths:
-        return _resolved_paths[ref]
-    return str(Path(ref).expanduser().resolve())
+    path = Path(_resolved_paths.get(ref, ref)).expanduser().resolve()
+    if not path.is_file() and not path.suffix and path.name in available():
+        return path.name
+    return str(path)
 
 
 def _profile(cfg: FirejailSandboxConfig) -> Profile:

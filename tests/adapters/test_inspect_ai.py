@@ -258,7 +258,7 @@ def _store(state: Path) -> contextlib.closing[Store]:
     return contextlib.closing(Store(state / "sandbox.db"))
 
 
-def _check_log(log: Any, state: Path) -> None:
+def _check_log(log: Any, state: Path, profile_file: Path) -> None:
     """The eval succeeded, the bash() tool's output came from the jail, the scorer read
     the file back, and both commands are in the sandbox's record."""
     from inspect_ai.model import ChatMessageTool
@@ -277,8 +277,7 @@ def _check_log(log: Any, state: Path) -> None:
         assert store.verify(sid)[0]
         (start,) = store.events(sid, kinds=("session.start",))
     assert session["state"] == "exited"  # sample_cleanup closed it
-    # the example's profile file, found relative to the task file's directory
-    assert start["detail"]["sources"][-1] == str(EXAMPLE.parent / "inspect" / "profile.toml")
+    assert start["detail"]["sources"][-1] == str(profile_file)
     assert texts == ["bash --login -c 'echo hello from the jail > greeting.txt && cat "
                      "greeting.txt && id -un'", "/bin/cat -- greeting.txt"]
 
@@ -300,7 +299,8 @@ async def test_eval_in_process(example: Any, state_dir: Path, tmp_path: Path) ->
 
     init_display_type("none")  # eval_async has no display= (eval() sets it this way)
     (log,) = await eval_async(example.ringfence_hello(), log_dir=str(tmp_path / "logs"))
-    _check_log(log, state_dir)
+    # the example's profile file, relative to the task file's directory
+    _check_log(log, state_dir, EXAMPLE.parent / "inspect" / "profile.toml")
     assert log.eval.sandbox.type == "firejail"
     assert log.eval.sandbox.config == "inspect/profile.toml"
 
@@ -341,17 +341,19 @@ async def test_injected_tools_run_from_var_tmp(state_dir: Path, tmp_path: Path) 
 
 
 def test_eval_cli(state_dir: Path, tmp_path: Path) -> None:
-    """`inspect eval` in a subprocess: SANDBOX_STATE_DIR reaches it; the relative
-    profile path is resolved against the task file's directory, not the cwd (the repo
-    root, which has no inspect/profile.toml)."""
+    """`inspect eval` in a subprocess: SANDBOX_STATE_DIR reaches it, and `--sandbox
+    firejail:strict` names a profile (inspect hands the provider `<task dir>/strict`)."""
     from inspect_ai.log import list_eval_logs, read_eval_log
 
     logs = tmp_path / "logs"
     r = subprocess.run(
         [str(REPO / ".venv" / "bin" / "inspect"), "eval", "examples/inspect_example.py",
-         "--display", "none", "--log-dir", str(logs), "--log-format", "json"],
+         "--sandbox", "firejail:strict", "--display", "none", "--log-dir", str(logs),
+         "--log-format", "json"],
         capture_output=True, text=True, timeout=300, cwd=str(REPO),
         env={**os.environ, "INSPECT_LOG_LEVEL": "warning"})
     assert r.returncode == 0, r.stdout + r.stderr
     (info,) = list_eval_logs(str(logs))
-    _check_log(read_eval_log(info), state_dir)
+    from sandbox.profile import find
+
+    _check_log(read_eval_log(info), state_dir, find("strict"))
