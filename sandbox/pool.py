@@ -1,0 +1,309 @@
+"""Warm pools: sandboxes started ahead of need, so that acquiring one is a queue pop.
+
+    pool = WarmPool()
+    pool.warm(4, profile="default", network="none")   # keep 4 started and ready
+    sb = await pool.acquire(profile="default")         # started, fresh workspace: ~µs
+    r = await sb.exec(["pytest", "-q"])
+    await pool.release(sb)                             # destroyed, never reused
+    await pool.close()                                 # nothing left behind
+
+A warm sandbox is never reused across episodes: each `acquire` hands out a sandbox no
+episode has touched (its own fresh workspace, private /tmp and agent uid) and `release`
+destroys it. After every acquire the pool starts a replacement in the background, so it
+keeps `n` ready per profile. When a profile has none ready (or was never warmed),
+`acquire` falls back to a cold start, counted in `stats()`. A warm sandbox that died while
+it waited (a kill, a limit) is closed and skipped, never handed out.
+
+The pool is asyncio-native and belongs to one event loop. From sync code, drive it on
+the runtime's shared loop: `sandbox.loop.call(pool.acquire())`, and the handle's
+coroutines the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .aio import AsyncSandbox
+from .profile import Profile
+
+log = logging.getLogger("sandbox")
+
+# Sandbox options a warm pool may pass on (`workdir` is refused: warm sandboxes always
+# get a fresh workspace, or an episode could see the last one's files).
+SANDBOX_OPTIONS = frozenset({"env", "network", "gpu", "limits", "store", "gpu_backend"})
+MAX_BACKOFF_S = 5.0
+
+
+def pool_key(profile: Profile | str) -> str:
+    """The key a profile's warm sandboxes are kept under: its name."""
+    return profile if isinstance(profile, str) else profile.name
+
+
+def _check_options(kwargs: dict[str, Any]) -> None:
+    if "workdir" in kwargs:
+        raise ValueError("a pooled sandbox always gets a fresh workspace: workdir is not "
+                         "accepted (an episode must never see another's files)")
+    bad = set(kwargs) - SANDBOX_OPTIONS
+    if bad:
+        raise TypeError(f"unknown sandbox option(s) {sorted(bad)}; "
+                        f"accepted: {sorted(SANDBOX_OPTIONS)}")
+
+
+@dataclass
+class _Slot:
+    """One profile's warm sandboxes and their counters."""
+
+    key: str
+    profile: Profile | str
+    kwargs: dict[str, Any]
+    target: int = 0
+    ready: deque[AsyncSandbox] = field(default_factory=deque)
+    starting: int = 0
+    filler: asyncio.Task[None] | None = None
+    grew: asyncio.Event = field(default_factory=asyncio.Event)
+    warm_hits: int = 0
+    cold_starts: int = 0
+    started: int = 0
+    start_failures: int = 0
+    failures_in_a_row: int = 0
+    dead_skipped: int = 0
+    start_seconds: float = 0.0
+    last_error: str = ""
+
+
+class WarmPool:
+    """Per-profile pools of started sandboxes; see the module docstring.
+
+    `parallel`: how many warm starts run at once per profile (each start is a thread of
+    the loop's executor; a 2-core host gains little past 2).
+    """
+
+    def __init__(self, *, parallel: int = 2) -> None:
+        if parallel < 1:
+            raise ValueError("parallel must be >= 1")
+        self.parallel = parallel
+        self._slots: dict[str, _Slot] = {}
+        self._out: dict[str, AsyncSandbox] = {}  # acquired, not yet released
+        self._closing: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self.destroyed = 0
+
+    # -- configuration ------------------------------------------------------------------
+
+    def warm(self, n: int, profile: Profile | str = "default", **sandbox_kwargs: Any) -> None:
+        """Keep `n` sandboxes of `profile` (with these sandbox options) started and ready.
+
+        Filling starts at once when called inside a running loop, else on the first
+        `acquire` / `wait_ready`. Calling it again for the same profile changes n and
+        the options (sandboxes already warm stay; `n=0` stops refilling)."""
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        _check_options(sandbox_kwargs)
+        key = pool_key(profile)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(key, profile, dict(sandbox_kwargs))
+        else:
+            slot.profile, slot.kwargs = profile, dict(sandbox_kwargs)
+        slot.target = n
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._kick(slot)
+
+    async def wait_ready(self, profile: Profile | str | None = None,
+                         timeout: float | None = None) -> None:
+        """Wait until the profile (default: every warmed profile) has its n ready.
+        Raises TimeoutError after `timeout` seconds."""
+        slots = [self._slot(profile)] if profile is not None else list(self._slots.values())
+
+        async def one(slot: _Slot) -> None:
+            while len(slot.ready) < slot.target:
+                self._check_open()
+                self._kick(slot)
+                slot.grew.clear()
+                await slot.grew.wait()
+
+        await asyncio.wait_for(asyncio.gather(*(one(s) for s in slots)), timeout)
+
+    # -- acquire / release ----------------------------------------------------------------
+
+    async def acquire(self, profile: Profile | str = "default", **sandbox_kwargs: Any
+                      ) -> AsyncSandbox:
+        """A started sandbox of `profile` that no one has used: from the warm pool when one
+        is ready (no await on that path), else a cold start with `sandbox_kwargs` (or the
+        options the profile was warmed with). The caller owns it until `release`."""
+        self._check_open()
+        key = pool_key(profile)
+        slot = self._slots.get(key)
+        if slot is None:
+            _check_options(sandbox_kwargs)
+            slot = self._slots[key] = _Slot(key, profile, dict(sandbox_kwargs))
+        while slot.ready:
+            sb = slot.ready.popleft()
+            if sb.is_alive():
+                slot.warm_hits += 1
+                self._kick(slot)
+                self._out[sb.id] = sb
+                return sb
+            slot.dead_skipped += 1  # died while waiting (killed, limit): never handed out
+            self._destroy_later(sb)
+        self._kick(slot)
+        if sandbox_kwargs:
+            _check_options(sandbox_kwargs)
+        sb = AsyncSandbox(slot.profile if not sandbox_kwargs else profile,
+                          **(sandbox_kwargs or slot.kwargs))
+        slot.cold_starts += 1
+        await sb.start()
+        self._out[sb.id] = sb
+        return sb
+
+    async def release(self, sb: AsyncSandbox, *, wait: bool = True) -> None:
+        """Destroy a sandbox this pool handed out (any sandbox is accepted). `wait=False`
+        destroys it in the background (`close()` still waits for it)."""
+        self._out.pop(sb.id, None)
+        if wait:
+            await self._destroy(sb)
+        else:
+            self._destroy_later(sb)
+
+    # -- the end --------------------------------------------------------------------------
+
+    async def close(self, *, acquired: bool = True) -> None:
+        """Stop refilling, wait for warm starts in flight, destroy every warm sandbox and
+        (with `acquired`, the default) every sandbox handed out and not yet released."""
+        self._closed = True
+        fillers = [s.filler for s in self._slots.values() if s.filler is not None]
+        for slot in self._slots.values():
+            slot.grew.set()  # wake wait_ready callers: they see the pool closed
+        # Fillers stop at their next check; a start in flight finishes in its executor
+        # thread (it cannot be interrupted) and is then closed by its own task.
+        await asyncio.gather(*fillers, return_exceptions=True)
+        doomed: list[AsyncSandbox] = []
+        for slot in self._slots.values():
+            doomed.extend(slot.ready)
+            slot.ready.clear()
+        if acquired:
+            doomed.extend(self._out.values())
+            self._out.clear()
+        await asyncio.gather(*(self._destroy(sb) for sb in doomed), return_exceptions=True)
+        while self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+    async def __aenter__(self) -> WarmPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def stats(self, profile: Profile | str | None = None) -> dict[str, Any]:
+        """Counters per profile key (or one profile's): target, ready, starting, warm_hits,
+        cold_starts, started, start_failures, dead_skipped, mean_start_s, last_error; plus
+        `acquired` (handed out, not released) and `destroyed` overall."""
+        def one(s: _Slot) -> dict[str, Any]:
+            return {
+                "target": s.target, "ready": len(s.ready), "starting": s.starting,
+                "warm_hits": s.warm_hits, "cold_starts": s.cold_starts,
+                "started": s.started, "start_failures": s.start_failures,
+                "dead_skipped": s.dead_skipped,
+                "mean_start_s": s.start_seconds / s.started if s.started else None,
+                "last_error": s.last_error,
+            }
+        if profile is not None:
+            return one(self._slot(profile))
+        return {"profiles": {k: one(s) for k, s in self._slots.items()},
+                "acquired": len(self._out), "destroyed": self.destroyed,
+                "closed": self._closed}
+
+    def ready_count(self, profile: Profile | str = "default") -> int:
+        slot = self._slots.get(pool_key(profile))
+        return len(slot.ready) if slot else 0
+
+    # -- inside -----------------------------------------------------------------------------
+
+    def _slot(self, profile: Profile | str) -> _Slot:
+        key = pool_key(profile)
+        if key not in self._slots:
+            raise KeyError(f"profile {key!r} was never warmed in this pool")
+        return self._slots[key]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the pool is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("a WarmPool belongs to the event loop that first used it")
+        for slot in self._slots.values():
+            if slot.target and slot.filler is None:
+                self._kick(slot)
+
+    def _kick(self, slot: _Slot) -> None:
+        """Make sure a filler runs when the profile is short of its target."""
+        if self._closed or len(slot.ready) + slot.starting >= slot.target:
+            return
+        if slot.filler is None or slot.filler.done():
+            self._loop = self._loop or asyncio.get_running_loop()
+            slot.filler = asyncio.get_running_loop().create_task(
+                self._fill(slot), name=f"sandbox-warm-{slot.key}")
+
+    async def _fill(self, slot: _Slot) -> None:
+        while not self._closed:
+            missing = slot.target - len(slot.ready) - slot.starting
+            if missing <= 0:
+                return
+            batch = min(missing, self.parallel)
+            slot.starting += batch
+            results = await asyncio.gather(*(self._start_one(slot) for _ in range(batch)),
+                                           return_exceptions=True)
+            if any(isinstance(r, BaseException) for r in results):
+                # Back off: a profile that cannot start must not spin the host.
+                delay = min(MAX_BACKOFF_S, 0.1 * 2 ** min(slot.failures_in_a_row, 6))
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(delay)
+
+    async def _start_one(self, slot: _Slot) -> None:
+        sb = AsyncSandbox(slot.profile, **slot.kwargs)
+        t0 = time.perf_counter()
+        try:
+            await sb.start()
+        except BaseException as e:
+            slot.start_failures += 1
+            slot.failures_in_a_row += 1
+            slot.last_error = f"{type(e).__name__}: {e}"
+            log.warning("sandbox: warm start for %r failed: %s", slot.key, slot.last_error)
+            with contextlib.suppress(Exception):
+                await sb.close()
+            raise
+        finally:
+            slot.starting -= 1
+        slot.started += 1
+        slot.failures_in_a_row = 0
+        slot.start_seconds += time.perf_counter() - t0
+        if self._closed:
+            await self._destroy(sb)
+            return
+        slot.ready.append(sb)
+        slot.grew.set()
+
+    async def _destroy(self, sb: AsyncSandbox) -> None:
+        try:
+            await sb.close()
+        finally:
+            self.destroyed += 1
+
+    def _destroy_later(self, sb: AsyncSandbox) -> None:
+        task = asyncio.get_running_loop().create_task(self._destroy(sb))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
