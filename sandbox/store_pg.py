@@ -10,8 +10,10 @@ hosts starting at once migrate once). Every row carries the host that wrote it
 
 Concurrency: each write is one short transaction; an append locks its session's row
 (`SELECT ... FOR UPDATE`), so the per-session seq and hash chain are serialized across
-every process on every host, while sessions do not wait for each other. One object is
-safe to share between threads (a lock guards its connection).
+every process on every host, while sessions do not wait for each other. Connections
+come from one small pool per database and process (`POOL_SIZE`, `SANDBOX_STORE_POOL`),
+shared by every PgStore object: a process running a thousand sandboxes holds a handful
+of connections, and any object is safe to share between threads.
 
 A lost connection fails closed. When a write of a session's record fails because the
 database is unreachable, the store (1) writes the loss into the local SQLite store
@@ -99,6 +101,75 @@ class _PgDb:
         return int(got["id"])
 
 
+POOL_SIZE = 8  # connections per database per process (SANDBOX_STORE_POOL overrides)
+
+
+class _Pool:
+    """The connections to one database, shared by every PgStore of this process: a
+    process running a thousand sandboxes holds at most POOL_SIZE connections, and a
+    transaction never waits behind another thread's (each borrows its own)."""
+
+    _pools: dict[tuple[str, int], _Pool] = {}
+    _migrated: set[tuple[str, int]] = set()
+    _guard = threading.Lock()
+
+    @classmethod
+    def of(cls, url: str, connect: Callable[[], psycopg.Connection[dict[str, Any]]]
+           ) -> _Pool:
+        key = (url, os.getpid())  # a forked child never shares its parent's sockets
+        with cls._guard:
+            pool = cls._pools.get(key)
+            if pool is None:
+                size = int(os.environ.get("SANDBOX_STORE_POOL") or POOL_SIZE)
+                pool = cls._pools[key] = _Pool(connect, max(1, size))
+            return pool
+
+    @classmethod
+    def migrated(cls, url: str, done: bool = False) -> bool:
+        """Whether this process checked the database's schema already (`done`: it has)."""
+        key = (url, os.getpid())
+        with cls._guard:
+            if done:
+                cls._migrated.add(key)
+            return key in cls._migrated
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[dict[str, Any]]],
+                 size: int) -> None:
+        self.connect, self.size = connect, size
+        self.idle: list[psycopg.Connection[dict[str, Any]]] = []
+        self.count = 0
+        self.cond = threading.Condition()
+
+    @contextmanager
+    def conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """Borrow a connection (a lost one is replaced; StoreUnavailable when the server
+        cannot be reached)."""
+        with self.cond:
+            while not self.idle and self.count >= self.size:
+                self.cond.wait()
+            conn = self.idle.pop() if self.idle else None
+            if conn is None:
+                self.count += 1
+        try:
+            if conn is None or conn.closed or conn.broken:
+                if conn is not None:
+                    with suppress(Exception):
+                        conn.close()
+                conn = None
+                conn = self.connect()
+            yield conn
+        finally:
+            with self.cond:
+                if conn is not None and not conn.closed and not conn.broken:
+                    self.idle.append(conn)
+                else:
+                    if conn is not None:
+                        with suppress(Exception):
+                            conn.close()
+                    self.count -= 1
+                self.cond.notify()
+
+
 class PgStore(Store):
     """The PostgreSQL backend (see the module doc). `Store(url)` returns one."""
 
@@ -114,15 +185,17 @@ class PgStore(Store):
         # state dir) is hidden from every jail, as with the SQLite backend.
         self.path = paths.db_path()
         self.host = paths.host_id()
-        self._lock = threading.RLock()
-        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self._lock = threading.RLock()  # this object's bookkeeping (the pool has its own)
         self._handlers: dict[str, Callable[[str], None]] = {}
         self._created: dict[str, dict[str, Any]] = {}
         self._heads: dict[str, tuple[int, str]] = {}
         self._lost_ids: set[str] = set()
-        with self._lock:
-            self._live()
-        self._migrate()
+        self._pool = _Pool.of(url, self._connect)
+        with self._pool.conn():  # reachable now, or StoreUnavailable
+            pass
+        if not _Pool.migrated(url):  # once per database and process
+            self._migrate()
+            _Pool.migrated(url, done=True)
 
     # -- connection ---------------------------------------------------------------------
 
@@ -162,15 +235,8 @@ class PgStore(Store):
             text = text.replace(password, "***")
         return text
 
-    def _live(self) -> psycopg.Connection[dict[str, Any]]:
-        """The connection, reconnected when it was lost (raises StoreUnavailable)."""
-        conn = self._conn
-        if conn is not None and not conn.closed and not conn.broken:
-            return conn
-        if conn is not None:
-            with suppress(Exception):
-                conn.close()
-        self._conn = None
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        """A new connection (raises StoreUnavailable when the server cannot be reached)."""
         pg = self._pg
         try:
             given = pg.conninfo.conninfo_to_dict(self.url)
@@ -178,62 +244,62 @@ class PgStore(Store):
             raise StoreError(f"bad PostgreSQL URL {self.key}: {self._scrub(e)}") from None
         extra = {k: v for k, v in _DEFAULTS.items() if k not in given}
         try:
-            self._conn = pg.connect(self.url, autocommit=True,
-                                    row_factory=pg.rows.dict_row, **extra)
+            conn: psycopg.Connection[dict[str, Any]] = pg.connect(
+                self.url, autocommit=True, row_factory=pg.rows.dict_row, **extra)
         except pg.Error as e:
             raise StoreUnavailable(
                 f"cannot reach the event store {self.key}: {self._scrub(e)} (is the "
                 "server up? check --store / SANDBOX_STORE)") from None
-        return self._conn
+        return conn
 
-    def _connection_lost(self, err: BaseException) -> bool:
-        conn = self._conn
-        return (conn is None or conn.closed or conn.broken
-                or isinstance(err, self._pg.InterfaceError | StoreUnavailable))
-
-    def _failure(self, err: BaseException, session_id: str | None) -> StoreError:
+    def _failure(self, err: BaseException, session_id: str | None,
+                 conn: psycopg.Connection[dict[str, Any]] | None) -> StoreError:
         """The error a failed database call raises (and, on a lost connection, the
         fail-closed path for the session whose record it was)."""
         if isinstance(err, StoreUnavailable):
             lost: StoreError = err
-        elif self._connection_lost(err):
+        elif (conn is None or conn.closed or conn.broken
+              or isinstance(err, self._pg.InterfaceError)):
             lost = StoreUnavailable(f"lost the event store {self.key}: {self._scrub(err)}")
         else:
             return StoreError(f"event store {self.key}: {self._scrub(err)}")
         if session_id is not None:
-            self._lost(session_id, str(lost))
+            text = str(lost)
+            self._lost(session_id, text if text.startswith("lost the event store")
+                       else f"lost the event store: {text}")
         return lost
 
     @contextmanager
     def _tx(self, session_id: str | None = None) -> Iterator[_PgDb]:
-        pg = self._pg
-        with self._lock:
-            try:
-                conn = self._live()
+        used: list[psycopg.Connection[dict[str, Any]]] = []
+        try:
+            with self._pool.conn() as conn:
+                used.append(conn)
                 with conn.transaction():
                     yield _PgDb(conn)
-            except (pg.Error, StoreUnavailable) as e:
-                raise self._failure(e, session_id) from None
+        except (self._pg.Error, StoreUnavailable) as e:
+            raise self._failure(e, session_id, used[0] if used else None) from None
 
     @contextmanager
     def _snapshot(self) -> Iterator[_PgDb]:
-        pg = self._pg
-        with self._lock:
-            try:
-                conn = self._live()
+        used: list[psycopg.Connection[dict[str, Any]]] = []
+        try:
+            with self._pool.conn() as conn:
+                used.append(conn)
                 with conn.transaction():
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     yield _PgDb(conn)
-            except (pg.Error, StoreUnavailable) as e:
-                raise self._failure(e, None) from None
+        except (self._pg.Error, StoreUnavailable) as e:
+            raise self._failure(e, None, used[0] if used else None) from None
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        pg = self._pg
-        with self._lock:
-            try:
-                return _PgDb(self._live()).all(sql, args)
-            except (pg.Error, StoreUnavailable) as e:
-                raise self._failure(e, None) from None
+        used: list[psycopg.Connection[dict[str, Any]]] = []
+        try:
+            with self._pool.conn() as conn:
+                used.append(conn)
+                return _PgDb(conn).all(sql, args)
+        except (self._pg.Error, StoreUnavailable) as e:
+            raise self._failure(e, None, used[0] if used else None) from None
 
     def _migrate(self) -> None:
         def columns(table: str) -> set[str]:
@@ -247,10 +313,8 @@ class PgStore(Store):
             _apply_migrations(db, self.key, columns, lambda d: PG_TYPES.get(d, d))
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                with suppress(Exception):
-                    self._conn.close()
+        """Nothing to do: the connections belong to the process's pool for this URL
+        (closed at exit), shared by every PgStore object of the process."""
 
     # -- fail closed ----------------------------------------------------------------------
 

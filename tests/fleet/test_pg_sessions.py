@@ -16,7 +16,7 @@ import psutil
 import psycopg
 import pytest
 
-from sandbox import Sandbox, SetupError, Store, gc, paths, profile
+from sandbox import Sandbox, SessionClosed, SetupError, Store, gc, paths, profile
 from sandbox.errors import NotFound
 from sandbox.store import StoreUnavailable
 from sandbox.store_pg import PgStore
@@ -203,7 +203,10 @@ def test_a_lost_connection_kills_the_session_and_is_recorded_locally(
         jails = [b._session.jail_pid for b in boxes if hasattr(b, "_session")]
         t0 = time.monotonic()
         server.stop()
-        with pytest.raises(StoreUnavailable) as err:
+        # The command's record cannot be written: StoreUnavailable; or a background
+        # write of the session (its resource sampler) failed first and it is already
+        # killed: SessionClosed. Either way nothing runs unrecorded.
+        with pytest.raises((StoreUnavailable, SessionClosed)) as err:
             busy.run("echo after")
         assert server.password not in str(err.value)
         assert wait_for(lambda: not busy.is_alive(), 10)
@@ -223,7 +226,7 @@ def test_a_lost_connection_kills_the_session_and_is_recorded_locally(
             assert lost[0].detail["acknowledged_head"] == acked[b.id].head_hash
             assert local.verify(b.id)[0]
         assert server.password.encode() not in paths.db_path().read_bytes()
-        with pytest.raises(Exception, match="closed|killed|ended"):
+        with pytest.raises(SessionClosed, match=r"killed"):
             busy.run("echo never")
 
         server.restart()
