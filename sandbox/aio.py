@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import execute, files
@@ -23,6 +24,13 @@ from .result import CommandResult, ExecResult
 from .store import Store
 
 _live = Registry()
+# Start, close and kill block for ~0.1 s each (fork, cgroup, firejail); their own threads,
+# so a burst of starts never queues behind (or ahead of) the caller's executor work.
+LIFECYCLE = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-lifecycle")
+# `run` (pexpect's persistent bash) holds a thread for the command's whole duration: a
+# pool wide enough that hundreds of sandboxes each running one never queue (threads are
+# made on demand).
+RUNS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="sandbox-run")
 
 
 class AsyncSandbox:
@@ -71,22 +79,23 @@ class AsyncSandbox:
         return alive(self._session)
 
     async def start(self) -> AsyncSandbox:
-        await asyncio.get_running_loop().run_in_executor(None, self._session.start)
+        await asyncio.get_running_loop().run_in_executor(LIFECYCLE, self._session.start)
         _live.add(self.id, self)
         return self
 
     async def close(self) -> None:
         """End the sandbox (idempotent); its whole process tree dies."""
-        await asyncio.get_running_loop().run_in_executor(None, self._session.close)
+        await asyncio.get_running_loop().run_in_executor(LIFECYCLE, self._session.close)
 
     async def kill(self, reason: str = "killed by API") -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._session.kill, reason)
+        await asyncio.get_running_loop().run_in_executor(
+            LIFECYCLE, self._session.kill, reason)
 
     async def run(self, command: str, timeout: float | None = None, *, check: bool = False
                   ) -> CommandResult:
         """The persistent bash (`cd` and variables persist), as `Sandbox.run`."""
         return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self._session.run(command, timeout, check=check))
+            RUNS, lambda: self._session.run(command, timeout, check=check))
 
     async def exec(
         self,

@@ -115,6 +115,13 @@ class AsyncChild:
 
     # -- end --------------------------------------------------------------------------
 
+    def later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Call `fn` after `delay` seconds unless the child has exited by then."""
+        def check() -> None:
+            if not self._exited.done() and self.proc.poll() is None:
+                fn()
+        self._loop.call_soon_threadsafe(self._loop.call_later, delay, check)
+
     async def wait(self, timeout: float | None = None) -> int:
         """The exit status (negative for a signal); TimeoutError after `timeout`."""
         await asyncio.wait_for(asyncio.shield(self._exited), timeout)

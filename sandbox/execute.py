@@ -24,6 +24,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from .session import Session
 
 MAX_OUTPUT = 10 << 20  # per stream, head and tail kept
+# Recording an exec (a store write, then the monitor's verdicts on its execs) blocks: it
+# runs on threads of its own, never queued behind the caller's default executor (where
+# 256 sandbox starts held every first exec's record for 29 s in the bench).
+RECORDER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox-record")
 PIPE_GRACE_S = 5.0  # a background job may keep the pipes open past the exit; not longer
 
 
@@ -107,6 +112,9 @@ class Exec:
     started: float = field(default_factory=time.time)
     t0: float = field(default_factory=time.monotonic)
     preamble: bytes = b""  # a long argv, on stdin ahead of the input (see `_carried`)
+    # False for the file door's own cat/tar: the bytes are the file's, and its file.*
+    # event holds their size and sha256 (a 5 MB read cost ~0.6 s of hashing otherwise).
+    record_output: bool = True
 
     def popen(self, stdin: bool = True) -> subprocess.Popen[bytes]:
         argv, self.preamble = _carried(self.argv)
@@ -127,21 +135,37 @@ class Exec:
         stdout, cut_out = self.out.result()
         stderr, cut_err = self.err.result()
         duration = time.monotonic() - self.t0
+        recorded, cut = self._recorded(stdout, stderr)
         session.record_command(
-            self.text, stdout + stderr, None if timed_out else code, self.started, duration,
-            "exec", truncated=cut_out or cut_err, timed_out=timed_out,
+            self.text, recorded, None if timed_out else code, self.started, duration,
+            "exec", truncated=cut_out or cut_err or cut, timed_out=timed_out,
             output_bytes=self.out.total + self.err.total)
         session.emit("exec.result", {
             "argv": self.argv, "cwd": self.cwd, "stdin_bytes": len(self.data),
             "returncode": code, "timed_out": timed_out, "stdout_bytes": self.out.total,
             "stderr_bytes": self.err.total,
             # the command row's output is stdout then stderr: this is where they meet
-            "stdout_recorded": len(stdout)})
+            "stdout_recorded": None if cut else len(stdout)})
         procs = session.hooks.part("procs")
         if procs is not None:
             procs.settle()  # type: ignore[attr-defined]
         return ExecResult(code, stdout, stderr, duration, timed_out, cut_out or cut_err,
                           alerts=session.hooks.drain_alerts())
+
+    def _recorded(self, stdout: bytes, stderr: bytes) -> tuple[bytes, bool]:
+        """What the record keeps: the profile's max_output_bytes (head and tail), not
+        the caller's max_output; for file transfers only a pointer to their event."""
+        if not self.record_output:
+            n = len(stdout) + len(stderr)
+            return (f"[{n} bytes of file data: see the file.* event (size, sha256)]\n"
+                    .encode() + stderr[-4096:]), False
+        cap = self.session.profile.recording.max_output_bytes
+        if not cap or len(stdout) + len(stderr) <= cap:
+            return stdout + stderr, False
+        keep = Capture(cap)
+        keep.add(stdout)
+        keep.add(stderr)
+        return keep.result()
 
     def check(self, result: ExecResult) -> ExecResult:
         """Raise what the caller asked to see raised."""
@@ -164,6 +188,7 @@ def prepare(
     timeout: float | None = None,
     max_output: int = MAX_OUTPUT,
     user: str | None = None,
+    record_output: bool = True,
 ) -> Exec | ExecResult:
     """The checks before any process: state, user, guard on the text, the environment.
     An ExecResult means the guard blocked it (recorded already)."""
@@ -188,7 +213,7 @@ def prepare(
         check_env(full_env)
     data = input.encode() if isinstance(input, str) else (input or b"")
     return Exec(session, cmd, argv, text, full_env, data, cwd, timeout,
-                Capture(max_output), Capture(max_output))
+                Capture(max_output), Capture(max_output), record_output=record_output)
 
 
 async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> ExecResult:
@@ -218,7 +243,7 @@ async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> Ex
         child.close()
         raise
     child.close()
-    result = await loop.run_in_executor(None, ex.finish, status, timed_out)
+    result = await loop.run_in_executor(RECORDER, ex.finish, status, timed_out)
     return ex.check(result)
 
 
@@ -283,8 +308,11 @@ class Process:
         return self._result.returncode if self._result else None
 
     def kill(self) -> None:
-        """Kill the process and everything it started."""
+        """Kill the process and everything it started. Its join process is left a moment
+        to reap it (no zombie in the jail), then killed with whatever it started since
+        (a kill right after spawn can land before the program exists)."""
         kill_tree(self.pid)
+        self._child.later(1.0, lambda: kill_tree(self.pid, root=True))
 
     async def wait(self, timeout: float | None = None) -> ExecResult:
         """Until it exits (killing the tree after `timeout`, then ExecTimeout); the
@@ -300,7 +328,7 @@ class Process:
             self._child.close()
             loop = asyncio.get_running_loop()
             self._result = await loop.run_in_executor(
-                None, self._ex.finish, status, self._timed_out)
+                RECORDER, self._ex.finish, status, self._timed_out)
         return self._ex.check(self._result)
 
 

@@ -57,7 +57,7 @@ def _event(session: Session, kind: str, path: str, data: bytes, **extra: object)
 
 async def _read(session: Session, argv: list[str], path: str, max_bytes: int,
                 what: str) -> bytes:
-    r = await exec_async(session, argv, max_output=max_bytes + 1)
+    r = await exec_async(session, argv, max_output=max_bytes + 1, record_output=False)
     if r.returncode != 0:
         _raise_for(path, r, what)
     if r.truncated or len(r.stdout_bytes) > max_bytes:
@@ -79,7 +79,8 @@ _WRITE = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
 async def write_file(session: Session, path: str, data: str | bytes) -> None:
     """Write (create or replace) a file as the agent, creating parent directories."""
     raw = data.encode() if isinstance(data, str) else data
-    r = await exec_async(session, ["/bin/sh", "-c", _WRITE, "sh", path], input=raw)
+    r = await exec_async(session, ["/bin/sh", "-c", _WRITE, "sh", path], input=raw,
+                         record_output=False)
     if r.returncode != 0:
         _raise_for(path, r, "writing")
     _event(session, "file.write", path, raw)
@@ -93,7 +94,7 @@ _UNTAR = 'mkdir -p -- "$1" && cd -- "$1" && exec tar -x --no-same-owner --no-sam
 async def import_tar(session: Session, data: bytes, path: str = ".") -> None:
     """Unpack a tar stream into `path` (relative to the workspace) as the agent user."""
     r = await exec_async(session, ["/bin/sh", "-c", _UNTAR, "sh", path], input=data,
-                         cwd=".")
+                         cwd=".", record_output=False)
     if r.returncode != 0:
         _raise_for(path, r, "unpacking into")
     _event(session, "file.upload", path, data, archive=True)

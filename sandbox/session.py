@@ -103,6 +103,7 @@ class Session:
         self._end_lock = threading.Lock()
         self._ended = threading.Event()
         self._released = threading.Event()
+        self._ending_thread: int | None = None
 
     # -- events -----------------------------------------------------------------------
 
@@ -342,8 +343,11 @@ class Session:
             first = not self._ended.is_set()
             if first:
                 self._ended.set()
+                self._ending_thread = threading.get_ident()
                 self.state = state
                 self.reason = reason
+        if not first and self._ending_thread == threading.get_ident():
+            return  # re-entered from our own teardown (a __del__ run by gc): never wait on it
         if not first:
             # Another thread (a guard or operator kill) is ending the session: return
             # only once its teardown is done, so no host resource outlives our caller.

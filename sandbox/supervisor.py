@@ -13,6 +13,7 @@ Here:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -28,7 +29,22 @@ _lock = threading.Lock()
 
 def track(session: Session) -> None:
     with _lock:
+        if not _live:
+            _more_fds()
         _live[session.id] = session
+
+
+def _more_fds() -> None:
+    """Each live sandbox holds ~6 fds here and each exec in flight 4 more: the common
+    soft limit of 1024 runs out at ~165 sandboxes. Raise it to the hard limit (the jails
+    get the profile's own RLIMIT_NOFILE from their launch)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def forget(session: Session) -> None:

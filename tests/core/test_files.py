@@ -38,3 +38,22 @@ def test_errors_name_the_path(sb: Sandbox, state_dir: Path) -> None:
     with pytest.raises(OSError, match="larger than"):
         sb.write_file("big", b"x" * 5000)
         sb.read_file("big", max_bytes=100)
+
+
+def test_file_bytes_are_not_copied_into_the_command_record(sb: Sandbox) -> None:
+    """A file read is a file.read event (size, sha256); its bytes are not hashed into the
+    command record a second time (5 MB cost ~0.6 s), nor past the profile's cap."""
+    import hashlib
+
+    blob = bytes(range(256)) * 8192  # 2 MiB
+    sb.write_file("big.bin", blob)
+    assert sb.read_file("big.bin", text=False) == blob
+    rows = Store().commands(sb.id)
+    assert all(len(r["output"]) < 10_000 for r in rows[-2:])
+    ev = [e for e in Store().events(sb.id) if e["kind"] == "file.read"][-1]
+    assert ev["detail"]["sha256"] == hashlib.sha256(blob).hexdigest()
+    big = sb.exec(["head", "-c", str(3 << 20), "/dev/zero"], max_output=8 << 20)
+    assert len(big.stdout_bytes) == 3 << 20 and not big.truncated  # the caller's cap
+    row = Store().commands(sb.id)[-1]
+    assert row["truncated"] and row["output_bytes"] == 3 << 20  # the profile's cap
+    assert len(row["output"]) <= sb.profile.recording.max_output_bytes + 200

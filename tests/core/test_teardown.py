@@ -149,3 +149,28 @@ def test_deep_gc_removes_stale_include_files(state_dir: Path) -> None:
     finally:
         for p in (old, fresh):
             p.unlink(missing_ok=True)
+
+
+def test_close_reentered_from_its_own_teardown_does_not_wait_on_itself(
+        workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A framework's __del__ run by gc inside the teardown (mini-swe-agent's, at exit)
+    called close() again on the same thread and waited TEARDOWN_WAIT_S for itself."""
+    import threading
+
+    from sandbox import session as session_mod
+
+    monkeypatch.setattr(session_mod, "TEARDOWN_WAIT_S", 1000.0)
+    sb = Sandbox(workdir=workspace).start()
+    inner = sb._session
+    original = inner._stop_jail
+
+    def stop_and_reenter() -> None:
+        original()
+        inner.close()  # as a __del__ would
+
+    monkeypatch.setattr(inner, "_stop_jail", stop_and_reenter)
+    t = threading.Thread(target=sb.close)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "close() waited on its own teardown"
+    assert inner.state == "exited"
