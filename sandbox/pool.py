@@ -141,15 +141,18 @@ class WarmPool:
     async def acquire(self, profile: Profile | str = "default", **sandbox_kwargs: Any
                       ) -> AsyncSandbox:
         """A started sandbox of `profile` that no one has used: from the warm pool when one
-        is ready (no await on that path), else a cold start with `sandbox_kwargs` (or the
-        options the profile was warmed with). The caller owns it until `release`."""
+        is ready (no await on that path), else a cold start (counted). `sandbox_kwargs`
+        other than the ones the profile was warmed with always mean a cold start with
+        them. The caller owns the sandbox until `release`."""
         self._check_open()
         key = pool_key(profile)
         slot = self._slots.get(key)
-        if slot is None:
+        if sandbox_kwargs:
             _check_options(sandbox_kwargs)
-            slot = self._slots[key] = _Slot(key, profile, dict(sandbox_kwargs))
-        while slot.ready:
+        if slot is None:  # never warmed: a slot for its counters, with no options of its own
+            slot = self._slots[key] = _Slot(key, profile, {})
+        # Options other than the warm ones' need a sandbox of their own.
+        while slot.ready and (not sandbox_kwargs or sandbox_kwargs == slot.kwargs):
             sb = slot.ready.popleft()
             if sb.is_alive():
                 slot.warm_hits += 1
@@ -159,10 +162,9 @@ class WarmPool:
             slot.dead_skipped += 1  # died while waiting (killed, limit): never handed out
             self._destroy_later(sb)
         self._kick(slot)
-        if sandbox_kwargs:
-            _check_options(sandbox_kwargs)
-        sb = AsyncSandbox(slot.profile if not sandbox_kwargs else profile,
-                          **(sandbox_kwargs or slot.kwargs))
+        # Explicit options make a sandbox of their own; else it is one like the warm ones.
+        sb = (AsyncSandbox(profile, **sandbox_kwargs) if sandbox_kwargs
+              else AsyncSandbox(slot.profile, **slot.kwargs))
         slot.cold_starts += 1
         await sb.start()
         self._out[sb.id] = sb
