@@ -34,7 +34,7 @@ SCRIPT = [
     "printf 'def add(a, b):\\n    return a - b\\n' > calc.py",
     "python3 -c 'import calc; assert calc.add(2, 3) == 5' || echo 'add is wrong'",
     "sed -i 's/a - b/a + b/' calc.py && python3 -c 'import calc; print(calc.add(2, 3))'",
-    "curl -sS --max-time 3 https://example.com || echo 'no network, as configured'",
+    "curl -sS --max-time 3 https://example.test || echo 'no network, as configured'",
     "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && cat calc.py",
 ]
 

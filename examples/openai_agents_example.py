@@ -43,7 +43,7 @@ def scripted_model() -> Model:
                                 call_id="c2", id="c2")],
         [function_call("exec_command", {"cmd": "python3 fizzbuzz.py | tail -1"},
                        call_id="c3")],
-        [function_call("exec_command", {"cmd": "curl -sS -m 5 https://example.com"},
+        [function_call("exec_command", {"cmd": "curl -sS -m 5 https://example.test"},
                        call_id="c4")],
         [assistant_message("Line 15 is FizzBuzz.")],
     ])
