@@ -17,7 +17,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _rows() -> dict[str, Callable[[Ctx], Row]]:
-    from . import row_cmd, row_egress, row_exec, row_flood, row_kill, row_load, row_start
+    from . import row_cmd, row_egress, row_exec, row_flood, row_kill, row_load, row_pool, row_start
 
     return {
         "start": row_start.run,
@@ -31,6 +31,7 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         "exec": row_exec.exec_row,
         "files": row_exec.files_row,
         "many": row_exec.many,
+        "pool": row_pool.run,
     }
 
 
