@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: firejail (the jail), nftables + iproute2 (allowlist networking),
-# acl + util-linux (setfacl/setpriv: the unprivileged agent user), tmux/asciinema (tests).
-PKGS=(firejail nftables iproute2 acl util-linux passwd procps psmisc openssl curl openssh-client tmux
+# acl + util-linux (setfacl/setpriv: the unprivileged agent user), tmux/asciinema (tests),
+# postgresql (the fleet tests start a throwaway server; the PostgreSQL store is optional).
+PKGS=(firejail nftables iproute2 acl util-linux passwd procps psmisc openssl curl openssh-client tmux postgresql
       asciinema python3 python3-venv python3-pip ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
