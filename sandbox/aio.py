@@ -6,7 +6,7 @@
 
 The same surface as `Sandbox`, natively async: execs and files are driven from the
 caller's loop with no thread per call (pidfd + non-blocking pipes); only start, close,
-kill and the persistent shell's `run` (pexpect) go to the loop's executor.
+kill and the persistent shell's `run` (pexpect) go to threads of their own.
 """
 
 from __future__ import annotations
@@ -14,16 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from . import execute, files
 from .execute import MAX_OUTPUT, Process
-from .options import Network, Registry, alive, new_session
-from .profile import Profile
+from .options import Handle
 from .result import CommandResult, ExecResult
-from .store import Store
 
-_live = Registry()
 # Start, close and kill block for ~0.1 s each (fork, cgroup, firejail); their own threads,
 # so a burst of starts never queues behind (or ahead of) the caller's executor work.
 LIFECYCLE = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-lifecycle")
@@ -33,54 +29,13 @@ LIFECYCLE = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-lifecy
 RUNS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="sandbox-run")
 
 
-class AsyncSandbox:
-    """A jailed, recorded sandbox for asyncio code. `network`: "none", "guarded", a
-    list of allowed `host:port` patterns, or a [network] table; `gpu`: a count or a
-    [gpu] table; `limits`: a [limits] table (all checked like a profile file)."""
-
-    def __init__(
-        self,
-        profile: Profile | str = "default",
-        workdir: str | os.PathLike[str] | None = None,
-        env: dict[str, str] | None = None,
-        *,
-        network: Network = None,
-        gpu: int | dict[str, Any] | None = None,
-        limits: dict[str, Any] | None = None,
-        store: Store | None = None,
-        gpu_backend: Any = None,
-    ) -> None:
-        self._session = new_session(profile, workdir, env, store, gpu_backend,
-                                    network=network, gpu=gpu, limits=limits)
-
-    @classmethod
-    def lookup(cls, sandbox_id: str) -> AsyncSandbox:
-        """The live handle with this id in this process; NotFound otherwise."""
-        return _live.get(sandbox_id)  # type: ignore[no-any-return]
-
-    @property
-    def id(self) -> str:
-        return self._session.id
-
-    @property
-    def state(self) -> str:
-        return self._session.state
-
-    @property
-    def profile(self) -> Profile:
-        return self._session.profile
-
-    @property
-    def workdir(self) -> str:
-        """The workspace's path (the same inside the jail and on the host)."""
-        return str(self._session.workdir)
-
-    def is_alive(self) -> bool:
-        return alive(self._session)
+class AsyncSandbox(Handle):
+    """A jailed, recorded sandbox for asyncio code: the same surface as `Sandbox`, with
+    its constructor's settings (see `Handle`)."""
 
     async def start(self) -> AsyncSandbox:
         await asyncio.get_running_loop().run_in_executor(LIFECYCLE, self._session.start)
-        _live.add(self.id, self)
+        self._started()
         return self
 
     async def close(self) -> None:
@@ -155,9 +110,6 @@ class AsyncSandbox:
     async def import_tar(self, data: bytes, path: str = ".") -> None:
         """Unpack a tar stream into the sandbox (default: the workspace)."""
         await files.import_tar(self._session, data, path)
-
-    def head_hash(self) -> str:
-        return self._session.head_hash()
 
     async def __aenter__(self) -> AsyncSandbox:
         return await self.start() if self._session.state == "new" else self

@@ -18,65 +18,17 @@ from typing import Any
 
 from . import execute, files, loop
 from .execute import MAX_OUTPUT, Process
-from .options import Network, Registry, alive, new_session
-from .profile import Profile
+from .options import Handle
 from .result import CommandResult, ExecResult
-from .store import Store
-
-_live = Registry()
 
 
-class Sandbox:
-    """A jailed, recorded shell. Start with `with` or `.start()`; end with `.close()`."""
-
-    def __init__(
-        self,
-        profile: Profile | str = "default",
-        workdir: str | os.PathLike[str] | None = None,
-        env: dict[str, str] | None = None,
-        *,
-        network: Network = None,
-        gpu: int | dict[str, Any] | None = None,
-        limits: dict[str, Any] | None = None,
-        store: Store | None = None,
-        gpu_backend: Any = None,
-    ) -> None:
-        """`network`: "none", "guarded", a list of allowed `host:port` patterns
-        ("*.pypi.org:443"), or a [network] table; `gpu`: a count or a [gpu] table;
-        `limits`: a [limits] table. Each is checked like a profile file and replaces
-        that part of the profile for this sandbox only. `gpu_backend` replaces NVML
-        (e.g. `sandbox.gpu.FakeNvml` in your own tests)."""
-        self._session = new_session(profile, workdir, env, store, gpu_backend,
-                                    network=network, gpu=gpu, limits=limits)
-
-    @classmethod
-    def lookup(cls, sandbox_id: str) -> Sandbox:
-        """The live handle with this id in this process; NotFound otherwise."""
-        return _live.get(sandbox_id)  # type: ignore[no-any-return]
-
-    @property
-    def id(self) -> str:
-        return self._session.id
-
-    @property
-    def state(self) -> str:
-        return self._session.state
-
-    @property
-    def profile(self) -> Profile:
-        return self._session.profile
-
-    @property
-    def workdir(self) -> str:
-        """The workspace's path (the same inside the jail and on the host)."""
-        return str(self._session.workdir)
-
-    def is_alive(self) -> bool:
-        return alive(self._session)
+class Sandbox(Handle):
+    """A jailed, recorded shell. Start with `with` or `.start()`; end with `.close()`.
+    Settings: see `Handle`."""
 
     def start(self) -> Sandbox:
         self._session.start()
-        _live.add(self.id, self)
+        self._started()
         return self
 
     def run(self, command: str, timeout: float | None = None, *, check: bool = False
@@ -163,10 +115,6 @@ class Sandbox:
 
     def close(self) -> None:
         self._session.close()
-
-    def head_hash(self) -> str:
-        """The session's hash-chain head (send it off-box to make rewrites detectable)."""
-        return self._session.head_hash()
 
     def report(self) -> dict[str, Any]:
         """The per-episode verdict (see `sandbox export --format report`)."""

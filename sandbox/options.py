@@ -1,10 +1,11 @@
-"""What both API doors share: per-sandbox settings over a profile, and lookup by id."""
+"""What both API doors share: per-sandbox settings over a profile, the handle's
+constructor and read-only surface, and lookup by id."""
 
 from __future__ import annotations
 
 import os
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 from .profile import Profile, load, override
 from .session import Session
@@ -72,3 +73,78 @@ def alive(session: Session) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+H = TypeVar("H", bound="Handle")
+
+
+class Handle:
+    """The part of `Sandbox` and `AsyncSandbox` that does not wait on anything.
+
+    `network`: "none", "guarded", a list of allowed `host:port` patterns
+    ("*.pypi.org:443"), or a [network] table; `gpu`: a count or a [gpu] table; `limits`: a
+    [limits] table. Each is checked like a profile file and replaces that part of the
+    profile for this sandbox only. `gpu_backend` replaces NVML (e.g.
+    `sandbox.gpu.FakeNvml` in your own tests)."""
+
+    _registry: Registry  # one per door: a Sandbox id never looks up an AsyncSandbox
+
+    def __init_subclass__(cls) -> None:
+        cls._registry = Registry()
+
+    def __init__(
+        self,
+        profile: Profile | str = "default",
+        workdir: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+        *,
+        network: Network = None,
+        gpu: int | dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        store: Store | None = None,
+        gpu_backend: Any = None,
+    ) -> None:
+        self._session = new_session(profile, workdir, env, store, gpu_backend,
+                                    network=network, gpu=gpu, limits=limits)
+
+    @classmethod
+    def lookup(cls: type[H], sandbox_id: str) -> H:
+        """The live handle with this id in this process; NotFound otherwise."""
+        return cls._registry.get(sandbox_id)  # type: ignore[no-any-return]
+
+    def _started(self) -> None:
+        type(self)._registry.add(self.id, self)
+
+    @property
+    def id(self) -> str:
+        return self._session.id
+
+    @property
+    def state(self) -> str:
+        return self._session.state
+
+    @property
+    def profile(self) -> Profile:
+        return self._session.profile
+
+    @property
+    def workdir(self) -> str:
+        """The workspace's path (the same inside the jail and on the host)."""
+        return str(self._session.workdir)
+
+    @property
+    def agent_user(self) -> str:
+        """The one user that runs in the sandbox (the only `user=` exec accepts)."""
+        placement = self._session.placement
+        if placement is not None and placement.agent is not None:
+            return placement.agent.name
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+
+    def is_alive(self) -> bool:
+        return alive(self._session)
+
+    def head_hash(self) -> str:
+        """The session's hash-chain head (send it off-box to make rewrites detectable)."""
+        return self._session.head_hash()
