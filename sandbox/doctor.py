@@ -61,11 +61,50 @@ def _kernel() -> list[Check]:
 
 def _state() -> Check:
     try:
-        store = Store()
+        store = Store(paths.db_path())  # the local file (a fleet store's loss record too)
         store.close()
         return Check("state dir", True, str(paths.db_path()))
     except SandboxError as e:
         return Check("state dir", False, str(e), "set SANDBOX_STATE_DIR to a writable dir")
+
+
+def _store() -> list[Check]:
+    """The event store this command would use: reachable, its schema, and (a fleet's
+    PostgreSQL store) which hosts beat and which are lost with sessions still live."""
+    from .control import host_timeout
+    from .store_schema import SCHEMA_VERSION
+
+    try:
+        store = Store()
+    except SandboxError as e:
+        return [Check("store", False, str(e), "check --store / SANDBOX_STORE, the server, "
+                      "and `pip install 'ringfence[postgres]'` for a postgresql:// store")]
+    try:
+        rows = store._query("SELECT value FROM meta WHERE key='schema_version'")
+        version = rows[0]["value"] if rows else "?"
+        kind = "postgresql" if store.shared else "sqlite"
+        out = [Check("store", True, f"{kind} {store.key}, schema {version} "
+                     f"(this sandbox: {SCHEMA_VERSION}), host id {store.host}")]
+        if store.shared:
+            timeout = host_timeout()
+            status = store.host_status()
+            lost = [h for h in status if h["live"] and h["age"] >= max(timeout, 3 * h["beat"])]
+            beating = [h["host"] for h in status if h["age"] < max(timeout, 3 * h["beat"])]
+            detail = (f"{len(beating)} host(s) beating within {timeout:g}s"
+                      + (f": {', '.join(beating[:8])}" if beating else ""))
+            if lost:
+                names = ", ".join(f"{h['host']} ({h['live']} live, silent "
+                                  f"{h['age']:.0f}s)" for h in lost[:8])
+                out.append(Check("fleet", False, f"{detail}; lost with live sessions: "
+                                 f"{names}", "`sandbox gc` marks their sessions failed",
+                                 required=False))
+            else:
+                out.append(Check("fleet", True, detail, required=False))
+        return out
+    except SandboxError as e:
+        return [Check("store", False, str(e), "check the store's server and permissions")]
+    finally:
+        store.close()
 
 
 def _cgroups() -> Check:
@@ -127,7 +166,8 @@ def _shared_disk() -> Check:
 
 
 def run_checks() -> list[Check]:
-    checks = [*_firejail(), *_kernel(), _state(), _cgroups(), _tiocsti(), _shared_disk()]
+    checks = [*_firejail(), *_kernel(), _state(), *_store(), _cgroups(), _tiocsti(),
+              _shared_disk()]
     root = os.geteuid() == 0
     checks.append(_which("setfacl", "acl", "opens the workspace to the agent user", root))
     checks.append(_which("ip", "iproute2", "allowlist/guarded networking", False))

@@ -3,6 +3,12 @@
 A session's owner records every host resource it makes (jail pid, netns, veth, nft
 table, cgroup) in the store before using it, so a crashed owner leaves a list of what
 to remove. `reap` ends the jail, removes those resources, and closes the session row.
+
+In a fleet's shared store (PostgreSQL) each host reaps only its own sessions (their
+owner pids mean nothing elsewhere), and `mark_lost_hosts` closes the sessions of a host
+that vanished: none of its processes beat for `control.host_timeout()` seconds. Those
+are marked failed ("host X lost") but their jails and resources, on that host, are
+removed by that host's own next gc or start (`_unreleased`) if it ever comes back.
 """
 
 from __future__ import annotations
@@ -107,6 +113,12 @@ def collect(store: Store, *, deep: bool = False) -> list[str]:
     empty old cgroups and unused old network namespaces, nft tables and veths.
     """
     reaped = []
+    if store.shared:
+        try:  # ends a lost connection could not write, now that the store answers
+            reaped += store.replay_lost()
+        except Exception as e:
+            log.warning("sandbox gc: replaying ends recorded locally: %s", e)
+        reaped += mark_lost_hosts(store)
     for session in store.list_sessions(live_only=True, limit=10_000):
         if store.elsewhere(session):  # a shared store: another host's owner, not ours
             continue
@@ -121,6 +133,53 @@ def collect(store: Store, *, deep: bool = False) -> list[str]:
         _orphan_networks(store)
         _old_includes()
     return reaped
+
+
+def mark_lost_hosts(store: Store, timeout: float | None = None) -> list[str]:
+    """Mark failed the live sessions of every other host that stopped beating: none of
+    its supervisor processes wrote a heartbeat for `timeout` seconds (default
+    `control.host_timeout()`; never less than 3 of that host's own beat intervals), by
+    the store's clock. A session touched within the timeout is left alone, and so is a
+    host that never beat (an older sandbox: nothing says it is gone). Returns the ids."""
+    if not store.shared:
+        return []
+    timeout = control.host_timeout() if timeout is None else timeout
+    marked: list[str] = []
+    try:
+        hosts = store.host_status()
+    except Exception as e:
+        log.warning("sandbox gc: reading heartbeats: %s", e)
+        return []
+    for h in hosts:
+        limit = max(timeout, 3 * h["beat"])
+        if h["host"] == store.host or not h["live"] or h["age"] < limit:
+            continue
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["last_seen"]))
+        reason = (f"host {h['host']} lost (no heartbeat since {since} UTC, "
+                  f"timeout {limit:g}s)")
+        now = h["last_seen"] + h["age"]  # the store's clock
+        sessions = store.list_sessions(live_only=True, limit=10_000, host=h["host"])
+        # Read again, after the sessions: a host that beat meanwhile is back.
+        again = next((x for x in store.host_status() if x["host"] == h["host"]), None)
+        if again is None or again["age"] < limit:
+            continue
+        for session in sessions:
+            if session["updated"] > now - limit:  # written to lately: not silent
+                continue
+            if store.finish_session(session["id"], "failed", reason):
+                try:
+                    store.add_event(session["id"], "session.end",
+                                    {"state": "failed", "reason": reason,
+                                     "lost_host": h["host"], "last_heartbeat": h["last_seen"]},
+                                    severity="warning")
+                    store.mark_controls_handled(session["id"])
+                except Exception as e:
+                    log.warning("sandbox gc: %s: recording its end failed: %s",
+                                session["id"], e)
+                marked.append(session["id"])
+    with contextlib.suppress(Exception):
+        store.prune_heartbeats(max(86400.0, 10 * timeout))
+    return marked
 
 
 def _unreleased(store: Store, recent: int = 200) -> None:

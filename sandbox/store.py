@@ -31,7 +31,15 @@ from typing import Any, Protocol
 from . import chain, paths
 from .errors import NotFound, StoreError
 from .store_api import StoreBackend, StoreUnavailable, is_pg_url
-from .store_rows import ChainRow, CommandRow, ControlRow, EventRow, RowKind, SessionRow
+from .store_rows import (
+    ChainRow,
+    CommandRow,
+    ControlRow,
+    EventCursor,
+    EventRow,
+    RowKind,
+    SessionRow,
+)
 from .store_schema import (  # re-exported: callers import these from store
     _SCHEMA,
     _SESSION_UPDATABLE,
@@ -47,7 +55,8 @@ from .store_schema import (  # re-exported: callers import these from store
 from .textsafe import NUL_PICTURE, raw_bytes, storable, visible
 
 __all__ = ["ACTIONS", "FINAL_STATES", "LIVE_STATES", "SCHEMA_VERSION", "SEVERITIES",
-           "ChainRow", "CommandRow", "ControlRow", "EventRow", "SessionRow", "Store",
+           "ChainRow", "CommandRow", "ControlRow", "EventCursor", "EventRow", "SessionRow",
+           "Store",
            "StoreBackend", "StoreUnavailable", "is_alert"]
 
 
@@ -107,6 +116,16 @@ class _Db(Protocol):
     def insert(self, table: str, row: dict[str, Any]) -> int: ...
 
 
+class ControlListener(Protocol):
+    """A channel that hears kill requests as they are made (PostgreSQL LISTEN)."""
+
+    def wait(self, timeout: float) -> list[str]:
+        """Session ids whose kill was requested since the last call; [] on timeout."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class _SqliteDb:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -139,6 +158,9 @@ class Store:
     path: Path
     host: str
     _for_update = ""  # how a write locks the session row (SQLite: the whole database)
+    # A fleet's store (PostgreSQL): its sessions may belong to other hosts, each host's
+    # supervisors beat in `hosts`, and a kill may cross hosts. SQLite: one host's file.
+    shared = False
 
     def __new__(cls, path: Path | str | None = None) -> Store:
         if cls is Store:
@@ -197,6 +219,16 @@ class Store:
     def on_lost(self, session_id: str, handler: Callable[[str], None] | None) -> None:
         """SQLite is a local file: there is no connection to lose (a failed write raises
         StoreError to the caller, as it always did)."""
+
+    def listener(self) -> ControlListener | None:
+        """A push channel for kill requests, or None: SQLite is polled (one local file,
+        a query costs microseconds)."""
+        return None
+
+    def replay_lost(self) -> list[str]:
+        """Write the ends of this host's sessions that a lost connection killed, once
+        the store is back (PostgreSQL); SQLite never loses its connection."""
+        return []
 
     def _migrate(self) -> None:
         # executescript commits on its own, so it runs outside the transaction helper.
@@ -314,16 +346,27 @@ class Store:
         return SessionRow.from_db(rows[0])
 
     def list_sessions(
-        self, *, live_only: bool = False, limit: int = 200, since_updated: float = 0.0
+        self, *, live_only: bool = False, limit: int = 200, since_updated: float = 0.0,
+        host: str | None = None,
     ) -> list[SessionRow]:
-        where = ["updated >= ?"]
+        """Newest first; `host`: only the sessions that host owns."""
+        where, args = ["updated >= ?"], [since_updated]
         if live_only:
             where.append("state IN ('starting','running')")
+        if host is not None:
+            where.append("host = ?")
+            args.append(host)  # type: ignore[arg-type]
         sql = (
             f"SELECT * FROM sessions WHERE {' AND '.join(where)} "
             "ORDER BY created DESC LIMIT ?"
         )
-        return [SessionRow.from_db(r) for r in self._query(sql, (since_updated, limit))]
+        return [SessionRow.from_db(r) for r in self._query(sql, (*args, limit))]
+
+    def known_hosts(self) -> list[str]:
+        """Every host that owns a session in this store, or beats in it (sorted)."""
+        rows = self._query("SELECT DISTINCT host FROM sessions UNION "
+                           "SELECT DISTINCT host FROM hosts")
+        return sorted(str(r["host"]) for r in rows)
 
     # -- the chain ------------------------------------------------------------------------
 
@@ -458,6 +501,52 @@ class Store:
             rows.reverse()
         return [EventRow.from_db(r) for r in rows]
 
+    def _watermark(self, db: _Db) -> int | None:
+        """The oldest transaction still running as `db`'s snapshot sees it (PostgreSQL);
+        None where ids are assigned in commit order (SQLite: one writer at a time)."""
+        return None
+
+    def events_after(
+        self, cursor: EventCursor | None = None, *, session_id: str | None = None,
+        alerts_only: bool = False, limit: int = 10_000, newest: bool = False,
+    ) -> tuple[list[EventRow], EventCursor]:
+        """Events a tailing reader has not had yet, and where it is now: pass the cursor
+        back next time. Unlike `events(since_id=...)`, no row is missed when a writer
+        that took a lower id commits after a higher one (PostgreSQL assigns ids at
+        insert, not at commit): rows of transactions that were still running at the last
+        read are read again and the new ones returned ("late" rows come first).
+        `newest` (first read only): start from the newest `limit` rows, not history."""
+        where, args = ["1=1"], []
+        if session_id is not None:
+            where.append("session_id=?")
+            args.append(session_id)
+        if alerts_only:
+            where.append("(action != 'record' OR severity IN ('alert','critical'))")
+        cond = " AND ".join(where)
+        since = cursor.id if cursor is not None else 0
+        late: list[dict[str, Any]] = []
+        with self._snapshot() as db:
+            xmin = self._watermark(db)  # first: the snapshot every query below shares
+            if cursor is None and newest:
+                rows = db.all(f"SELECT * FROM events WHERE {cond} ORDER BY id DESC LIMIT ?",
+                              (*args, limit))
+                rows.reverse()
+            else:
+                rows = db.all(f"SELECT * FROM events WHERE {cond} AND id > ? ORDER BY id "
+                              "LIMIT ?", (*args, since, limit))
+            top = max(since, rows[-1]["id"] if rows else 0)
+            seen: frozenset[int] = frozenset()
+            if xmin is not None:
+                low = cursor.xmin if cursor is not None and cursor.xmin is not None else xmin
+                recent = db.all(f"SELECT * FROM events WHERE {cond} AND tx >= ? AND id <= ? "
+                                "ORDER BY id LIMIT 100000", (*args, low, top))
+                if cursor is not None and cursor.xmin is not None:
+                    late = [r for r in recent
+                            if r["id"] <= since and r["id"] not in cursor.seen]
+                seen = frozenset(int(r["id"]) for r in recent if int(r["tx"]) >= xmin)
+        out = [EventRow.from_db(r) for r in (*late, *rows)]
+        return out, EventCursor(top, xmin, seen)
+
     def count_events(self, session_id: str, kind: str) -> int:
         rows = self._query("SELECT count(*) AS n FROM events WHERE session_id=? AND kind=?",
                            (session_id, kind))
@@ -521,6 +610,57 @@ class Store:
                 "UPDATE controls SET handled=? WHERE session_id=? AND handled IS NULL",
                 (time.time(), session_id),
             )
+
+    def ended_among(self, session_ids: list[str]) -> dict[str, str]:
+        """{id: reason} of those sessions whose row is final (ended by someone else when
+        their owner still holds them: another host marked them lost, say)."""
+        if not session_ids:
+            return {}
+        marks = ",".join("?" * len(session_ids))
+        rows = self._query(f"SELECT id, state, reason FROM sessions WHERE id IN ({marks}) "
+                           "AND state IN ('exited','killed','failed')", tuple(session_ids))
+        return {r["id"]: f"{r['state']}: {r['reason'] or ''}".strip() for r in rows}
+
+    # -- hosts: heartbeats -----------------------------------------------------------------
+
+    def _clock(self, db: _Db) -> float:
+        """Now, by the store's clock (PostgreSQL: the server's, the same for every host)."""
+        return time.time()
+
+    def heartbeat(self, pid: int, owner_start: str, *, beat: float, sessions: int) -> None:
+        """This supervisor process is alive, with `sessions` live sessions, and beats every
+        `beat` seconds (one row per process in `hosts`)."""
+        with self._tx() as db:
+            now = self._clock(db)
+            db.run("INSERT INTO hosts(host, pid, owner_start, started, last_seen, beat, sessions)"
+                   " VALUES(?,?,?,?,?,?,?) ON CONFLICT(host, pid, owner_start) DO UPDATE SET"
+                   " last_seen=excluded.last_seen, beat=excluded.beat,"
+                   " sessions=excluded.sessions",
+                   (self.host, pid, owner_start, now, now, beat, sessions))
+
+    def host_status(self) -> list[dict[str, Any]]:
+        """Per host that ever beat: its newest heartbeat, how long ago (store clock), its
+        longest beat interval, how many processes, and its live sessions now."""
+        with self._snapshot() as db:
+            now = self._clock(db)
+            beats = db.all("SELECT host, max(last_seen) AS last_seen, max(beat) AS beat, "
+                           "count(*) AS processes FROM hosts GROUP BY host")
+            live = {r["host"]: int(r["n"]) for r in db.all(
+                "SELECT host, count(*) AS n FROM sessions WHERE state IN "
+                "('starting','running') GROUP BY host")}
+        return [{"host": b["host"], "last_seen": float(b["last_seen"]),
+                 "age": now - float(b["last_seen"]), "beat": float(b["beat"]),
+                 "processes": int(b["processes"]), "live": live.get(b["host"], 0)}
+                for b in sorted(beats, key=lambda b: str(b["host"]))]
+
+    def prune_heartbeats(self, older_than: float) -> int:
+        """Forget heartbeat rows of processes silent for `older_than` seconds whose host
+        has no live session left (a lost host's rows stay until its sessions are ended)."""
+        with self._tx() as db:
+            cutoff = self._clock(db) - older_than
+            return db.run(
+                "DELETE FROM hosts WHERE last_seen < ? AND host NOT IN (SELECT host FROM "
+                "sessions WHERE state IN ('starting','running'))", (cutoff,))
 
 
 def _chain_dicts(query: Callable[[str, Sequence[Any]], list[dict[str, Any]]],

@@ -43,7 +43,7 @@ from . import paths, supervisor
 from .errors import DependencyMissing, NotFound, StoreError
 from .store import Store, _apply_migrations
 from .store_api import StoreUnavailable, is_pg_url, redact_url
-from .store_schema import PG_TYPES, pg_schema
+from .store_schema import PG_EXTRA, PG_TX, PG_TYPES, pg_schema
 
 if TYPE_CHECKING:
     import psycopg
@@ -54,6 +54,10 @@ log = logging.getLogger("sandbox")
 # can still remove what the session made if its owner dies before doing so).
 _LOCAL_FIELDS = ("workdir", "agent_uid", "jail_name", "jail_pid", "resources")
 _MIGRATION_LOCK = 0x5A4E_D801  # pg_advisory_xact_lock key: one migrator at a time
+# Kill requests are announced on this channel (payload: the session id) in the same
+# transaction that records them: the owner's watcher LISTENs and acts at once, and still
+# polls `controls` (more slowly) in case a notification is missed.
+KILL_CHANNEL = "sandbox_kill"
 # libpq settings a fleet store wants unless the URL says otherwise: a dead server or a
 # cut network is noticed within seconds, not after the kernel's TCP timeout (minutes).
 _DEFAULTS = {
@@ -170,10 +174,40 @@ class _Pool:
                 self.cond.notify()
 
 
+class KillListener:
+    """A dedicated connection LISTENing for kill requests (not from the pool: it waits
+    for notifications, never for a transaction). `wait(timeout)` returns the session ids
+    announced since the last call ([] on timeout); it raises StoreUnavailable when the
+    connection is lost (the watcher falls back to polling and opens a new one later)."""
+
+    def __init__(self, store: PgStore) -> None:
+        self.store = store
+        self.conn = store._connect()
+        try:
+            self.conn.execute(f"LISTEN {KILL_CHANNEL}")
+        except Exception:
+            self.close()
+            raise
+
+    def wait(self, timeout: float) -> list[str]:
+        try:
+            return [n.payload for n in self.conn.notifies(timeout=max(0.0, timeout),
+                                                          stop_after=1)]
+        except self.store._pg.Error as e:
+            self.close()
+            raise StoreUnavailable(f"lost the kill channel of {self.store.key}: "
+                                   f"{self.store._scrub(e)}") from None
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.conn.close()
+
+
 class PgStore(Store):
     """The PostgreSQL backend (see the module doc). `Store(url)` returns one."""
 
     _for_update = " FOR UPDATE"
+    shared = True
 
     def __init__(self, path: Path | str | None = None) -> None:
         url = str(path) if path is not None else (paths.store_url() or "")
@@ -311,6 +345,41 @@ class PgStore(Store):
             db.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             db.conn.execute(pg_schema().encode())  # several statements, no parameters
             _apply_migrations(db, self.key, columns, lambda d: PG_TYPES.get(d, d))
+            # Schema 4 on a store made before it: the column's default and index (only
+            # when missing: ALTER TABLE locks the table, and every process migrates).
+            got = db.one("SELECT column_default FROM information_schema.columns WHERE "
+                         "table_name='events' AND column_name='tx' AND "
+                         "table_schema=current_schema()")
+            if got is not None and not got["column_default"]:
+                db.conn.execute(f"ALTER TABLE events ALTER COLUMN tx SET DEFAULT {PG_TX}")
+            db.conn.execute(PG_EXTRA)
+
+    # -- the fleet: the store's clock, the commit-order watermark, the kill channel ------
+
+    def _clock(self, db: Any) -> float:
+        got = db.one("SELECT extract(epoch from clock_timestamp())::float8 AS now")
+        return float(got["now"]) if got else time.time()
+
+    def _watermark(self, db: Any) -> int | None:
+        got = db.one("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x")
+        return int(got["x"]) if got else None
+
+    def request_kill(self, session_id: str, requested_by: str) -> int:
+        with self._tx() as db:
+            cid = db.insert("controls", {
+                "session_id": session_id, "ts": time.time(), "action": "kill",
+                "requested_by": requested_by, "host": self.host})
+            # Delivered when the row is committed, never before.
+            db.conn.execute("SELECT pg_notify(%s, %s)", (KILL_CHANNEL, session_id))
+            return cid
+
+    def listener(self) -> KillListener | None:
+        """A connection that hears kill requests as they are committed (see the
+        ControlWatcher); None when `SANDBOX_STORE_NOTIFY=0` (poll only)."""
+        if os.environ.get("SANDBOX_STORE_NOTIFY", "1").strip().lower() in ("0", "no",
+                                                                            "false", "off"):
+            return None
+        return KillListener(self)
 
     def close(self) -> None:
         """Nothing to do: the connections belong to the process's pool for this URL
@@ -371,6 +440,56 @@ class PgStore(Store):
                       session_id, self.path, e)
         if handler is not None:
             supervisor.spawn(handler, reason, name="sandbox-store-lost")
+
+    _replayed: set[tuple[str, str]] = set()  # (database, session id): done, or not ours
+
+    def replay_lost(self) -> list[str]:
+        """Sessions of this host that a lost connection killed are still `running` in
+        PostgreSQL (their end could not be written): once the database is back, write
+        what the local record holds, the `store.lost` event and the `session.end`, so
+        the fleet's store says killed, with the reason. Returns their ids."""
+        if not self.path.exists():
+            return []
+        local = Store(self.path)
+        try:
+            rows = local._query(
+                "SELECT s.id AS id, s.reason AS reason, e.detail AS detail FROM sessions s "
+                "JOIN events e ON e.session_id = s.id AND e.kind = 'store.lost' "
+                "WHERE s.state = 'killed' AND s.updated >= ? ORDER BY s.updated LIMIT 1000",
+                (time.time() - 7 * 86400,))
+        finally:
+            local.close()
+        done = []
+        for r in rows:
+            key = (self.key, str(r["id"]))
+            if key in PgStore._replayed:
+                continue
+            try:
+                session = self.get_session(str(r["id"]))
+            except NotFound:
+                PgStore._replayed.add(key)
+                continue
+            if session.host != self.host or not session.live:
+                PgStore._replayed.add(key)
+                continue
+            import json
+
+            try:
+                detail = json.loads(r["detail"])
+            except (TypeError, ValueError):
+                detail = {}
+            reason = str(r["reason"] or "lost the event store")
+            self.add_event(session.id, "store.lost", {**detail, "replayed": True,
+                                                      "replayed_at": time.time()},
+                           severity="critical", action="kill", rule="store.lost")
+            if self.finish_session(session.id, "killed", reason):
+                self.add_event(session.id, "session.end",
+                               {"state": "killed", "reason": reason, "replayed": True},
+                               severity="warning")
+            self.mark_controls_handled(session.id)
+            PgStore._replayed.add(key)
+            done.append(session.id)
+        return done
 
     def _record_locally(self, session_id: str, reason: str, created: dict[str, Any],
                         seq: int | None, head: str | None) -> None:

@@ -205,6 +205,18 @@ class ControlRow(Row):
     host: str | None
 
 
+@dataclasses.dataclass(frozen=True)
+class EventCursor:
+    """Where a reader of `Store.events_after` is: past every event up to `id`, plus (in
+    PostgreSQL) the commit-order watermark of that read: `xmin`, the oldest transaction
+    still running then (a row it writes may have a lower id than rows already seen), and
+    `seen`, the ids of rows from such transactions the reader has already had."""
+
+    id: int = 0
+    xmin: int | None = None
+    seen: frozenset[int] = frozenset()
+
+
 for _cls in (SessionRow, CommandRow, EventRow, ControlRow):
     _index(_cls)
 
@@ -216,6 +228,7 @@ def as_dicts(rows: list[Any]) -> list[dict[str, Any]]:
     return [r.to_dict() if isinstance(r, Row) else dict(r) for r in rows]
 
 
-__all__ = ["Action", "ChainRow", "CommandRow", "ControlAction", "ControlRow", "EventRow",
+__all__ = ["Action", "ChainRow", "CommandRow", "ControlAction", "ControlRow", "EventCursor",
+           "EventRow",
            "FinalState", "Row", "RowKind", "SessionRow", "Severity", "State", "as_dicts",
            ]

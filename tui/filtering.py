@@ -1,8 +1,8 @@
 """The `/` filter: whitespace-separated terms, all must match (pure, no Textual).
 
-A bare term matches the id, profile or state as a substring (case-insensitive);
-`id:`, `profile:` or `state:` limits a term to that field; `live` and `ended` are
-shorthands for the live and final states.
+A bare term matches the id, profile, state or host as a substring (case-insensitive);
+`id:`, `profile:`, `state:` or `host:` limits a term to that field; `live` and `ended`
+are shorthands for the live and final states.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from sandbox.store import FINAL_STATES, LIVE_STATES
 
-FIELDS = ("id", "profile", "state")
+FIELDS = ("id", "profile", "state", "host")
 
 
 def matches(session: dict[str, Any], query: str) -> bool:

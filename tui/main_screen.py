@@ -52,8 +52,8 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header(icon="■")
-        yield Input(placeholder="filter: id, profile, state (state:running, live, ended)",
-                    id="filter")
+        yield Input(placeholder="filter: id, profile, state, host (state:running, host:NAME, "
+                    "live, ended)", id="filter")
         yield Label("Sessions", classes="section", id="sessions-label")
         yield SessionsTable(id="sessions")
         yield Label("Alerts, all sessions, newest first", classes="section", id="alerts-label")
@@ -91,6 +91,9 @@ class MainScreen(Screen[None]):
         live = sum(1 for s in self.snapshot.sessions if fmt.is_live(s))
         alerts = sum(s.get("n_alerts") or 0 for s in self.snapshot.sessions)
         sub = f"{live} live · {len(self.snapshot.sessions)} sessions · {alerts} alerts"
+        hosts = {s.get("host") for s in self.snapshot.sessions}
+        if len(hosts) > 1:  # a fleet's store
+            sub += f" · {len(hosts)} hosts"
         if self.query_text:
             sub += f" · filter: {self.query_text}"
         if message.error:

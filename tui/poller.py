@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.store import Store, is_alert
+from sandbox.store import EventCursor, Store, is_alert
 
 # Rows read per query and queries per poll: a burst is drained over a few polls at most.
 BATCH = 2_000
@@ -34,24 +34,23 @@ class FleetPoller:
         self.store = store
         self.session_limit = session_limit
         self._alerts: deque[dict[str, Any]] = deque(maxlen=alert_limit)
-        self._since_id = 0
+        # A commit-order cursor: in a fleet's store an alert committed late (a lower id
+        # than alerts already read) is still read, once.
+        self._cursor: EventCursor | None = None
         self._seen = 0
 
     def poll(self) -> FleetSnapshot:
-        if self._since_id == 0:
+        if self._cursor is None:
             # First poll: start from the newest alerts, not from the beginning of history.
-            rows = self.store.events(alerts_only=True, limit=self._alerts.maxlen or 200,
-                                     newest=True)
-            if rows:
-                self._since_id = rows[-1]["id"]
-                self._seen += len(rows)
-                self._alerts.extend(rows)
+            rows, self._cursor = self.store.events_after(
+                None, alerts_only=True, limit=self._alerts.maxlen or 200, newest=True)
+            self._seen += len(rows)
+            self._alerts.extend(rows)
         for _ in range(MAX_BATCHES):
-            rows = self.store.events(since_id=self._since_id, alerts_only=True, limit=BATCH)
-            if rows:
-                self._since_id = rows[-1]["id"]
-                self._seen += len(rows)
-                self._alerts.extend(rows)
+            rows, self._cursor = self.store.events_after(self._cursor, alerts_only=True,
+                                                         limit=BATCH)
+            self._seen += len(rows)
+            self._alerts.extend(rows)
             if len(rows) < BATCH:
                 break
         sessions = self.store.list_sessions(limit=self.session_limit)
@@ -88,7 +87,7 @@ class SessionPoller:
         self.store = store
         self.session_id = session_id
         self._since_seq = 0
-        self._since_id = 0
+        self._cursor: EventCursor | None = None
 
     def poll(self) -> SessionDelta:
         session = self.store.get_session(self.session_id)
@@ -97,10 +96,9 @@ class SessionPoller:
             self._since_seq = commands[-1]["seq"]
         events: list[dict[str, Any]] = []
         for _ in range(MAX_BATCHES):
-            rows = self.store.events(self.session_id, since_id=self._since_id, limit=BATCH)
-            if rows:
-                self._since_id = rows[-1]["id"]
-                events.extend(rows)
+            rows, self._cursor = self.store.events_after(
+                self._cursor or EventCursor(), session_id=self.session_id, limit=BATCH)
+            events.extend(rows)
             if len(rows) < BATCH:
                 break
         return SessionDelta(session, commands, events)

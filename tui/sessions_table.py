@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 from . import fmt
 from .filtering import matches
 
+HOST_COLUMN = ("host", "HOST", 12)  # shown after ID when the sessions span several hosts
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("id", "ID", 10),
     ("profile", "PROFILE", 10),
@@ -25,12 +26,18 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def row_cells(s: dict[str, Any], now: float) -> tuple[Text, ...]:
-    """One session row as cells, in COLUMNS order."""
+def columns(with_host: bool) -> tuple[tuple[str, str, int], ...]:
+    return (COLUMNS[0], HOST_COLUMN, *COLUMNS[1:]) if with_host else COLUMNS
+
+
+def row_cells(s: dict[str, Any], now: float, with_host: bool = False) -> tuple[Text, ...]:
+    """One session row as cells, in `columns(with_host)` order."""
     end = s["ended"] if s.get("ended") else now
     current = s.get("current_command") or ("" if fmt.is_live(s) else (s.get("reason") or ""))
+    host = (fmt.cell(s.get("host"), "cyan", width=HOST_COLUMN[2]),) if with_host else ()
     return (
         fmt.cell(s["id"], "bold"),
+        *host,
         fmt.cell(s["profile"]),
         fmt.state_text(s["state"]),
         fmt.cell(fmt.age(end - s["created"])),
@@ -45,16 +52,22 @@ def row_cells(s: dict[str, Any], now: float) -> tuple[Text, ...]:
 
 
 class SessionsTable(DataTable[Text]):
-    """Every live and recent session; rows keyed by session id, updated cell by cell."""
+    """Every live and recent session; rows keyed by session id, updated cell by cell.
+    A HOST column appears when the sessions come from more than one host (a fleet's
+    store), and goes when they do not."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.with_host = False
         self._order: list[str] = []
         self._cells: dict[str, tuple[Text, ...]] = {}
 
     def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        for key, label, width in columns(self.with_host):
             self.add_column(label, key=key, width=width)
 
     @property
@@ -66,11 +79,17 @@ class SessionsTable(DataTable[Text]):
     def show(self, sessions: tuple[dict[str, Any], ...], now: float, query: str = "") -> None:
         """Show `sessions` (newest first) that match `query`; keep the cursor on its session."""
         self.sessions = {s["id"]: s for s in sessions}
+        with_host = len({s.get("host") for s in sessions}) > 1
+        selected = self.selected_id
+        redraw = with_host != self.with_host
+        if redraw:
+            self.with_host = with_host
+            self.clear(columns=True)
+            self._add_columns()
         visible = [s for s in sessions if matches(s, query)]
         order = [s["id"] for s in visible]
-        cells = {s["id"]: row_cells(s, now) for s in visible}
-        if order != self._order:
-            selected = self.selected_id
+        cells = {s["id"]: row_cells(s, now, with_host) for s in visible}
+        if redraw or order != self._order:
             self.clear()
             for sid in order:
                 self.add_row(*cells[sid], key=sid)
@@ -79,7 +98,7 @@ class SessionsTable(DataTable[Text]):
         else:
             for sid in order:
                 old = self._cells.get(sid)
-                for i, (key, _, _) in enumerate(COLUMNS):
+                for i, (key, _, _) in enumerate(columns(with_host)):
                     if old is None or old[i] != cells[sid][i]:
                         self.update_cell(sid, key, cells[sid][i])
         self._order = order

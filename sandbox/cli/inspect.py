@@ -24,6 +24,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("ls", help="list live and recent sessions")
     p.add_argument("--live", action="store_true", help="only live sessions")
     p.add_argument("-n", type=int, default=50, help="at most N sessions (default 50)")
+    p.add_argument("--host", metavar="H", help="only the sessions host H owns")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
 
@@ -59,18 +60,26 @@ def _age(s: Mapping[str, Any]) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    rows = Store().list_sessions(live_only=args.live, limit=args.n)
+    store = Store()
+    rows = store.list_sessions(live_only=args.live, limit=args.n, host=args.host or None)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], default=str))
         return 0
     if not rows:
-        print("no sessions yet: try `sandbox run -- echo hi`")
+        print(f"no sessions on host {visible(args.host)}" if args.host else
+              "no sessions yet: try `sandbox run -- echo hi`")
         return 0
-    print(f"{'ID':<11} {'PROFILE':<9} {'STATE':<8} {'STARTED':<9} {'AGE':>6} {'CMDS':>5} "
-          f"{'ALERTS':>6} {'DENIED':>6} {'GPU':>9} {'EXIT':>4}  NOW / REASON")
+    # The HOST column: when the store holds more than one host's sessions (a fleet).
+    hosts = store.known_hosts() if store.shared else sorted({s["host"] for s in rows})
+    width = min(20, max([4, *(len(visible(h)) for h in hosts)])) if len(hosts) > 1 else 0
+    host_head = f"{'HOST':<{width}} " if width else ""
+    print(f"{'ID':<11} {host_head}{'PROFILE':<9} {'STATE':<8} {'STARTED':<9} {'AGE':>6} "
+          f"{'CMDS':>5} {'ALERTS':>6} {'DENIED':>6} {'GPU':>9} {'EXIT':>4}  NOW / REASON")
     for s in rows:
         now = visible(s["current_command"] or s["reason"] or "")
-        print(f"{visible(s['id']):<11} {visible(s['profile'])[:9]:<9} {visible(s['state']):<8} "
+        host = f"{visible(s['host'])[:width]:<{width}} " if width else ""
+        print(f"{visible(s['id']):<11} {host}{visible(s['profile'])[:9]:<9} "
+              f"{visible(s['state']):<8} "
               f"{_ts(s['created']):<9} {_age(s):>6} {s['n_commands']:>5} {s['n_alerts']:>6} "
               f"{s['n_denied']:>6} {_gpu(s):>9} "
               f"{'' if s['exit_code'] is None else s['exit_code']:>4}  {now[:60]}")
@@ -120,8 +129,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     print(visible(f"session {s['id']}  profile {s['profile']}  {s['state']}"
                   f"{' (' + s['reason'] + ')' if s['reason'] else ''}  exit {s['exit_code']}"))
-    print(visible(f"  workdir {s['workdir']}  owner pid {s['owner_pid']}  agent uid "
-                  f"{s['agent_uid']}  started {_ts(s['created'])}  age {_age(s)}"))
+    print(visible(f"  host {s['host']}  workdir {s['workdir']}  owner pid {s['owner_pid']}"
+                  f"  agent uid {s['agent_uid']}  started {_ts(s['created'])}  age {_age(s)}"))
     if s["gpu_mem_bytes"] is not None:
         print(f"  gpu {s['gpu_mem_bytes'] >> 20} MiB, {s['gpu_util'] or 0:.0f}% util")
     print(f"  head {s['head_hash']}")
@@ -151,15 +160,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     store = Store()
     sid = store.get_session(args.id)["id"]
-    last_seq, last_event = 0, 0
+    last_seq = 0
+    cursor = None  # events: a commit-order cursor (a fleet store assigns ids at insert)
     deadline_idle = 0.0
     while True:
         for c in store.commands(sid, since_seq=last_seq):
             print(_command_line(c, True), flush=True)
             last_seq = c["seq"]
-        for e in store.events(sid, since_id=last_event):
+        events, cursor = store.events_after(cursor, session_id=sid)
+        for e in events:
             print(_event_line(e), flush=True)
-            last_event = e["id"]
         if not args.follow:
             return 0
         if store.get_session(sid)["state"] in FINAL_STATES:
