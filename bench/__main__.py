@@ -17,7 +17,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _rows() -> dict[str, Callable[[Ctx], Row]]:
-    from . import row_cmd, row_egress, row_exec, row_flood, row_kill, row_load, row_pool, row_start
+    from . import (
+        row_cmd,
+        row_egress,
+        row_exec,
+        row_fleet,
+        row_flood,
+        row_kill,
+        row_load,
+        row_pool,
+        row_start,
+    )
 
     return {
         "start": row_start.run,
@@ -32,6 +42,7 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         "files": row_exec.files_row,
         "many": row_exec.many,
         "pool": row_pool.run,
+        "fleet": row_fleet.run,
     }
 
 
