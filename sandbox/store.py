@@ -363,9 +363,10 @@ class Store:
         return [SessionRow.from_db(r) for r in self._query(sql, (*args, limit))]
 
     def known_hosts(self) -> list[str]:
-        """Every host that owns a session in this store, or beats in it (sorted)."""
-        rows = self._query("SELECT DISTINCT host FROM sessions UNION "
-                           "SELECT DISTINCT host FROM hosts")
+        """The hosts that beat in this store or own one of its newest 1,000 sessions
+        (sorted; bounded work however long the history)."""
+        rows = self._query("SELECT DISTINCT host FROM hosts UNION SELECT DISTINCT host FROM "
+                           "(SELECT host FROM sessions ORDER BY created DESC LIMIT 1000) r")
         return sorted(str(r["host"]) for r in rows)
 
     # -- the chain ------------------------------------------------------------------------

@@ -10,7 +10,8 @@ SCHEMA_VERSION = 4
 # 3: `host` on commands, events and controls (the host each row came from, chained);
 #    the `schema_migrations` table logs every migration applied to a store.
 # 4: the `hosts` table (one heartbeat row per supervisor process with live sessions: a
-#    host none of whose processes beat within the timeout is lost) and `events.tx` (the
+#    host none of whose processes beat within the timeout is lost), an index of live
+#    sessions by host, and `events.tx` (the
 #    writing transaction's id in PostgreSQL: readers of the fleet-wide feed use it as a
 #    commit-order watermark, see `Store.events_after`).
 RECORD_VERSION = 2
@@ -105,6 +106,8 @@ CREATE TABLE IF NOT EXISTS controls (
     host TEXT                         -- the requester's host
 );
 CREATE INDEX IF NOT EXISTS controls_pending ON controls(session_id, handled);
+-- Live sessions by host: gc's lost-host check and `ls --host --live` never scan history.
+CREATE INDEX IF NOT EXISTS sessions_live ON sessions(host) WHERE state IN ('starting','running');
 CREATE TABLE IF NOT EXISTS hosts (
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,

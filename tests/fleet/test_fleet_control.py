@@ -421,3 +421,52 @@ def test_a_schema_3_postgres_store_gains_heartbeats_and_the_watermark(store_url:
     assert row["tx"] and int(row["tx"]) > 0
     again.heartbeat(1, "x", beat=1.0, sessions=0)
     assert [h["host"] for h in again.host_status()] == [again.host]
+
+
+def test_the_tui_stays_live_with_64_sessions_across_hosts(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 live sessions over 2 hosts (rows written as each host would): every one is
+    shown with its host, and a command or an alert recorded on either host reaches the
+    table and the feed within a few polls while all 64 are there."""
+    from sandbox_tui.alert_feed import AlertFeed
+    from sandbox_tui.app import SandboxApp
+    from sandbox_tui.sessions_table import SessionsTable
+
+    from tests.tui.conftest import run, wait_until
+
+    stores = {}
+    for host in ("host-a", "host-b"):
+        with as_host(host):
+            stores[host] = st = Store(store_url)
+        for i in range(32):
+            sid = f"{host[-1]}{i:09d}"
+            st.create_session(sid, profile="default", kind="api", workdir="/w", argv=[],
+                              owner_pid=1, owner_start="x", host=host, user="u")
+            st.update_session(sid, state="running")
+            st.add_command(sid, text="true", output="", exit_code=0, started=1.0,
+                           duration=0.001)
+    monkeypatch.setenv("SANDBOX_HOST_ID", "host-c")
+
+    async def scenario() -> None:
+        app = SandboxApp(Store(store_url), poll_interval=0.1)
+        async with app.run_test(size=(180, 80)) as pilot:
+            table = app.screen.query_one(SessionsTable)
+            feed = app.screen.query_one(AlertFeed)
+            await wait_until(pilot, lambda: table.row_count == 64, timeout=10)
+            assert table.with_host
+            assert "64 live · 64 sessions" in str(app.screen.sub_title)
+            for rnd in range(3):
+                for host, st in stores.items():
+                    sid = f"{host[-1]}{rnd * 7:09d}"
+                    st.add_command(sid, text=f"echo {rnd}", output="", exit_code=0,
+                                   started=2.0, duration=0.001)
+                    st.add_event(sid, "guard.verdict", {"n": rnd}, severity="alert",
+                                 action="flag", rule=f"r{rnd}")
+                    await wait_until(pilot, lambda sid=sid, rnd=rnd: str(
+                        table.get_cell(sid, "cmds")) == "2" and any(
+                        a["session_id"] == sid and a["rule"] == f"r{rnd}"
+                        for a in feed.alerts), timeout=5, what=f"{sid} updated")
+            assert {a["host"] for a in feed.alerts} == {"host-a", "host-b"}
+            assert feed.with_host
+
+    run(scenario())
