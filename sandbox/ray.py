@@ -431,18 +431,21 @@ class SandboxPool:
 
     async def _place(self, cpus: float, gpus: int, node: str | None
                      ) -> tuple[PlacementGroup, str, list[str]]:
-        """Reserve one bundle on an agent node; (group, node id, GPU ids)."""
-        targets = [node] if node is not None else self.nodes()
-        if not targets or (node is not None and node not in self.agents):
-            raise SetupError(f"no live sandbox node{' ' + node if node else ''} in the pool")
+        """Reserve one bundle on a slot node; (group, node id, GPU ids). Any node with
+        the slot resource, one that joins while this waits included (its agent starts
+        then), unless the pool was limited to `nodes` or `node` pins it."""
+        if node is not None and node not in self.agents:
+            raise SetupError(f"no live sandbox node {node} in the pool")
         bundle = {self.resource: 1.0}
         if cpus:
             bundle["CPU"] = float(cpus)
         if gpus:
             bundle["GPU"] = float(gpus)
-        selector = targets[0] if len(targets) == 1 else f"in({','.join(targets)})"
-        pg = placement_group([bundle], strategy="STRICT_PACK",
-                             bundle_label_selector=[{NODE_LABEL: selector}])
+        targets = [node] if node is not None else (
+            sorted(self._only) if self._only is not None else None)
+        selector = None if targets is None else [{NODE_LABEL: targets[0] if len(targets) == 1
+                                                  else f"in({','.join(targets)})"}]
+        pg = placement_group([bundle], strategy="STRICT_PACK", bundle_label_selector=selector)
         try:
             await asyncio.wait_for(pg.ready(), self.placement_timeout)
         except BaseException as e:
@@ -470,6 +473,9 @@ class SandboxPool:
         pg, node_id, gpu_ids = await self._place(cpus, gpus, node)
         try:
             agent = self.agents.get(node_id)
+            if agent is None:  # a node that joined since the last look: adopt it now
+                await self._check_nodes()
+                agent = self.agents.get(node_id)
             if agent is None:
                 raise SessionClosed(f"node {node_id} has no live agent")
             kw = dict(kwargs)

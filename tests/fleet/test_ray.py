@@ -56,6 +56,13 @@ def no_ray_left() -> Iterator[None]:
     assert not _raylets() - before, "raylet processes left behind"
 
 
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 class RayCluster:
     """A head node (no slots) and slot nodes; the driver connected to the head."""
 
@@ -73,10 +80,10 @@ class RayCluster:
         ray.init(address=self.cluster.address, include_dashboard=False,
                  log_to_driver=False)
 
-    def remove(self, node_id: str) -> None:
+    def remove(self, node_id: str, graceful: bool = True) -> None:
         node = next(n for n in self.nodes if n.node_id == node_id)
         self.nodes.remove(node)
-        self.cluster.remove_node(node)
+        self.cluster.remove_node(node, allow_graceful=graceful)
 
     def shutdown(self) -> None:
         try:
@@ -198,8 +205,11 @@ def test_warm_pool_on_the_cluster(cluster: RayCluster) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("graceful", [True, False], ids=["sigterm", "sigkill"])
 def test_a_dead_node_fails_its_sessions_and_the_pool_replaces_capacity(
-        cluster: RayCluster) -> None:
+        cluster: RayCluster, graceful: bool) -> None:
+    """sigterm: the raylet goes down and tells the GCS; sigkill: every process of the node
+    is killed at once and the GCS finds out by its health checks."""
     a, b = cluster.add(slots=2), cluster.add(slots=2)
     cluster.connect()
     losses: list[Any] = []
@@ -217,7 +227,7 @@ def test_a_dead_node_fails_its_sessions_and_the_pool_replaces_capacity(
             doomed = {on_b.id, warm_b[0].id}
             owner_b = on_b.owner_pid
 
-            await asyncio.to_thread(cluster.remove, b)
+            await asyncio.to_thread(cluster.remove, b, graceful)
             await wait_for(lambda: losses, 60, "the pool to see node b die")
             loss = losses[0]
             assert loss.node_id == b and set(loss.sessions) == doomed
@@ -226,7 +236,7 @@ def test_a_dead_node_fails_its_sessions_and_the_pool_replaces_capacity(
                 row = store.get_session(sid)
                 assert row["state"] == "failed", row
                 assert b in row["reason"] and "died" in row["reason"], row["reason"]
-            assert not psutil.pid_exists(owner_b)
+            assert _gone(owner_b)  # the agent process died with its node
             with pytest.raises(SessionClosed, match="died"):
                 await on_b.exec(["true"])
             # The node a sandboxes carry on.
@@ -252,3 +262,78 @@ def test_a_dead_node_fails_its_sessions_and_the_pool_replaces_capacity(
     for sid in losses[0].sessions:
         ws = Store().get_session(sid)["workdir"]
         assert not Path(ws).exists(), ws
+
+
+def test_one_postgresql_store_for_every_node(cluster: RayCluster, store_url: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """SANDBOX_STORE reaches the agents: both nodes' sessions, commands and a kill sent
+    through the store live in the one PostgreSQL database."""
+    monkeypatch.setenv("SANDBOX_STORE", store_url)
+    a, b = cluster.add(slots=1), cluster.add(slots=1)
+    cluster.connect()
+
+    async def main() -> None:
+        pool = SandboxPool()
+        try:
+            await pool.start()
+            boxes = [await pool.acquire(cpus=0.25, node=n) for n in (a, b)]
+            store = Store(store_url)
+            assert store.key == Store().key  # the driver's Store() is the same database
+            for sb in boxes:
+                await sb.exec(["echo", f"on {sb.node_id[:8]}"])
+                row = store.get_session(sb.id)
+                assert row["state"] == "running" and row["owner_pid"] == sb.owner_pid
+                assert store.commands(sb.id)[-1]["output"].startswith("on ")
+            # An operator's kill through the store reaches the node that owns the sandbox.
+            store.request_kill(boxes[1].id, "operator")
+            await wait_for(lambda: store.get_session(boxes[1].id)["state"] == "killed", 30,
+                           "the kill to reach the node")
+            assert not await boxes[1].is_alive()
+        finally:
+            await pool.close()
+        local = {s["id"] for s in Store(Path(os.environ["SANDBOX_STATE_DIR"]) / "sandbox.db")
+                 .list_sessions()}
+        assert not local & {sb.id for sb in boxes}  # nothing went to a node-local file
+
+    run(main())
+
+
+def test_gpus_are_placed_by_ray_and_granted_as_ray_assigned(
+        cluster: RayCluster, test_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node with 2 (declared) GPUs, the fake NVML on the agents: each `gpus=1` sandbox
+    is granted the device Ray gave its bundle; a third waits for a GPU and times out."""
+    import json
+
+    scenario = test_dir / "fake-nvml.json"
+    scenario.write_text(json.dumps({"devices": 2}))
+    monkeypatch.setenv("SANDBOX_FAKE_NVML", str(scenario))
+    g = cluster.add(slots=4, cpus=1)  # no GPUs here
+    gnode = cluster.cluster.add_node(**LOOPBACK, num_cpus=1, num_gpus=2,
+                                     resources={"sandbox": 4})
+    cluster.nodes.append(gnode)
+    cluster.connect()
+
+    async def main() -> None:
+        pool = SandboxPool(placement_timeout=5)
+        try:
+            await pool.start()
+            one = await pool.acquire(gpus=1, cpus=0.25)
+            two = await pool.acquire(gpus=1, cpus=0.25)
+            assert one.node_id == two.node_id == gnode.node_id != g
+            seen = []
+            for sb in (one, two):
+                r = await sb.exec("echo $CUDA_VISIBLE_DEVICES")
+                seen.append(r.stdout.strip())
+            assert len(set(seen)) == 2 and all(s.startswith("GPU-fake-") for s in seen), seen
+            with pytest.raises(Exception, match="no free"):
+                await pool.acquire(gpus=1, cpus=0.25)
+            plain = await pool.acquire(cpus=0.25)
+            assert (await plain.exec("echo [$CUDA_VISIBLE_DEVICES]")).stdout.strip() == "[]"
+            await pool.release(one)  # its GPU is free again
+            three = await pool.acquire(gpus=1, cpus=0.25)
+            r = await three.exec("echo $CUDA_VISIBLE_DEVICES")
+            assert r.stdout.strip() == seen[0]
+        finally:
+            await pool.close()
+
+    run(main())
