@@ -352,7 +352,9 @@ class PgStore(Store):
                          "table_schema=current_schema()")
             if got is not None and not got["column_default"]:
                 db.conn.execute(f"ALTER TABLE events ALTER COLUMN tx SET DEFAULT {PG_TX}")
-            db.conn.execute(PG_EXTRA)
+            if db.one("SELECT 1 FROM pg_indexes WHERE indexname='events_tx' AND "
+                      "schemaname=current_schema()") is None:
+                db.conn.execute(PG_EXTRA)
 
     # -- the fleet: the store's clock, the commit-order watermark, the kill channel ------
 
