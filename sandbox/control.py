@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable
 
 from . import owners, supervisor
-from .store import FINAL_STATES, ControlListener, Store, StoreUnavailable
+from .store import FINAL_STATES, Store
+from .store_api import ControlListener, StoreUnavailable
 
 log = logging.getLogger("sandbox")
 POLL_S = 0.025  # polling only: kill requests are seen within 25 ms (goal: kill <= 200 ms)

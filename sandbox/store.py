@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from . import chain, paths
 from .errors import NotFound, StoreError
-from .store_api import StoreBackend, StoreUnavailable, is_pg_url
+from .store_api import ControlListener, StoreBackend, StoreUnavailable, is_pg_url
 from .store_rows import (
     ChainRow,
     CommandRow,
@@ -114,16 +114,6 @@ class _Db(Protocol):
     def run(self, sql: str, args: Sequence[Any] = ()) -> int: ...
 
     def insert(self, table: str, row: dict[str, Any]) -> int: ...
-
-
-class ControlListener(Protocol):
-    """A channel that hears kill requests as they are made (PostgreSQL LISTEN)."""
-
-    def wait(self, timeout: float) -> list[str]:
-        """Session ids whose kill was requested since the last call; [] on timeout."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class _SqliteDb:

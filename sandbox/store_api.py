@@ -20,6 +20,7 @@ from .store_rows import (
     ChainRow,
     CommandRow,
     ControlRow,
+    EventCursor,
     EventRow,
     FinalState,
     SessionRow,
@@ -50,6 +51,16 @@ def redact_url(url: str) -> str:
     query = "&".join(p for p in parts.query.split("&")
                      if p and not p.lower().startswith(("password=", "passfile=")))
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class ControlListener(Protocol):
+    """A channel that hears kill requests as they are made (PostgreSQL LISTEN)."""
+
+    def wait(self, timeout: float) -> list[str]:
+        """Session ids whose kill was requested since the last call; [] on timeout."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable
@@ -87,7 +98,10 @@ class StoreBackend(Protocol):
     def get_session(self, session_id: str) -> SessionRow: ...
 
     def list_sessions(self, *, live_only: bool = False, limit: int = 200,
-                      since_updated: float = 0.0) -> list[SessionRow]: ...
+                      since_updated: float = 0.0, host: str | None = None
+                      ) -> list[SessionRow]: ...
+
+    def known_hosts(self) -> list[str]: ...
 
     def add_command(
         self, session_id: str, *, text: str, output: str | bytes, exit_code: int | None,
@@ -108,6 +122,13 @@ class StoreBackend(Protocol):
         limit: int = 10_000, kinds: tuple[str, ...] = (), newest: bool = False,
     ) -> list[EventRow]: ...
 
+    def events_after(
+        self, cursor: EventCursor | None = None, *, session_id: str | None = None,
+        alerts_only: bool = False, limit: int = 10_000, newest: bool = False,
+    ) -> tuple[list[EventRow], EventCursor]:
+        """Events in commit order from `cursor` (tailing readers: `logs -f`, the TUI)."""
+        ...
+
     def count_events(self, session_id: str, kind: str) -> int: ...
 
     def chain_rows(self, session_id: str) -> list[ChainRow]: ...
@@ -121,6 +142,27 @@ class StoreBackend(Protocol):
     def pending_kills(self, session_ids: list[str]) -> list[tuple[str, str]]: ...
 
     def mark_controls_handled(self, session_id: str) -> None: ...
+
+    # -- across hosts: control, heartbeats, lost connections --------------------------
+
+    shared: bool  # several hosts write this store (PostgreSQL)
+
+    def listener(self) -> ControlListener | None:
+        """A channel that hears kill requests as they are made; None: poll instead."""
+        ...
+
+    def ended_among(self, session_ids: list[str]) -> dict[str, str]: ...
+
+    def heartbeat(self, pid: int, owner_start: str, *, beat: float, sessions: int
+                  ) -> None: ...
+
+    def host_status(self) -> list[dict[str, Any]]: ...
+
+    def prune_heartbeats(self, older_than: float) -> int: ...
+
+    def replay_lost(self) -> list[str]:
+        """Write sessions killed by a lost connection (recorded locally) back in."""
+        ...
 
     def on_lost(self, session_id: str, handler: Callable[[str], None] | None) -> None:
         """Have `handler(reason)` called (on its own thread) when a write of this
