@@ -134,7 +134,11 @@ class WarmPool:
                 slot.grew.clear()
                 await slot.grew.wait()
 
-        await asyncio.wait_for(asyncio.gather(*(one(s) for s in slots)), timeout)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one(s) for s in slots)), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"warm pool not ready in {timeout} s: "
+                               f"{ {s.key: self.stats(s.key) for s in slots} }") from None
 
     # -- acquire / release ----------------------------------------------------------------
 

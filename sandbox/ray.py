@@ -39,33 +39,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import ray
-from ray.util.placement_group import (
-    PlacementGroup,
-    placement_group,
-    placement_group_table,
-    remove_placement_group,
-)
-from ray.util.scheduling_strategies import (
-    NodeAffinitySchedulingStrategy,
-    PlacementGroupSchedulingStrategy,
-)
-
-from .errors import SessionClosed, SetupError
+from .errors import DependencyMissing, SessionClosed, SetupError
 from .execute import ExecTimeout
 from .pool import WarmPool, pool_key
 from .profile import Profile
 from .result import CommandResult, ExecResult
 
+if TYPE_CHECKING:
+    from ray.util.placement_group import PlacementGroup
+
 log = logging.getLogger("sandbox")
+
+
+def _ray() -> ModuleType:
+    """Ray, imported on first use: `import sandbox.ray` works without the [ray] extra."""
+    try:
+        import ray
+        import ray.util.placement_group
+        import ray.util.scheduling_strategies
+    except ImportError as e:
+        raise DependencyMissing(
+            f"sandbox.ray needs Ray: pip install 'ringfence[ray]' ({e})") from None
+    return ray
+
+
+def _pgs() -> ModuleType:
+    """ray.util.placement_group, the module (`ray.util` has a function by that name)."""
+    _ray()
+    return importlib.import_module("ray.util.placement_group")
+
+
+def _strategies() -> ModuleType:
+    _ray()
+    return importlib.import_module("ray.util.scheduling_strategies")
+
 
 RESOURCE = "sandbox"
 NODE_LABEL = "ray.io/node-id"
@@ -89,7 +106,7 @@ class HostAgent:
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         os.environ.update(env or {})
-        self.node_id = ray.get_runtime_context().get_node_id()
+        self.node_id = _ray().get_runtime_context().get_node_id()
         self.pool = WarmPool()
         self.boxes: dict[str, Any] = {}  # id -> AsyncSandbox
 
@@ -183,14 +200,15 @@ class RaySandbox:
         """Call the agent's `method` for this sandbox, errors as the sandbox raises them."""
         if self.state != "running":
             raise SessionClosed(f"sandbox {self.id} is {self.state}: {self.reason or ''}")
+        rx = _ray().exceptions
         try:
             return await getattr(self._agent, method).remote(self.id, *args)
-        except ray.exceptions.RayTaskError as e:
+        except rx.RayTaskError as e:
             cause = e.cause
             if isinstance(cause, BaseException):
                 raise cause from None
             raise
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+        except (rx.RayActorError, rx.ActorUnavailableError) as e:
             await self._pool._check_nodes()
             raise SessionClosed(f"sandbox {self.id} on node {self.node_id} is gone: "
                                 f"{self.reason or e}") from None
@@ -246,8 +264,8 @@ class RaySandbox:
     async def _end(self, call: Callable[[], Any], state: str, reason: str) -> None:
         if self.state == "running":
             self.state, self.reason = state, reason
-            with contextlib.suppress(ray.exceptions.RayActorError,
-                                     ray.exceptions.ActorUnavailableError):
+            rx = _ray().exceptions
+            with contextlib.suppress(rx.RayActorError, rx.ActorUnavailableError):
                 await call()
         self._pool._forget(self)
 
@@ -255,7 +273,7 @@ class RaySandbox:
         if self._pg is not None:
             pg, self._pg = self._pg, None
             with contextlib.suppress(Exception):
-                remove_placement_group(pg)
+                _pgs().remove_placement_group(pg)
 
     async def __aenter__(self) -> RaySandbox:
         return self
@@ -289,6 +307,7 @@ class _Warm:
     cold_starts: int = 0
     started: int = 0
     start_failures: int = 0
+    dead_skipped: int = 0
     last_error: str = ""
 
 
@@ -335,7 +354,7 @@ class SandboxPool:
     async def start(self, nodes: list[str] | None = None) -> SandboxPool:
         """Start one agent per node that offers the slot resource (or only on `nodes`, by
         Ray node id) and begin watching node liveness. Ray must be initialised."""
-        if not ray.is_initialized():
+        if not _ray().is_initialized():
             raise SetupError("ray is not initialised: call ray.init(address=...) first")
         self._only = set(nodes) if nodes is not None else None
         self._checking = asyncio.Lock()
@@ -350,7 +369,7 @@ class SandboxPool:
     async def _adopt_nodes(self) -> list[str]:
         """Agents for live slot nodes that have none; returns their node ids."""
         new = []
-        for node in await asyncio.to_thread(ray.nodes):
+        for node in await asyncio.to_thread(_ray().nodes):
             nid = node["NodeID"]
             if not node.get("Alive") or nid in self.agents:
                 continue
@@ -360,7 +379,8 @@ class SandboxPool:
                 continue
             handle = _agent_class().options(
                 num_cpus=0, max_concurrency=1000, max_restarts=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(nid, soft=False),
+                scheduling_strategy=_strategies().NodeAffinitySchedulingStrategy(
+                    nid, soft=False),
                 runtime_env={"env_vars": dict(self.env)},
             ).remote(self.env)
             self.agents[nid] = _Agent(nid, handle)
@@ -397,7 +417,7 @@ class SandboxPool:
         if self._checking is None or self._closed:
             return
         async with self._checking:
-            table = await asyncio.to_thread(ray.nodes)
+            table = await asyncio.to_thread(_ray().nodes)
             dead = {n["NodeID"]: n for n in table if not n.get("Alive")}
             for nid, agent in list(self.agents.items()):
                 if agent.alive and nid in dead:
@@ -445,23 +465,25 @@ class SandboxPool:
             sorted(self._only) if self._only is not None else None)
         selector = None if targets is None else [{NODE_LABEL: targets[0] if len(targets) == 1
                                                   else f"in({','.join(targets)})"}]
-        pg = placement_group([bundle], strategy="STRICT_PACK", bundle_label_selector=selector)
+        pg = _pgs().placement_group(
+            [bundle], strategy="STRICT_PACK", bundle_label_selector=selector)
         try:
             await asyncio.wait_for(pg.ready(), self.placement_timeout)
         except BaseException as e:
-            remove_placement_group(pg)
+            _pgs().remove_placement_group(pg)
             if isinstance(e, asyncio.TimeoutError):
                 raise SetupError(
                     f"no free {bundle} slot on {'node ' + node if node else 'any node'} "
                     f"within {self.placement_timeout:.0f} s") from None
             raise
-        table = await asyncio.to_thread(placement_group_table, pg)
+        table = await asyncio.to_thread(_pgs().placement_group_table, pg)
         node_id: str = table["bundles_to_node_id"][0]
         gpu_ids: list[str] = []
         if gpus:
-            ids = await _gpu_ids.options(
+            ids = await _gpu_task().options(
                 num_gpus=gpus, num_cpus=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0),
+                scheduling_strategy=_strategies().PlacementGroupSchedulingStrategy(
+                    pg, 0),
             ).remote()
             gpu_ids = [str(i) for i in ids]
         return pg, node_id, gpu_ids
@@ -483,7 +505,7 @@ class SandboxPool:
                 kw["gpu"] = {"devices": gpu_ids}
             info = await agent.handle.start.remote(profile, kw)
         except BaseException:
-            remove_placement_group(pg)
+            _pgs().remove_placement_group(pg)
             raise
         res = {self.resource: 1.0, "CPU": float(cpus), "GPU": float(gpus)}
         sb = RaySandbox(self, agent.handle, node_id, info, pg, res)
@@ -524,14 +546,19 @@ class SandboxPool:
                 w.grew.clear()
                 await w.grew.wait()
 
-        await asyncio.wait_for(asyncio.gather(*(one(w) for w in self._warm.values())),
-                               timeout)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one(w) for w in self._warm.values())),
+                                   timeout)
+        except TimeoutError:
+            raise TimeoutError(f"warm targets not met in {timeout} s: "
+                               f"{self.stats()['warm']}") from None
 
     async def acquire(self, profile: Profile | str = "default", *, gpus: int = 0,
                       cpus: float = 1, node: str | None = None, **sandbox_kwargs: Any
                       ) -> RaySandbox:
         """A started sandbox holding {sandbox: 1, CPU: cpus, GPU: gpus}: a warm one when
-        ready (no await), else placed and started now (counted as cold). `node` pins it
+        ready (one liveness round trip to its agent), else placed and started now
+        (counted as cold). `node` pins it
         to one node (never from the warm queue unless it sits there)."""
         if self._closed:
             raise RuntimeError("the pool is closed")
@@ -541,11 +568,18 @@ class SandboxPool:
         w = self._warm.get(key)
         if w is not None and (not sandbox_kwargs or sandbox_kwargs == w.kwargs):
             for sb in list(w.ready):
-                if sb.state == "running" and (node is None or sb.node_id == node):
+                if node is not None and sb.node_id != node:
+                    continue
+                with contextlib.suppress(ValueError):
                     w.ready.remove(sb)
+                # One round trip to its agent: a sandbox that died while it waited (a
+                # kill, a limit) is never handed out.
+                if sb.state == "running" and await sb.is_alive():
                     w.warm_hits += 1
                     self._kick(w)
                     return sb
+                w.dead_skipped += 1
+                await sb.close()
             w.cold_starts += 1
             self._kick(w)
             kwargs = sandbox_kwargs or w.kwargs
@@ -617,7 +651,8 @@ class SandboxPool:
             "warm": {f"{k[0]}/cpu={k[1]:g}/gpu={k[2]}": {
                 "target": w.target, "ready": len(w.ready), "starting": w.starting,
                 "warm_hits": w.warm_hits, "cold_starts": w.cold_starts, "started": w.started,
-                "start_failures": w.start_failures, "last_error": w.last_error,
+                "start_failures": w.start_failures, "dead_skipped": w.dead_skipped,
+                "last_error": w.last_error,
             } for k, w in self._warm.items()},
             "live": len(self._live),
         }
@@ -643,7 +678,7 @@ class SandboxPool:
                              return_exceptions=True)
         for a in agents:
             with contextlib.suppress(Exception):
-                ray.kill(a.handle)
+                _ray().kill(a.handle)
         self.agents.clear()
 
     async def __aenter__(self) -> SandboxPool:
@@ -660,14 +695,23 @@ def _agent_class() -> Any:
     """`HostAgent` as a Ray actor class (made once per process)."""
     global _AGENT
     if _AGENT is None:
-        _AGENT = ray.remote(HostAgent)
+        _AGENT = _ray().remote(HostAgent)
     return _AGENT
 
 
-@ray.remote(num_cpus=0)
 def _gpu_ids() -> list[Any]:
     """Run inside a sandbox's bundle: the GPU ids Ray assigned to it."""
-    return list(ray.get_gpu_ids())
+    return list(_ray().get_gpu_ids())
+
+
+_GPU_TASK: Any = None
+
+
+def _gpu_task() -> Any:
+    global _GPU_TASK
+    if _GPU_TASK is None:
+        _GPU_TASK = _ray().remote(num_cpus=0)(_gpu_ids)
+    return _GPU_TASK
 
 
 def _death_reason(node_id: str, node: dict[str, Any]) -> str:

@@ -24,11 +24,14 @@ from typing import Any
 import psutil
 import pytest
 
-ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+try:
+    import ray
+    from ray.cluster_utils import Cluster
+except ImportError:  # the suite tests the [ray] extra: a missing Ray is a failure, not a skip
+    pytest.fail("Ray is not installed: .venv/bin/pip install 'ringfence[ray]'", pytrace=False)
 
-from sandbox import SessionClosed, Store  # noqa: E402
-from sandbox.ray import SandboxPool  # noqa: E402
+from sandbox import SessionClosed, Store
+from sandbox.ray import SandboxPool
 
 LOOPBACK = {"node_ip_address": "127.0.0.1", "include_dashboard": False,
             "object_store_memory": 80 << 20}
@@ -184,23 +187,35 @@ def test_warm_pool_on_the_cluster(cluster: RayCluster) -> None:
             pool.warm(2, profile="default", cpus=0.25)
             await pool.wait_ready(timeout=120)
             seen = set()
-            for _ in range(3):
+            took = []
+            for _ in range(5):
                 t0 = time.perf_counter()
                 sb = await pool.acquire(profile="default", cpus=0.25)
-                took = time.perf_counter() - t0
-                assert took < 0.05, took  # a pop from the driver's queue
+                took.append(time.perf_counter() - t0)
                 assert sb.id not in seen
                 seen.add(sb.id)
                 assert "episode" not in (await sb.exec("cat mark 2>&1; true")).stdout
                 await sb.write_file("mark", "episode")
                 await pool.release(sb)
                 await pool.wait_ready(timeout=120)
+            # A queue pop and one liveness round trip to the agent, not a start.
+            assert sorted(took)[2] < 0.05, took
             st = pool.stats()["warm"]["default/cpu=0.25/gpu=0"]
-            assert st["warm_hits"] == 3 and st["cold_starts"] == 0 and st["ready"] == 2
+            assert st["warm_hits"] == 5 and st["cold_starts"] == 0 and st["ready"] == 2
+            # A warm sandbox killed while it waits (here through the store) is skipped.
+            victim = pool._warm[("default", 0.25, 0)].ready[0]
+            Store().request_kill(victim.id, "operator")
+            await wait_for(lambda: Store().get_session(victim.id)["state"] == "killed", 30,
+                           "the kill")
+            sb = await pool.acquire(profile="default", cpus=0.25)
+            assert sb.id != victim.id and (await sb.exec(["true"])).returncode == 0
+            seen.add(sb.id)
+            assert pool.stats()["warm"]["default/cpu=0.25/gpu=0"]["dead_skipped"] == 1
         finally:
             await pool.close()
         states = {Store().get_session(s)["state"] for s in seen}
         assert states == {"exited"}
+        print(f"ray warm acquire: median {sorted(took)[2] * 1000:.2f} ms of {len(took)}")
 
     run(main())
 
