@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 
 # Before Ray is imported: on a host with a routable address Ray would rewrite 127.0.0.1 to
 # it when connecting; this keeps the cluster on loopback (read once, at import).
@@ -89,12 +90,16 @@ class RayCluster:
         self.cluster.remove_node(node, allow_graceful=graceful)
 
     def shutdown(self) -> None:
+        head = self.cluster.head_node
+        session_dir = head.get_session_dir_path() if head is not None else None
         try:
             ray.shutdown()
         finally:
             self.cluster.shutdown()
             if self.cluster.head_node is not None:
                 self.cluster.remove_node(self.cluster.head_node)
+            if session_dir:  # the run's Ray logs and sockets
+                shutil.rmtree(session_dir, ignore_errors=True)
 
 
 @pytest.fixture
