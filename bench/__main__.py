@@ -26,6 +26,7 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         row_kill,
         row_load,
         row_pool,
+        row_ray,
         row_start,
     )
 
@@ -43,6 +44,7 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         "many": row_exec.many,
         "pool": row_pool.run,
         "fleet": row_fleet.run,
+        "ray": row_ray.run,
     }
 
 

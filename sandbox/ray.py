@@ -89,6 +89,8 @@ NODE_LABEL = "ray.io/node-id"
 # Passed to every agent: where the one store is. Never SANDBOX_HOST_ID (each host's own).
 ENV_PREFIX = "SANDBOX_"
 ENV_NOT_PASSED = frozenset({"SANDBOX_HOST_ID"})
+# `SandboxPool(host_id="{hostname}-{node}")`: the agent makes its own SANDBOX_HOST_ID.
+HOST_ID_TEMPLATE = "SANDBOX_RAY_HOST_ID"
 
 
 def store_env() -> dict[str, str]:
@@ -107,6 +109,10 @@ class HostAgent:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         os.environ.update(env or {})
         self.node_id = _ray().get_runtime_context().get_node_id()
+        template = os.environ.pop(HOST_ID_TEMPLATE, "")
+        if template:  # several nodes on one machine (a demo, a test): a host id each
+            os.environ["SANDBOX_HOST_ID"] = template.format(
+                hostname=os.uname().nodename, node=self.node_id[:8])
         self.pool = WarmPool()
         self.boxes: dict[str, Any] = {}  # id -> AsyncSandbox
 
@@ -327,15 +333,19 @@ class SandboxPool:
     `resource`: the custom slot resource nodes offer (`sandbox`); `env`: extra environment
     for the agents (on top of the driver's `SANDBOX_*`); `placement_timeout`: how long an
     acquire waits for a free slot before it raises; `monitor_interval`: how often node
-    liveness is read from Ray; `on_node_lost`: called with each `NodeLoss`.
+    liveness is read from Ray; `on_node_lost`: called with each `NodeLoss`; `host_id`:
+    each agent's host id in the store, a template of `{hostname}` and `{node}` (default:
+    the node's hostname; several nodes on one machine need `"{hostname}-{node}"`).
     """
 
     def __init__(self, *, resource: str = RESOURCE, env: dict[str, str] | None = None,
                  placement_timeout: float = 60.0, monitor_interval: float = 0.5,
-                 parallel: int = 2, on_node_lost: Callable[[NodeLoss], Any] | None = None
-                 ) -> None:
+                 parallel: int = 2, on_node_lost: Callable[[NodeLoss], Any] | None = None,
+                 host_id: str | None = None) -> None:
         self.resource = resource
         self.env = {**store_env(), **(env or {})}
+        if host_id:  # "{hostname}" and "{node}" (the node id's first 8 characters)
+            self.env[HOST_ID_TEMPLATE] = host_id
         self.placement_timeout = placement_timeout
         self.monitor_interval = monitor_interval
         self.parallel = max(1, parallel)

@@ -18,9 +18,9 @@ import pytest
 
 from sandbox import Sandbox, SessionClosed, SetupError, Store, gc, paths, profile
 from sandbox.errors import NotFound
+from sandbox.pgserver import PgServer
 from sandbox.store import StoreUnavailable
 from sandbox.store_pg import PgStore
-from tests.fleet.pgserver import PgServer
 from tests.helpers import make_workspace, sandbox_cli, wait_for
 
 

@@ -263,7 +263,7 @@ def test_a_schema_2_sqlite_store_gains_hosts_and_old_rows_still_verify(
 
 
 def test_an_unreachable_server_says_so_without_the_password(store_url: str) -> None:
-    from tests.fleet.pgserver import free_port
+    from sandbox.pgserver import free_port
 
     url = f"postgresql://someone:hunter2-secret@127.0.0.1:{free_port()}/nothing"
     with pytest.raises(StoreUnavailable) as err:
