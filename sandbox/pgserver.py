@@ -47,8 +47,8 @@ class PgServer:
     def __init__(self, root: Path | None = None) -> None:
         bindir = pg_bindir()
         if bindir is None:
-            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql; "
-                               "scripts/bootstrap.sh does it)")
+            raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql ("
+                               "scripts/bootstrap.sh --test does it)")
         self.bin = bindir
         self.os_user = pwd.getpwnam("postgres")
         self.dir = Path(tempfile.mkdtemp(prefix="sbx-pg-", dir=root))
@@ -127,6 +127,9 @@ class PgServer:
 
 # -- `python -m sandbox.pgserver up|down`: one server kept under the state dir ------------
 
+SERVER_ROOT = Path("/var/lib/sandbox-pgserver")
+
+
 def _state() -> Path:
     from . import paths
 
@@ -152,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pgserver: already up; {json.loads(info_file.read_text())['export']}")
             return 0
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        server = PgServer(root=state).start()
+        # Not under the state dir: that is 0700 root, and the server runs as `postgres`.
+        SERVER_ROOT.mkdir(parents=True, exist_ok=True, mode=0o755)
+        server = PgServer(root=SERVER_ROOT).start()
         url = server.createdb("sandbox")
         export = f"export SANDBOX_STORE='{url}'"
         info_file.write_text(json.dumps({"dir": str(server.dir), "port": server.port,

@@ -6,10 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: firejail (the jail), nftables + iproute2 (allowlist networking),
-# acl + util-linux (setfacl/setpriv: the unprivileged agent user), tmux/asciinema (tests),
-# postgresql (the fleet tests start a throwaway server; the PostgreSQL store is optional).
-PKGS=(firejail nftables iproute2 acl util-linux passwd procps psmisc openssl curl openssh-client tmux postgresql
+# acl + util-linux (setfacl/setpriv: the unprivileged agent user), tmux/asciinema (tests).
+PKGS=(firejail nftables iproute2 acl util-linux passwd procps psmisc openssl curl openssh-client tmux
       asciinema python3 python3-venv python3-pip ca-certificates)
+# `--test` (scripts/test): postgresql too, for the fleet tests' throwaway servers. Not for
+# the quick start's `sandbox run`: SQLite is the default store, and Debian's package would
+# start a server on every machine that only wanted a sandbox.
+if [[ ${1:-} == --test ]]; then
+  PKGS+=(postgresql)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
