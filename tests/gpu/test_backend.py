@@ -65,6 +65,11 @@ def test_fake_timeline_and_pid_sources(tmp_path: Path) -> None:
     assert [p.pid for p in fake.processes(0)] == [os.getpid()]
     proc = subprocess.Popen(["sh", "-c", "sleep 30; : fake-miner-marker-xyz"])
     try:
+        # Right after fork the child's cmdline is still ours: wait for sh's exec (bounded).
+        deadline = time.monotonic() + 10
+        while b"fake-miner-marker-xyz" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "sh never exec'd"
+            time.sleep(0.01)
         now[0] = 5
         assert [p.pid for p in fake.processes(0)] == [proc.pid]
         assert fake.utilization(0) == (99, 50)
