@@ -121,11 +121,22 @@ class Exec:
         join = [launch.tool("firejail"), "--quiet", f"--join=sbx-{self.session.id}", "--",
                 *argv]
         self.started, self.t0 = time.time(), time.monotonic()
-        return subprocess.Popen(
-            join, env=self.env, cwd=str(self.session.workdir),
-            stdin=subprocess.PIPE if stdin or self.preamble else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=self.session.launcher())
+        # The exec monitor must see what the join runs (process rules, the record): it
+        # is our child, not the jail's, so tell the monitor it is coming.
+        procs = self.session.hooks.part("procs")
+        if procs is not None:
+            procs.joining(1)  # type: ignore[attr-defined]
+        proc = None
+        try:
+            proc = subprocess.Popen(
+                join, env=self.env, cwd=str(self.session.workdir),
+                stdin=subprocess.PIPE if stdin or self.preamble else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                preexec_fn=self.session.launcher())
+        finally:
+            if procs is not None:
+                procs.joining(-1, proc.pid if proc is not None else None)  # type: ignore[attr-defined]
+        return proc
 
     def finish(self, status: int | None, timed_out: bool) -> ExecResult:
         """Record the exec and build its result (blocking: a store write, and the

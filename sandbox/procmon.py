@@ -138,6 +138,7 @@ class _Tracked:
     paused_until: float = 0.0  # over its CPU budget until then
     lost: Counter[str] = field(default_factory=Counter)  # not yet reported in proc.lost
     lost_total: int = 0
+    joining: int = 0  # execs entering from outside (`exec`'s firejail --join) being started
     lost_reported: float = 0.0
     dropped: Counter[str] = field(default_factory=Counter)  # not yet in record.dropped
     dropped_bytes: int = 0
@@ -330,6 +331,20 @@ class ProcessMonitor:
         self.start()
         self._scan(tr, "scan")
 
+    def joining(self, session_id: str, delta: int, pid: int | None = None) -> None:
+        """A process is entering the jail from outside (`exec`: firejail --join, forked by
+        the supervisor, not by anything in the jail, so no fork makes it known). While
+        `joining` is positive an unknown exec'ing pid is looked up in the session's cgroup
+        (the join process joins it before its exec); `pid`, once forked, is adopted at once
+        so the forks of what it runs are the session's whatever the event order."""
+        with self._lock:
+            tr = self._sessions.get(session_id)
+            if tr is None:
+                return
+            if pid is not None:
+                self._adopt(tr, pid)
+            tr.joining = max(0, tr.joining + delta)
+
     def unregister(self, session_id: str) -> None:
         """Stop watching a session; what is still queued is delivered first (bounded),
         and pending loss and drop counts are recorded."""
@@ -414,7 +429,7 @@ class ProcessMonitor:
         sid = self._owner.get(pid)
         if sid is None:
             waiting = {tr.cgroup.rel_path: tr for tr in self._sessions.values()
-                       if tr.cgroup and not tr.live}
+                       if tr.cgroup and (not tr.live or tr.joining)}
             for path in _cgroup_paths(pid) if waiting else ():
                 for rel, tr in waiting.items():
                     if path == rel or path.startswith(rel + "/"):

@@ -116,7 +116,8 @@ class Engine:
         """Every rule that matches, strongest action first (rule order among equals)."""
         key: tuple[object, ...] | None = None
         if isinstance(evidence, ProcessExec) and sum(map(len, evidence.argv)) < _MEMO_ARGV:
-            key = (evidence.argv, evidence.exe, evidence.comm, evidence.argv_truncated)
+            key = (evidence.argv, evidence.exe, evidence.comm, evidence.argv_truncated,
+                   evidence.recorder)
             with self._quiet_lock:
                 if key in self._quiet:
                     self._quiet.move_to_end(key)

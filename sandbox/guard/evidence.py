@@ -44,6 +44,9 @@ class ProcessExec:
     uid: int = -1
     comm: str = ""
     argv_truncated: bool = False  # argv was over the monitor's cap: head and tail only
+    # The session's own recorder bash (its first exec of that argv, marked by the guard
+    # part from outside): the one `bash --noprofile --norc -i` that is not hookless.
+    recorder: bool = False
 
     def names(self) -> set[str]:
         """Basenames this process goes by: exe, comm and argv[0] (they differ when renamed)."""
@@ -217,6 +220,7 @@ def from_event(event: Mapping[str, Any]) -> Evidence | None:
             ppid=_int(d, "ppid"), uid=_int(d, "uid", -1),
             comm=_str(d, "comm") or os.path.basename(exe),
             argv_truncated=d.get("argv_truncated") is True,
+            recorder=d.get("recorder") is True,
         )
     if kind == "proc.lost":
         return TamperSignal(kind="proc_lost", detail=dict(d))

@@ -93,9 +93,9 @@ def search_any(patterns: Sequence[re.Pattern[str]], texts: Sequence[str]) -> str
 # is treated as a script too, and also kept whole, prefixed "payload: ".
 
 # The recorder's own shell (session.py starts it, API mode with --noediting; firejail
-# execs it): not the agent's hookless shell. Exempt by argv from `invocation` matching
-# of execs only; typed, the same text is still caught. (Better: the guard part skipping
-# the session's own shell by pid.)
+# execs it): not the agent's hookless shell. Only the session's first exec of this argv is
+# exempt (the guard part marks it `recorder`): the agent can run nothing before it, and
+# the same argv from a script later is the hookless shell it looks like.
 RECORDER_SHELL = ("bash", "--noprofile", "--norc", "--noediting", "-i")
 RECORDER_SHELLS = frozenset({RECORDER_SHELL, ("bash", "--noprofile", "--norc", "-i")})
 MAX_PARSE = MAX_TEXT  # characters of one command text parsed for invocations (rest cut)
@@ -933,7 +933,7 @@ class Rule:
                 why = self.process.match(evidence, argv_texts)
                 if why:
                     return why
-            if self.invocation and tuple(evidence.argv) not in RECORDER_SHELLS:
+            if self.invocation and not evidence.recorder:
                 why = search_any(self.invocation, argv_invocations(evidence.argv))
                 if why:
                     return why

@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import supervisor
 from ..guard import Engine, Token, Verdict, block_message, build_engine, plant
+from ..guard.rules import RECORDER_SHELLS
 from ..jail import JailSpec
 from ..result import CommandResult
 from . import Part
@@ -49,6 +50,7 @@ class GuardPart(Part):
         self.home: Path | None = None
         self._watched: list[str] = []
         self._killing = threading.Event()
+        self._recorder_seen = False
         self._holding: dict[str, set[str]] = {}  # sample kind -> rules matching it now
 
     # -- set-up ---------------------------------------------------------------------------
@@ -170,7 +172,12 @@ class GuardPart(Part):
         # recorded but not judged: firejail's argv names every hidden secret path.
         if info.ppid == os.getpid() or str(info.exe).startswith(_JAIL_HELPERS):
             return
-        event = {"kind": "proc.exec", "detail": info.detail()}
+        detail = info.detail()
+        if (not self._recorder_seen and self.session.kind in ("api", "shell")
+                and tuple(detail.get("argv") or ()) in RECORDER_SHELLS):
+            self._recorder_seen = True  # the session's own shell: started before anything
+            detail["recorder"] = True
+        event = {"kind": "proc.exec", "detail": detail}
         verdicts = self.engine.evaluate_event(event)
         if verdicts:
             self._act(verdicts, pid=info.pid)

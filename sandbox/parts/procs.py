@@ -59,6 +59,10 @@ class ProcsPart(Part):
         _on_exec[self.session.id] = fn
         monitor().set_urgent(self.session.id, urgent)
 
+    def joining(self, delta: int, pid: int | None = None) -> None:
+        """An exec enters the jail from outside: see `ProcessMonitor.joining`."""
+        monitor().joining(self.session.id, delta, pid)
+
     def settle(self) -> None:
         """The execs of the command that just ended are judged (bounded wait)."""
         monitor().settle(self.session.id)

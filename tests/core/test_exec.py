@@ -129,3 +129,27 @@ def test_timeouts_in_the_record_and_overlong_arguments(sb: Sandbox) -> None:
     with pytest.raises(ValueError, match="kernel's limit"):
         sb.exec(["echo", "x" * 131072])
     assert sb.exec(["echo", "x" * 131071]).stdout == "x" * 131071 + "\n"
+
+
+def test_recorder_argv_from_a_script_is_a_hookless_shell(sb: Sandbox) -> None:
+    """The guard exempted `bash --noprofile --norc -i` by argv alone: the agent's own
+    copy, run from a script (not typed), was never flagged. Only the session's first such
+    exec (its recorder shell) is exempt now."""
+    sb.write_file("x.sh", "bash --noprofile --norc -i </dev/null\n")
+    sb.exec(["sh", "x.sh"])
+    rules = [e["rule"] for e in Store().events(sb.id) if e["kind"] == "guard.verdict"]
+    assert "tamper.hookless_shell" in rules, rules
+    sb2 = Store().events(sb.id)
+    assert rules.count("tamper.hookless_shell") == 1, sb2  # the recorder's own: not flagged
+
+
+def test_what_an_exec_runs_is_watched_like_the_shell(sb: Sandbox) -> None:
+    """An exec's process is the supervisor's child (firejail --join), not the jail's: the
+    exec monitor never attributed it, so a script run through exec (every framework
+    adapter's door) escaped the process rules. `ssh -R` assembled at run time ran."""
+    sb.write_file("t.sh", "x=ss; ${x}h -o BatchMode=yes -R 1:127.0.0.1:1 nohost.test\n")
+    r = sb.exec(["sh", "t.sh"])
+    assert any(a["rule"] == "tunnels.ssh_forward" for a in r.alerts), r.alerts
+    assert r.returncode == 137  # the block killed the process
+    execs = [e["detail"]["argv"] for e in Store().events(sb.id) if e["kind"] == "proc.exec"]
+    assert ["sh", "t.sh"] in execs

@@ -175,9 +175,13 @@ def test_surfaced_behaviour_from_exec(argv: tuple[str, ...], rule: str) -> None:
 
 
 def test_recorder_shell_and_plain_shells_are_not_hookless() -> None:
-    """The recorder's own bash, `bash -c`, scripts and `which` (a sh script) are fine."""
-    for argv in (RECORDER_SHELL, ("bash", "--noprofile", "--norc", "-i"),
-                 ("bash", "-c", "make test"), ("sh", "./configure"),
+    """The recorder's own bash (marked by the guard part), `bash -c`, scripts and `which`
+    (a sh script) are fine; the recorder's argv from anyone else is a hookless shell."""
+    for argv in (RECORDER_SHELL, ("bash", "--noprofile", "--norc", "-i")):
+        assert fired(ProcessExec(argv=argv, exe="/usr/bin/bash", recorder=True)) == {}
+        assert fired(ProcessExec(argv=argv, exe="/usr/bin/bash")) == {
+            "tamper.hookless_shell": "flag"}, argv
+    for argv in (("bash", "-c", "make test"), ("sh", "./configure"),
                  ("/bin/sh", "/usr/bin/which", "ssh"), ("bash", "scripts/test.sh")):
         assert fired(ProcessExec(argv=argv, exe="/usr/bin/bash")) == {}, argv
 
