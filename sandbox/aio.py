@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, overload
 
 from . import execute, files
 from .execute import MAX_OUTPUT, Process
@@ -86,6 +87,12 @@ class AsyncSandbox(Handle):
             self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
             max_output=max_output, user=user)
 
+    @overload
+    async def read_file(self, path: str, text: Literal[True] = ..., *,
+                        max_bytes: int = ...) -> str: ...
+    @overload
+    async def read_file(self, path: str, text: Literal[False], *,
+                        max_bytes: int = ...) -> bytes: ...
     async def read_file(self, path: str, text: bool = True, *,
                         max_bytes: int = MAX_OUTPUT) -> str | bytes:
         """See `Sandbox.read_file`."""

@@ -14,17 +14,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import execute, files, loop
 from .execute import MAX_OUTPUT, Process
 from .options import Handle
 from .result import CommandResult, ExecResult
 
+if TYPE_CHECKING:
+    from .aio import AsyncSandbox
+
 
 class Sandbox(Handle):
     """A jailed, recorded shell. Start with `with` or `.start()`; end with `.close()`.
     Settings: see `Handle`."""
+
+    @property
+    def aio(self) -> AsyncSandbox:
+        """The same live sandbox with the async surface, for the async paths of a
+        framework that holds a `Sandbox`: it starts and closes nothing of its own."""
+        from .aio import AsyncSandbox
+
+        return AsyncSandbox.over(self._session)
 
     def start(self) -> Sandbox:
         self._session.start()
@@ -81,6 +92,12 @@ class Sandbox(Handle):
 
         return SyncProcess(loop.call(start()))
 
+    @overload
+    def read_file(self, path: str, text: Literal[True] = ..., *, max_bytes: int = ...
+                  ) -> str: ...
+    @overload
+    def read_file(self, path: str, text: Literal[False], *, max_bytes: int = ...
+                  ) -> bytes: ...
     def read_file(self, path: str, text: bool = True, *, max_bytes: int = MAX_OUTPUT
                   ) -> str | bytes:
         """A file as the agent sees it (hidden paths stay hidden). Raises

@@ -108,6 +108,13 @@ class Handle:
                                     network=network, gpu=gpu, limits=limits)
 
     @classmethod
+    def over(cls: type[H], session: Session) -> H:
+        """A handle of this door over an existing session (no start, no registry)."""
+        handle = cls.__new__(cls)
+        handle._session = session
+        return handle
+
+    @classmethod
     def lookup(cls: type[H], sandbox_id: str) -> H:
         """The live handle with this id in this process; NotFound otherwise."""
         return cls._registry.get(sandbox_id)  # type: ignore[no-any-return]

@@ -44,8 +44,7 @@ from deepagents.backends.protocol import (
 )
 from deepagents.backends.sandbox import BaseSandbox
 
-from .. import execute as _execute
-from .. import files as _files
+from .. import loop
 from ..api import Sandbox
 from ..errors import NotFound
 from ..execute import MAX_OUTPUT, ExecTimeout
@@ -199,11 +198,8 @@ class RingfenceSandbox(BaseSandbox):
         """The workspace, writable by the agent (the same path inside and outside)."""
         return self._sandbox.workdir
 
-    # The async variants drive the sandbox's session from the caller's loop, as
-    # AsyncSandbox does; the sync ones go through Sandbox (its shared loop thread).
-    def _session(self) -> Any:
-        return self._sandbox._session
-
+    # One implementation: the async methods drive the sandbox from the caller's loop
+    # (`Sandbox.aio`), the sync ones run them on the sync door's shared loop thread.
     def _argv(self, command: str) -> list[str]:
         return command_argv(command)
 
@@ -222,20 +218,14 @@ class RingfenceSandbox(BaseSandbox):
             exit_code=TIMEOUT_EXIT_CODE, truncated=exc.result.truncated)
 
     def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
-        limit = _timeout_of(timeout, self._timeout)
-        try:
-            r = self._sandbox.exec(self._argv(command), timeout=limit,
-                                   max_output=self._max_output)
-        except ExecTimeout as exc:
-            return self._timed_out(exc, limit)
-        return self._response(r)
+        return loop.call(self.aexecute(command, timeout=timeout))
 
     async def aexecute(self, command: str, *, timeout: int | None = None
                        ) -> ExecuteResponse:
         limit = _timeout_of(timeout, self._timeout)
         try:
-            r = await _execute.exec_async(self._session(), self._argv(command),
-                                          timeout=limit, max_output=self._max_output)
+            r = await self._sandbox.aio.exec(self._argv(command), timeout=limit,
+                                             max_output=self._max_output)
         except ExecTimeout as exc:
             return self._timed_out(exc, limit)
         return self._response(r)
@@ -243,18 +233,7 @@ class RingfenceSandbox(BaseSandbox):
     # -- files ------------------------------------------------------------------------
 
     def upload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
-        out: list[FileUploadResponse] = []
-        for path, content in files:
-            if _bad_path(path):
-                out.append(FileUploadResponse(path=path, error=INVALID_PATH))
-                continue
-            try:
-                self._sandbox.write_file(path, content)
-            except OSError as exc:
-                out.append(FileUploadResponse(path=path, error=_upload_error(exc)))
-            else:
-                out.append(FileUploadResponse(path=path))
-        return out
+        return loop.call(self.aupload_files(files))
 
     async def aupload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
         out: list[FileUploadResponse] = []
@@ -263,7 +242,7 @@ class RingfenceSandbox(BaseSandbox):
                 out.append(FileUploadResponse(path=path, error=INVALID_PATH))
                 continue
             try:
-                await _files.write_file(self._session(), path, content)
+                await self._sandbox.aio.write_file(path, content)
             except OSError as exc:
                 out.append(FileUploadResponse(path=path, error=_upload_error(exc)))
             else:
@@ -271,19 +250,7 @@ class RingfenceSandbox(BaseSandbox):
         return out
 
     def download_files(self, paths: list[str]) -> list[FileDownloadResponse]:
-        out: list[FileDownloadResponse] = []
-        for path in paths:
-            if _bad_path(path):
-                out.append(FileDownloadResponse(path=path, error=INVALID_PATH))
-                continue
-            try:
-                data = self._sandbox.read_file(path, text=False, max_bytes=self._max_download)
-            except OSError as exc:
-                out.append(FileDownloadResponse(path=path, error=_download_error(exc)))
-            else:
-                assert isinstance(data, bytes)
-                out.append(FileDownloadResponse(path=path, content=data))
-        return out
+        return loop.call(self.adownload_files(paths))
 
     async def adownload_files(self, paths: list[str]) -> list[FileDownloadResponse]:
         out: list[FileDownloadResponse] = []
@@ -292,8 +259,8 @@ class RingfenceSandbox(BaseSandbox):
                 out.append(FileDownloadResponse(path=path, error=INVALID_PATH))
                 continue
             try:
-                data = await _files.read_file(self._session(), path,
-                                              max_bytes=self._max_download)
+                data = await self._sandbox.aio.read_file(path, text=False,
+                                                         max_bytes=self._max_download)
             except OSError as exc:
                 out.append(FileDownloadResponse(path=path, error=_download_error(exc)))
             else:

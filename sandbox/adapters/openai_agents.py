@@ -103,7 +103,6 @@ from .. import files as _files
 from ..aio import AsyncSandbox
 from ..errors import NotFound, SessionClosed
 from ..execute import ExecTimeout, Process
-from ..execute import _check_user as _check_agent_user
 from ..profile import Profile, load, override
 from ..store import Store
 
@@ -302,8 +301,9 @@ class FirejailSandboxSession(BaseSandboxSession):
 
     def _check_user(self, user: str | User | None) -> str | None:
         name = _user_name(user)
-        if name is not None:
-            _check_agent_user(self.sandbox._session, name)
+        if name is not None and name != self.sandbox.agent_user:
+            raise PermissionError(f"run as {name!r}: only the sandbox's agent user "
+                                  f"({self.sandbox.agent_user}) runs in it; there is no root")
         return name
 
     async def _env(self) -> dict[str, str]:
@@ -351,7 +351,7 @@ class FirejailSandboxSession(BaseSandboxSession):
             raise WorkspaceReadNotFoundError(path=path, cause=e) from e
         except OSError as e:
             raise WorkspaceArchiveReadError(path=path, cause=e) from e
-        return io.BytesIO(cast(bytes, data))
+        return io.BytesIO(data)
 
     async def _read_bounded(self, path: Path, *, max_bytes: int) -> bytes:
         workspace_path = await self._validate_path_access(path)
@@ -441,12 +441,8 @@ class FirejailSandboxSession(BaseSandboxSession):
                     command=argv,
                     context={"reason": "tty_unavailable",
                              "detail": "util-linux `script` is not in the jail"})
-            # The guard reads `sh -c` but not `script -c`: check the command itself first,
-            # so the terminal wrapper hides nothing from it (a block is recorded there).
-            blocked = self.sandbox._session.hooks.check_command(shlex.join(argv))
-            if blocked is not None:
-                return PtyExecUpdate(process_id=None, output=blocked.output.encode(),
-                                     exit_code=126, original_token_count=None)
+            # The guard unwraps `script -c` like `sh -c`: a blocked command comes back from
+            # spawn as PermissionError (exit 126 below).
             inner = f"stty rows {_TTY_ROWS} cols {_TTY_COLS} 2>/dev/null; exec {shlex.join(argv)}"
             argv = ["script", "-qfec", inner, "/dev/null"]
         try:
