@@ -87,7 +87,7 @@ class AsyncChild:
             self._drained = self._drained or self._loop.create_future()
             await self._drained
 
-    def _on_write(self, ) -> None:
+    def _on_write(self) -> None:
         stdin = self.proc.stdin
         assert stdin is not None
         try:

@@ -101,6 +101,7 @@ _RET_ALLOW, _RET_EPERM = 0x7FFF0000, 0x00050000 | 1
 _OFF_NR, _OFF_ARCH, _OFF_ARG1 = 0, 4, 24  # struct seccomp_data; arg1's low 32 bits (LE)
 
 
+@functools.cache  # built once per process: every exec makes a Launch
 def _filter_program() -> bytes:
     """A classic BPF program: ioctl(fd, TIOCSTI|TIOCLINUX, ...) -> EPERM, all else allowed."""
     machine = platform.machine()
