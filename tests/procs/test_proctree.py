@@ -42,10 +42,15 @@ def test_descendants_and_kill_tree(procs: list[subprocess.Popen[bytes]]) -> None
     """descendants() lists children and grandchildren; kill_tree() ends them all."""
     p = subprocess.Popen(["sh", "-c", "sh -c 'sleep 30.5 & sleep 30.6' & sleep 30.7"])
     procs.append(p)
-    assert wait_for(lambda: len(proctree.descendants(p.pid)) >= 4, 5)
+
+    def argvs() -> list[str]:
+        return sorted(" ".join(proctree.argv_of(x)) for x in proctree.descendants(p.pid))
+
+    # Wait for the execs, not just the forks: a forked child shows its parent's
+    # argv until it execs (CI once caught 'sh -c ...' where 'sleep 30.5' was due).
+    assert wait_for(lambda: {"sleep 30.5", "sleep 30.6", "sleep 30.7"} <= set(argvs()), 5)
     tree = proctree.descendants(p.pid)
-    argvs = sorted(" ".join(proctree.argv_of(x)) for x in tree)
-    assert "sleep 30.5" in argvs and "sleep 30.7" in argvs
+    assert len(tree) >= 4
     killed = proctree.kill_tree(p.pid, signal.SIGKILL)
     assert set(tree) | {p.pid} <= set(killed)
     p.wait(timeout=5)
