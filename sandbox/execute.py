@@ -19,6 +19,7 @@ pipes, no thread per exec); the sync `Sandbox` runs the same code on a shared lo
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import subprocess
@@ -26,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import launch
 from .child import AsyncChild, end, kill_tree
@@ -37,6 +38,7 @@ from .shell import Capture
 if TYPE_CHECKING:
     from .session import Session
 
+log = logging.getLogger("sandbox")
 MAX_OUTPUT = 10 << 20  # per stream, head and tail kept
 # Recording an exec (a store write, then the monitor's verdicts on its execs) blocks: it
 # runs on threads of its own, never queued behind the caller's default executor (where
@@ -115,6 +117,9 @@ class Exec:
     # False for the file door's own cat/tar: the bytes are the file's, and its file.*
     # event holds their size and sha256 (a 5 MB read cost ~0.6 s of hashing otherwise).
     record_output: bool = True
+    # This exec's alerts (`Hooks.open_alerts`): opened before its guard check, closed
+    # by `finish`, or by `popen` if the process never starts.
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     def popen(self, stdin: bool = True) -> subprocess.Popen[bytes]:
         argv, self.preamble = _carried(self.argv)
@@ -133,6 +138,9 @@ class Exec:
                 stdin=subprocess.PIPE if stdin or self.preamble else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 preexec_fn=self.session.launcher())
+        except BaseException:
+            self.session.hooks.close_alerts(self.alerts)
+            raise
         finally:
             if procs is not None:
                 procs.joining(-1, proc.pid if proc is not None else None)  # type: ignore[attr-defined]
@@ -161,7 +169,7 @@ class Exec:
         if procs is not None:
             procs.settle()  # type: ignore[attr-defined]
         return ExecResult(code, stdout, stderr, duration, timed_out, cut_out or cut_err,
-                          alerts=session.hooks.drain_alerts())
+                          alerts=session.hooks.close_alerts(self.alerts))
 
     def _recorded(self, stdout: bytes, stderr: bytes) -> tuple[bytes, bool]:
         """What the record keeps: the profile's max_output_bytes (head and tail), not
@@ -212,10 +220,6 @@ def prepare(
                          "run (the kernel's limit for one argument): write it to a file "
                          "(write_file) or pass it as input")
     text = cmd if isinstance(cmd, str) else shlex.join(argv)
-    blocked = session.hooks.check_command(text)
-    if blocked is not None:
-        return ExecResult(126, b"", blocked.output.encode(), 0.0, blocked=True,
-                          alerts=blocked.alerts)
     full_env = session.env()
     if env:
         full_env.update(env)
@@ -223,8 +227,19 @@ def prepare(
 
         check_env(full_env)
     data = input.encode() if isinstance(input, str) else (input or b"")
+    box = session.hooks.open_alerts()
+    try:
+        blocked = session.hooks.check_command(text)
+    except BaseException:
+        session.hooks.close_alerts(box)
+        raise
+    if blocked is not None:
+        session.hooks.close_alerts(box)
+        return ExecResult(126, b"", blocked.output.encode(), 0.0, blocked=True,
+                          alerts=blocked.alerts)
     return Exec(session, cmd, argv, text, full_env, data, cwd, timeout,
-                Capture(max_output), Capture(max_output), record_output=record_output)
+                Capture(max_output), Capture(max_output), record_output=record_output,
+                alerts=box)
 
 
 async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> ExecResult:
@@ -247,11 +262,14 @@ async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> Ex
     except BaseException:  # cancelled: nothing of it may outlive the caller's interest
         kill_tree(child.pid)  # the join reaps its child and exits (see `child.end`)
         try:
-            child.proc.wait(1.0)
+            status = child.proc.wait(1.0)
         except subprocess.TimeoutExpired:
             kill_tree(child.pid, root=True)
-            child.proc.wait()
+            status = child.proc.wait()
         child.close()
+        # Still recorded (the caller's interest ended, not the record's): off the loop,
+        # as the finished ones are, since a cancelled caller cannot await it.
+        RECORDER.submit(ex.finish, status, False)
         raise
     child.close()
     result = await loop.run_in_executor(RECORDER, ex.finish, status, timed_out)
@@ -300,10 +318,13 @@ class Process:
         self.stderr = Stream(ex.err)
         self._child = AsyncChild(ex.popen(), self.stdout.feed, self.stderr.feed)
         self.pid = self._child.pid
-        self._result: ExecResult | None = None
         self._timed_out = False
         if ex.preamble or ex.data:
             self._child.write(ex.preamble + ex.data)
+        # Recorded when it ends whether or not anyone waits for it (a spawn dropped by
+        # its caller is still a command the agent ran), and reaped.
+        self._done = asyncio.ensure_future(self._run())
+        self._done.add_done_callback(_log_failure)
 
     async def write(self, data: str | bytes) -> None:
         raw = data.encode() if isinstance(data, str) else data
@@ -316,7 +337,9 @@ class Process:
 
     @property
     def returncode(self) -> int | None:
-        return self._result.returncode if self._result else None
+        if self._done.done() and not self._done.cancelled() and not self._done.exception():
+            return self._done.result().returncode
+        return None
 
     def kill(self) -> None:
         """Kill the process and everything it started. Its join process is left a moment
@@ -328,19 +351,33 @@ class Process:
     async def wait(self, timeout: float | None = None) -> ExecResult:
         """Until it exits (killing the tree after `timeout`, then ExecTimeout); the
         result holds the output the streams were not read for, head and tail kept."""
-        if self._result is None:
+        if timeout is not None and not self._done.done():
             try:
-                status = await self._child.wait(timeout if timeout is not None
-                                                else self._ex.timeout)
+                await asyncio.wait_for(asyncio.shield(self._done), timeout)
             except TimeoutError:
                 self._timed_out = True
-                status = await end(self._child)
-            await self._child.streams_closed(PIPE_GRACE_S)
-            self._child.close()
-            loop = asyncio.get_running_loop()
-            self._result = await loop.run_in_executor(
-                RECORDER, self._ex.finish, status, self._timed_out)
-        return self._ex.check(self._result)
+                kill_tree(self.pid)
+                self._child.later(2.0, lambda: kill_tree(self.pid, root=True))
+        return self._ex.check(await asyncio.shield(self._done))
+
+    async def _run(self) -> ExecResult:
+        """Until it exits (the spawn's own timeout kills the tree), then its record."""
+        try:
+            status = await self._child.wait(self._ex.timeout)
+        except TimeoutError:
+            self._timed_out = True
+            status = await end(self._child)
+        await self._child.streams_closed(PIPE_GRACE_S)
+        self._child.close()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(RECORDER, self._ex.finish, status, self._timed_out)
+
+
+def _log_failure(task: asyncio.Future[ExecResult]) -> None:
+    """A spawn nobody waits for must not fail unseen (nor as asyncio's "never
+    retrieved" noise): its record failed, so say so."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("sandbox: a spawned process could not be recorded: %s", task.exception())
 
 
 def spawn_async(session: Session, cmd: list[str] | str, **kw: object) -> Process:

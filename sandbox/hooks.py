@@ -41,7 +41,8 @@ class Hooks:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._alerts: list[dict[str, Any]] = []
+        self._alerts: list[dict[str, Any]] = []  # seen while no result was open
+        self._open: list[list[dict[str, Any]]] = []  # the open results' alert lists
         self._lock = threading.Lock()
         self.parts: list[Part] = []
 
@@ -103,14 +104,29 @@ class Hooks:
 
     def on_event(self, row: dict[str, Any]) -> None:
         if is_alert(row["action"], row["severity"]):
+            alert = {k: row.get(k) for k in ("kind", "rule", "action", "severity", "detail")}
             with self._lock:
-                self._alerts.append(
-                    {k: row.get(k) for k in ("kind", "rule", "action", "severity", "detail")}
-                )
+                for box in self._open or [self._alerts]:
+                    box.append(alert)
         for part in self.parts:
             part.on_event(row)
 
-    def drain_alerts(self) -> list[dict[str, Any]]:
+    # Which result an alert belongs to. Commands and execs run at once in one sandbox,
+    # and an alert does not always say which one caused it (a connection, a cgroup
+    # event), so an alert goes to every result open when it arrived, or, with none
+    # open, to the next one opened: never lost, never taken by a neighbour that
+    # happened to finish first (it was one shared list, drained by whoever finished).
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        """Open a result's alert list (give it back with `close_alerts`)."""
         with self._lock:
-            out, self._alerts = self._alerts, []
-        return out
+            box, self._alerts = self._alerts, []
+            self._open.append(box)
+        return box
+
+    def close_alerts(self, box: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Close a result's alert list: what arrived while it was open (and before)."""
+        with self._lock:
+            if any(b is box for b in self._open):
+                self._open = [b for b in self._open if b is not box]
+            return list(box)

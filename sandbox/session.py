@@ -253,6 +253,15 @@ class Session:
         """Run one command in the session's shell and record it."""
         if self.shell is None or self.state != "running":
             raise SessionClosed(f"session {self.id} is {self.state}: {self.reason or ''}".strip())
+        box = self.hooks.open_alerts()  # this command's alerts (see Hooks.open_alerts)
+        try:
+            return self._run(command, timeout, check, box)
+        finally:
+            self.hooks.close_alerts(box)
+
+    def _run(self, command: str, timeout: float | None, check: bool,
+             box: list[dict[str, Any]]) -> CommandResult:
+        assert self.shell is not None
         blocked = self.hooks.check_command(command)
         if blocked is not None:
             if check:
@@ -293,7 +302,7 @@ class Session:
         procs = self.hooks.part("procs")
         if procs is not None:  # L6: this command's exec verdicts belong to its result
             procs.settle()  # type: ignore[attr-defined]
-        alerts = self.hooks.drain_alerts()
+        alerts = self.hooks.close_alerts(box)
         result = CommandResult(
             exit_code=raw.exit_code, output=output, duration=raw.duration,
             timed_out=raw.timed_out, truncated=raw.truncated, alerts=alerts,

@@ -122,15 +122,20 @@ class GuardPart(Part):
         verdicts = self.engine.check_command(text)
         if not verdicts:
             return None
-        self._record(verdicts)
         top = verdicts[0]
         if not top.stops:
+            self._record(verdicts)  # the alerts go to the result(s) open now
             return None
+        hooks = self.session.hooks
+        box = hooks.open_alerts()
+        try:
+            self._record(verdicts)
+        finally:
+            alerts = hooks.close_alerts(box)
         message = block_message(verdicts)
         row = self.session.store.add_command(
             self.session.id, text=text, output=message, exit_code=None, started=time.time(),
             duration=0.0, source="blocked")
-        alerts = self.session.hooks.drain_alerts()
         if top.action == "kill":
             self.session.kill(f"guard rule {top.rule_id}: {top.message}")
         return CommandResult(exit_code=126, output=message, duration=0.0, blocked=True,

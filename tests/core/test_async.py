@@ -78,6 +78,53 @@ def test_timeout_and_cancel_kill_the_tree(workspace: Path) -> None:
     _run(main())
 
 
+def test_a_cancelled_exec_and_a_dropped_spawn_are_still_recorded(workspace: Path) -> None:
+    """An exec whose caller was cancelled, and a spawn nobody waited for, ran in the jail
+    all the same: neither was in the record."""
+    async def main() -> None:
+        async with AsyncSandbox(workdir=workspace) as sb:
+            task = asyncio.create_task(sb.exec(["sleep", "300.5"]))
+            await asyncio.sleep(0.5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await sb.spawn(["sh", "-c", "echo dropped-spawn"])  # never waited for
+
+            def rows() -> dict[str, object]:
+                return {r["text"]: r["exit_code"] for r in Store().commands(sb.id)}
+
+            for _ in range(50):
+                if "sleep 300.5" in rows() and "sh -c 'echo dropped-spawn'" in rows():
+                    break
+                await asyncio.sleep(0.1)
+            assert rows().get("sleep 300.5") == 137, rows()
+            assert rows().get("sh -c 'echo dropped-spawn'") == 0, rows()
+
+    _run(main())
+
+
+def test_concurrent_execs_each_get_their_alerts(workspace: Path) -> None:
+    """Alerts were one list drained by whichever result finished first: an exec that
+    finished while its neighbour's tunnel was being blocked took that alert, and the
+    neighbour's own result said nothing."""
+    async def main() -> None:
+        async with AsyncSandbox(workdir=workspace) as sb:
+            await sb.write_file("t.sh", "x=ss; ${x}h -o BatchMode=yes -R 1:127.0.0.1:1 "
+                                        "nohost.test; sleep 2.5\n")
+            tunnel = asyncio.create_task(sb.exec(["sh", "t.sh"]))
+            quiet = await sb.exec(["sleep", "1.2"])  # finishes first, after the alert
+            loud = await tunnel
+            rule = "tunnels.ssh_forward"
+            assert any(a["rule"] == rule for a in loud.alerts), loud.alerts
+            # open while it happened: it may be the cause (an alert does not always
+            # say which process), so it is told too
+            assert any(a["rule"] == rule for a in quiet.alerts), quiet.alerts
+            # and one that starts later is not
+            assert not (await sb.exec(["true"])).alerts
+
+    _run(main())
+
+
 def test_spawn_streams_both_ways(workspace: Path) -> None:
     async def main() -> None:
         async with AsyncSandbox(workdir=workspace) as sb:
