@@ -12,6 +12,7 @@ Each transfer is an event in the record (`file.read`, `file.write`, `file.upload
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -119,6 +120,7 @@ def _tar_of(host_path: Path) -> bytes:
 async def upload(session: Session, host_path: str | os.PathLike[str], path: str) -> None:
     """Copy a host file or directory to `path` in the sandbox (owned by the agent)."""
     src = Path(host_path)
+    _check_trusted(src)
     if src.is_dir():
         await import_tar(session, _tar_of(src), path)
     elif src.is_file():
@@ -143,13 +145,18 @@ async def download(session: Session, path: str, host_path: str | os.PathLike[str
 def extract_plain(data: bytes, dest: Path) -> None:
     """Unpack a tar made in the jail: its one top entry becomes `dest`. Only regular
     files and directories, names that stay below the top; anything else is refused
-    before a byte is written (the archive is the agent's to shape)."""
+    before a byte is written (the archive is the agent's to shape).
+
+    Below `dest`'s parent nothing on the host is followed either: every name is opened
+    relative to its directory's fd with O_NOFOLLOW. A destination inside the agent's
+    own workspace holds links the agent made (and can swap in at any moment), and the
+    supervisor writing through one is root writing wherever the agent points."""
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         members = tar.getmembers()
         if not members:
             raise OSError("download: the sandbox sent an empty archive")
         top = members[0].name.rstrip("/")
-        plan: list[tuple[tarfile.TarInfo, Path]] = []
+        plan: list[tuple[tarfile.TarInfo, list[str]]] = []
         for m in members:
             rel = posixpath.normpath(m.name)
             if rel == top:
@@ -162,25 +169,129 @@ def extract_plain(data: bytes, dest: Path) -> None:
                                                                      m.isdir()):
                 raise OSError(f"download: refusing archive entry {m.name!r} "
                               "(only plain files and directories are copied out)")
-            plan.append((m, dest / rest if rest else dest))
-        if members[0].isfile() and len(members) == 1:
-            _write_plain(tar, members[0], dest)
-            return
-        for m, target in plan:
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _write_plain(tar, m, target)
+            plan.append((m, [dest.name, *(p for p in rest.split("/") if p)]))
+        with _DirFds(dest.parent) as dirs:
+            if members[0].isfile() and len(members) == 1:
+                _write_plain(tar, members[0], dirs.open([]), dest.name, dest)
+                return
+            for m, parts in plan:
+                if m.isdir():
+                    dirs.open(parts)
+                else:
+                    _write_plain(tar, m, dirs.open(parts[:-1]), parts[-1],
+                                 dest.parent.joinpath(*parts))
 
 
-def _write_plain(tar: tarfile.TarFile, m: tarfile.TarInfo, target: Path) -> None:
-    if target.is_symlink():  # never follow a link at the destination
-        target.unlink()
+class _DirFds:
+    """Directories below a root, each opened relative to its parent's fd, created if
+    missing, never through a link (ELOOP/ENOTDIR: refused). Closed on exit."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.fds: dict[tuple[str, ...], int] = {}
+
+    def __enter__(self) -> _DirFds:
+        self.fds[()] = open_dir_trusted(self.root)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+
+    def open(self, parts: list[str]) -> int:
+        key = tuple(parts)
+        if key in self.fds:
+            return self.fds[key]
+        parent = self.open(parts[:-1])
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(parts[-1], 0o755, dir_fd=parent)
+        try:
+            fd = os.open(parts[-1], _O_DIR, dir_fd=parent)
+        except OSError as e:  # ELOOP (a link), ENOTDIR (a file)
+            where = self.root.joinpath(*parts)
+            raise OSError(f"download: {where} exists on the host and is not a plain "
+                          f"directory ({e.strerror}); a link there is never followed: "
+                          "remove it, or download somewhere else") from None
+        self.fds[key] = fd
+        return fd
+
+
+def _check_trusted(src: Path) -> None:
+    """Refuse a host source reached through a link another user (the agent, in its
+    workspace) made: the supervisor reading it would hand that user any host file."""
+    with contextlib.suppress(FileNotFoundError):
+        os.close(open_dir_trusted(src.parent, create=False))
+        st = os.lstat(src)
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, os.getuid()):
+            raise OSError(f"upload: {src} is a link owned by uid {st.st_uid}: a link "
+                          "another user (the agent) could plant is never followed")
+
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def open_dir_trusted(path: Path, *, create: bool = True) -> int:
+    """An fd of directory `path` (missing parts created), resolved one name at a time
+    following only links owned by root or by this process's user, as the kernel's
+    protected_symlinks does in sticky directories: the caller's own links work
+    (/var/run, a home on /data), a link the agent planted in its workspace (owned by
+    its uid) is refused, and one swapped in mid-walk fails (ELOOP) instead of being
+    followed."""
+    trusted = {0, os.getuid()}
+    todo = list(reversed(Path(os.path.abspath(path)).parts[1:]))
+    fd = os.open("/", _O_DIR)
+    hops = 0
+    try:
+        while todo:
+            name = todo.pop()
+            if name in ("", "."):
+                continue
+            try:
+                st = os.lstat(name, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                todo.append(name)
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if st.st_uid not in trusted or hops > 40:
+                    raise OSError(
+                        f"{path} goes through a link owned by uid {st.st_uid} "
+                        f"({name} -> {os.readlink(name, dir_fd=fd)}): a link another user "
+                        "(the agent) could plant is never followed: download elsewhere")
+                target = os.readlink(name, dir_fd=fd)
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd = os.open("/", _O_DIR)
+                todo.extend(reversed(target.split("/")))
+                continue
+            nfd = os.open(name, _O_DIR, dir_fd=fd)  # ".." too: the physical parent
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_plain(tar: tarfile.TarFile, m: tarfile.TarInfo, dir_fd: int, name: str,
+                 shown: Path) -> None:
+    try:  # a link at the destination is replaced, never followed
+        if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
     src = tar.extractfile(m)
     assert src is not None
     mode = stat.S_IMODE(m.mode) & 0o755 | 0o600  # no setuid/setgid, owner can read
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode,
+                     dir_fd=dir_fd)
+    except OSError as e:  # ELOOP: a link swapped in since the check above
+        raise OSError(f"download: cannot write {shown} ({e.strerror})") from None
     with os.fdopen(fd, "wb") as out:
         while chunk := src.read(1 << 20):
             out.write(chunk)

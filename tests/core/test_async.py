@@ -187,6 +187,34 @@ def test_download_refuses_what_the_agent_planted(sb: Sandbox, test_dir: Path) ->
     assert not (test_dir / "out").exists()
 
 
+def test_host_links_the_agent_planted_are_not_followed(sb: Sandbox, test_dir: Path) -> None:
+    """The workspace is the agent's: a download into it went through the links the
+    agent made there, so root wrote wherever the agent pointed; an upload from it read
+    whatever host file the agent's link named (and handed it to the agent)."""
+    victim = test_dir / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("host data\n")
+    (test_dir / "secret").write_text("host secret\n")
+    ws = Path(sb.workdir)
+    sb.exec(["sh", "-c", f"mkdir -p results && echo owned > results/keep.txt && "
+                         f"ln -s {victim} out && ln -s {victim} results-copy && "
+                         f"ln -s {test_dir / 'secret'} leak"])
+    for dest in (ws / "out" / "results", ws / "results-copy", ws / "out" / "x" / "y"):
+        with pytest.raises(OSError, match="link"):
+            sb.download("results", dest)
+    with pytest.raises(OSError, match="link"):
+        sb.download("results/keep.txt", ws / "out" / "keep.txt")
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    assert (victim / "keep.txt").read_text() == "host data\n"
+    with pytest.raises(OSError, match="link"):
+        sb.upload(ws / "leak", "got")
+    assert sb.exec(["cat", "got"]).returncode != 0
+    # the caller's own links (root's here) are followed as before
+    (test_dir / "mine").symlink_to(victim)
+    sb.download("results", test_dir / "mine" / "fetched")
+    assert (victim / "fetched" / "keep.txt").read_text() == "owned\n"
+
+
 def _tar(*entries: tarfile.TarInfo) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
