@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import Store
+from sandbox.paths import acting_as_host
 
 from .boxes import wait_gone
 from .core import Ctx, Deadline, Goal, Line, Row, stat, unavailable
@@ -123,19 +124,6 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-
-
-@contextlib.contextmanager
-def _host(name: str) -> Any:
-    old = os.environ.get("SANDBOX_HOST_ID")
-    os.environ["SANDBOX_HOST_ID"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SANDBOX_HOST_ID", None)
-        else:
-            os.environ["SANDBOX_HOST_ID"] = old
 
 
 def _pg_server(ctx: Ctx) -> Any:
@@ -245,7 +233,7 @@ def _kills(ctx: Ctx, row: Row, url: str) -> None:
     reps = ctx.reps(15, 4)
     dl = Deadline(180)
     try:
-        with _host("bench-b"):
+        with acting_as_host("bench-b"):
             store = Store(url)
             for i in range(reps + 1):  # round 0: a discarded warm-up
                 if not dl.left():

@@ -24,11 +24,11 @@ import shutil
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
 
-import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+import ray
+from ray.cluster_utils import Cluster
 
-from sandbox import SessionClosed, Store  # noqa: E402
-from sandbox.ray import RaySandbox, SandboxPool  # noqa: E402
+from sandbox import SessionClosed, Store
+from sandbox.ray import RaySandbox, SandboxPool
 
 LOOPBACK = {"node_ip_address": "127.0.0.1", "include_dashboard": False,
             "object_store_memory": 80 << 20}

@@ -8,8 +8,10 @@ hosts). The state dir is hidden from every jail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 SYSTEM_STATE_DIR = Path("/var/lib/sandbox")
@@ -48,6 +50,21 @@ def host_id() -> str:
     """The name this host writes into every row of the store: `SANDBOX_HOST_ID` when set
     (several "hosts" on one machine, a stable name behind DHCP), else the hostname."""
     return os.environ.get("SANDBOX_HOST_ID") or socket.gethostname()
+
+
+@contextlib.contextmanager
+def acting_as_host(name: str) -> Iterator[None]:
+    """This process is host `name` meanwhile (for the Stores it opens then): how tests
+    and the bench play several hosts of one fleet on one machine."""
+    old = os.environ.get("SANDBOX_HOST_ID")
+    os.environ["SANDBOX_HOST_ID"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SANDBOX_HOST_ID", None)
+        else:
+            os.environ["SANDBOX_HOST_ID"] = old
 
 
 def user_profile_dir() -> Path:

@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from sandbox import Store, gc
+from sandbox.paths import acting_as_host
 from sandbox.store_pg import PgStore, _Pool
 from tests.helpers import make_workspace, sandbox_cli, wait_for
 
@@ -97,20 +98,6 @@ def gone(pids: list[int]) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def as_host(name: str) -> Iterator[None]:
-    """This process acts as host `name` (for the Stores it opens meanwhile)."""
-    old = os.environ.get("SANDBOX_HOST_ID")
-    os.environ["SANDBOX_HOST_ID"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SANDBOX_HOST_ID", None)
-        else:
-            os.environ["SANDBOX_HOST_ID"] = old
-
-
 @pytest.fixture
 def fleet(store_url: str, test_dir: Path) -> Iterator[Callable[..., Host]]:
     """Start hosts; at the end every host process is stopped and each host's gc removes
@@ -128,7 +115,7 @@ def fleet(store_url: str, test_dir: Path) -> Iterator[Callable[..., Host]]:
         for h in started:
             h.stop()
         for name in {h.name for h in started}:
-            with as_host(name):
+            with acting_as_host(name):
                 gc.collect(Store(store_url))
 
 
@@ -144,7 +131,7 @@ def _listening(url: str) -> int:
 
 
 def _kill_from_here(url: str, sid: str) -> None:
-    with as_host("host-b"):
+    with acting_as_host("host-b"):
         Store(url).request_kill(sid, "test on host-b")
 
 
@@ -245,7 +232,7 @@ def test_a_lost_host_is_marked_after_its_heartbeat_timeout_and_reaped_by_its_own
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait(10)
     killed_at = time.monotonic()
-    with as_host("host-c"):
+    with acting_as_host("host-c"):
         c = Store(store_url)
         assert gc.collect(c) == []  # within the timeout: nothing is lost yet
         assert time.monotonic() - killed_at < timeout
@@ -261,7 +248,7 @@ def test_a_lost_host_is_marked_after_its_heartbeat_timeout_and_reaped_by_its_own
     assert not gone(b.pids())
     assert not s.resources.get("released")
     # host-a comes back (the same host id): its gc ends what the dead owner left.
-    with as_host("host-a"):
+    with acting_as_host("host-a"):
         gc.collect(Store(store_url))
     assert wait_for(lambda: gone(pids_a), 10)
     after = st.get_session(a.ids[0])
@@ -278,7 +265,7 @@ def test_a_session_the_store_says_ended_is_stopped_by_its_owner(
     watcher kills it at the next heartbeat, so the jail does not outlive its record."""
     a = fleet("host-a", SANDBOX_HOST_TIMEOUT="2")
     pids = a.pids()
-    with as_host("host-c"):
+    with acting_as_host("host-c"):
         assert Store(store_url).finish_session(a.ids[0], "failed", "marked lost by a test")
     assert wait_for(lambda: gone(pids), 10)
 
@@ -298,7 +285,7 @@ def test_the_fleet_feed_misses_no_late_committed_alert(store_url: str) -> None:
         slow.execute("INSERT INTO events(session_id, seq, ts, kind, severity, action, rule, "
                      "detail, prev_hash, hash, host) VALUES('s1aaaaaaaa', 1, 0, 'late', "
                      "'alert', 'flag', 'r', '{}', 'p', 'h', 'host-a')")
-        with as_host("host-b"):
+        with acting_as_host("host-b"):
             fast = Store(store_url).add_event("s2bbbbbbbb", "guard.verdict", {"x": 1},
                                               severity="alert", action="block", rule="r2")
         rows, cursor = st.events_after(cursor, alerts_only=True)
@@ -327,7 +314,7 @@ def test_tui_shows_every_host_filters_by_host_and_kills_across_hosts(
     from tests.tui.conftest import run, wait_until
 
     a = fleet("host-a")
-    with as_host("host-b"):
+    with acting_as_host("host-b"):
         b = Store(store_url)
         b.create_session("b0b0b0b0b0", profile="pypi", kind="api", workdir="/w", argv=[],
                          owner_pid=1, owner_start="x", host="host-b", user="u")
@@ -436,7 +423,7 @@ def test_the_tui_stays_live_with_64_sessions_across_hosts(
 
     stores = {}
     for host in ("host-a", "host-b"):
-        with as_host(host):
+        with acting_as_host(host):
             stores[host] = st = Store(store_url)
         for i in range(32):
             sid = f"{host[-1]}{i:09d}"
