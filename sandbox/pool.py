@@ -23,21 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from .aio import AsyncSandbox
 from .profile import Profile
-
-log = logging.getLogger("sandbox")
+from .refill import Refill
 
 # Sandbox options a warm pool may pass on (`workdir` is refused: warm sandboxes always
 # get a fresh workspace, or an episode could see the last one's files).
 SANDBOX_OPTIONS = frozenset({"env", "network", "gpu", "limits", "store", "gpu_backend"})
-MAX_BACKOFF_S = 5.0
 
 
 def pool_key(profile: Profile | str) -> str:
@@ -55,26 +49,26 @@ def _check_options(kwargs: dict[str, Any]) -> None:
                         f"accepted: {sorted(SANDBOX_OPTIONS)}")
 
 
-@dataclass
-class _Slot:
+class _Slot(Refill[AsyncSandbox]):
     """One profile's warm sandboxes and their counters."""
 
-    key: str
-    profile: Profile | str
-    kwargs: dict[str, Any]
-    target: int = 0
-    ready: deque[AsyncSandbox] = field(default_factory=deque)
-    starting: int = 0
-    filler: asyncio.Task[None] | None = None
-    grew: asyncio.Event = field(default_factory=asyncio.Event)
-    warm_hits: int = 0
-    cold_starts: int = 0
-    started: int = 0
-    start_failures: int = 0
-    failures_in_a_row: int = 0
-    dead_skipped: int = 0
-    start_seconds: float = 0.0
-    last_error: str = ""
+    def __init__(self, pool: WarmPool, key: str, profile: Profile | str,
+                 kwargs: dict[str, Any]) -> None:
+        super().__init__(key, pool.parallel)
+        self.pool, self.key, self.profile, self.kwargs = pool, key, profile, kwargs
+
+    async def produce(self) -> AsyncSandbox:
+        sb = AsyncSandbox(self.profile, **self.kwargs)
+        try:
+            await sb.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await sb.close()
+            raise
+        return sb
+
+    async def discard(self, item: AsyncSandbox) -> None:
+        await self.pool._destroy(item)
 
 
 class WarmPool:
@@ -111,7 +105,7 @@ class WarmPool:
         key = pool_key(profile)
         slot = self._slots.get(key)
         if slot is None:
-            slot = self._slots[key] = _Slot(key, profile, dict(sandbox_kwargs))
+            slot = self._slots[key] = _Slot(self, key, profile, dict(sandbox_kwargs))
         else:
             slot.profile, slot.kwargs = profile, dict(sandbox_kwargs)
         slot.target = n
@@ -127,15 +121,9 @@ class WarmPool:
         Raises TimeoutError after `timeout` seconds."""
         slots = [self._slot(profile)] if profile is not None else list(self._slots.values())
 
-        async def one(slot: _Slot) -> None:
-            while len(slot.ready) < slot.target:
-                self._check_open()
-                self._kick(slot)
-                slot.grew.clear()
-                await slot.grew.wait()
-
+        self._check_open()
         try:
-            await asyncio.wait_for(asyncio.gather(*(one(s) for s in slots)), timeout)
+            await asyncio.wait_for(asyncio.gather(*(s.until_ready() for s in slots)), timeout)
         except TimeoutError:
             raise TimeoutError(f"warm pool not ready in {timeout} s: "
                                f"{ {s.key: self.stats(s.key) for s in slots} }") from None
@@ -154,7 +142,7 @@ class WarmPool:
         if sandbox_kwargs:
             _check_options(sandbox_kwargs)
         if slot is None:  # never warmed: a slot for its counters, with no options of its own
-            slot = self._slots[key] = _Slot(key, profile, {})
+            slot = self._slots[key] = _Slot(self, key, profile, {})
         # Options other than the warm ones' need a sandbox of their own.
         while slot.ready and (not sandbox_kwargs or sandbox_kwargs == slot.kwargs):
             sb = slot.ready.popleft()
@@ -189,16 +177,9 @@ class WarmPool:
         """Stop refilling, wait for warm starts in flight, destroy every warm sandbox and
         (with `acquired`, the default) every sandbox handed out and not yet released."""
         self._closed = True
-        fillers = [s.filler for s in self._slots.values() if s.filler is not None]
-        for slot in self._slots.values():
-            slot.grew.set()  # wake wait_ready callers: they see the pool closed
-        # Fillers stop at their next check; a start in flight finishes in its executor
-        # thread (it cannot be interrupted) and is then closed by its own task.
-        await asyncio.gather(*fillers, return_exceptions=True)
         doomed: list[AsyncSandbox] = []
-        for slot in self._slots.values():
-            doomed.extend(slot.ready)
-            slot.ready.clear()
+        for ready in await asyncio.gather(*(s.stop() for s in self._slots.values())):
+            doomed.extend(ready)
         if acquired:
             doomed.extend(self._out.values())
             self._out.clear()
@@ -216,18 +197,9 @@ class WarmPool:
         """Counters per profile key (or one profile's): target, ready, starting, warm_hits,
         cold_starts, started, start_failures, dead_skipped, mean_start_s, last_error; plus
         `acquired` (handed out, not released) and `destroyed` overall."""
-        def one(s: _Slot) -> dict[str, Any]:
-            return {
-                "target": s.target, "ready": len(s.ready), "starting": s.starting,
-                "warm_hits": s.warm_hits, "cold_starts": s.cold_starts,
-                "started": s.started, "start_failures": s.start_failures,
-                "dead_skipped": s.dead_skipped,
-                "mean_start_s": s.start_seconds / s.started if s.started else None,
-                "last_error": s.last_error,
-            }
         if profile is not None:
-            return one(self._slot(profile))
-        return {"profiles": {k: one(s) for k, s in self._slots.items()},
+            return self._slot(profile).counters()
+        return {"profiles": {k: s.counters() for k, s in self._slots.items()},
                 "acquired": len(self._out), "destroyed": self.destroyed,
                 "closed": self._closed}
 
@@ -256,52 +228,9 @@ class WarmPool:
                 self._kick(slot)
 
     def _kick(self, slot: _Slot) -> None:
-        """Make sure a filler runs when the profile is short of its target."""
-        if self._closed or len(slot.ready) + slot.starting >= slot.target:
-            return
-        if slot.filler is None or slot.filler.done():
+        if not self._closed:
             self._loop = self._loop or asyncio.get_running_loop()
-            slot.filler = asyncio.get_running_loop().create_task(
-                self._fill(slot), name=f"sandbox-warm-{slot.key}")
-
-    async def _fill(self, slot: _Slot) -> None:
-        while not self._closed:
-            missing = slot.target - len(slot.ready) - slot.starting
-            if missing <= 0:
-                return
-            batch = min(missing, self.parallel)
-            slot.starting += batch
-            results = await asyncio.gather(*(self._start_one(slot) for _ in range(batch)),
-                                           return_exceptions=True)
-            if any(isinstance(r, BaseException) for r in results):
-                # Back off: a profile that cannot start must not spin the host.
-                delay = min(MAX_BACKOFF_S, 0.1 * 2 ** min(slot.failures_in_a_row, 6))
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(delay)
-
-    async def _start_one(self, slot: _Slot) -> None:
-        sb = AsyncSandbox(slot.profile, **slot.kwargs)
-        t0 = time.perf_counter()
-        try:
-            await sb.start()
-        except BaseException as e:
-            slot.start_failures += 1
-            slot.failures_in_a_row += 1
-            slot.last_error = f"{type(e).__name__}: {e}"
-            log.warning("sandbox: warm start for %r failed: %s", slot.key, slot.last_error)
-            with contextlib.suppress(Exception):
-                await sb.close()
-            raise
-        finally:
-            slot.starting -= 1
-        slot.started += 1
-        slot.failures_in_a_row = 0
-        slot.start_seconds += time.perf_counter() - t0
-        if self._closed:
-            await self._destroy(sb)
-            return
-        slot.ready.append(sb)
-        slot.grew.set()
+            slot.kick()
 
     async def _destroy(self, sb: AsyncSandbox) -> None:
         try:

@@ -43,9 +43,8 @@ import importlib
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +52,7 @@ from .errors import DependencyMissing, SessionClosed, SetupError
 from .execute import ExecTimeout
 from .pool import WarmPool, pool_key
 from .profile import Profile
+from .refill import Refill
 from .result import CommandResult, ExecResult
 
 if TYPE_CHECKING:
@@ -296,25 +296,24 @@ class _Agent:
     alive: bool = True
 
 
-@dataclass
-class _Warm:
+class _Warm(Refill["RaySandbox"]):
     """A (profile, cpus, gpus) warm target: placed, started sandboxes nobody has used."""
 
-    profile: Profile | str
-    cpus: float
-    gpus: int
-    kwargs: dict[str, Any]
-    target: int = 0
-    ready: deque[RaySandbox] = field(default_factory=deque)
-    starting: int = 0
-    filler: asyncio.Task[None] | None = None
-    grew: asyncio.Event = field(default_factory=asyncio.Event)
-    warm_hits: int = 0
-    cold_starts: int = 0
-    started: int = 0
-    start_failures: int = 0
-    dead_skipped: int = 0
-    last_error: str = ""
+    def __init__(self, pool: SandboxPool, profile: Profile | str, cpus: float, gpus: int,
+                 kwargs: dict[str, Any]) -> None:
+        super().__init__(f"{pool_key(profile)}/cpu={cpus:g}/gpu={gpus}", pool.parallel)
+        self.pool, self.profile, self.cpus, self.gpus = pool, profile, cpus, gpus
+        self.kwargs = kwargs
+
+    async def produce(self) -> RaySandbox:
+        return await self.pool._start_on_cluster(
+            self.profile, self.cpus, self.gpus, self.kwargs, None)
+
+    async def discard(self, item: RaySandbox) -> None:
+        await item.close()
+
+    def can_fill(self) -> bool:
+        return not self.pool._closed and bool(self.pool.nodes())
 
 
 @dataclass
@@ -538,7 +537,8 @@ class SandboxPool:
         key = (pool_key(profile), float(cpus), int(gpus))
         w = self._warm.get(key)
         if w is None:
-            w = self._warm[key] = _Warm(profile, float(cpus), int(gpus), dict(sandbox_kwargs))
+            w = self._warm[key] = _Warm(self, profile, float(cpus), int(gpus),
+                                        dict(sandbox_kwargs))
         else:
             w.profile, w.kwargs = profile, dict(sandbox_kwargs)
         w.target = n
@@ -548,16 +548,10 @@ class SandboxPool:
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until every warm target is met."""
-        async def one(w: _Warm) -> None:
-            while len(w.ready) < w.target:
-                if self._closed:
-                    raise RuntimeError("the pool is closed")
-                self._kick(w)
-                w.grew.clear()
-                await w.grew.wait()
-
+        if self._closed:
+            raise RuntimeError("the pool is closed")
         try:
-            await asyncio.wait_for(asyncio.gather(*(one(w) for w in self._warm.values())),
+            await asyncio.wait_for(asyncio.gather(*(w.until_ready() for w in self._warm.values())),
                                    timeout)
         except TimeoutError:
             raise TimeoutError(f"warm targets not met in {timeout} s: "
@@ -606,39 +600,8 @@ class SandboxPool:
             self._kick(w)
 
     def _kick(self, w: _Warm) -> None:
-        if self._closed or len(w.ready) + w.starting >= w.target:
-            return
-        if w.filler is None or w.filler.done():
-            w.filler = asyncio.get_running_loop().create_task(self._fill(w))
-
-    async def _fill(self, w: _Warm) -> None:
-        failures = 0
-        while not self._closed and self.nodes():
-            missing = w.target - len(w.ready) - w.starting
-            if missing <= 0:
-                return
-            batch = min(missing, self.parallel)
-            w.starting += batch
-            results = await asyncio.gather(*(self._warm_one(w) for _ in range(batch)),
-                                           return_exceptions=True)
-            if any(isinstance(r, BaseException) for r in results):
-                failures += 1
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
-            else:
-                failures = 0
-
-    async def _warm_one(self, w: _Warm) -> None:
-        try:
-            sb = await self._start_on_cluster(w.profile, w.cpus, w.gpus, w.kwargs, None)
-        except BaseException as e:
-            w.start_failures += 1
-            w.last_error = f"{type(e).__name__}: {e}"
-            raise
-        finally:
-            w.starting -= 1
-        w.started += 1
-        w.ready.append(sb)
-        w.grew.set()
+        if not self._closed:
+            w.kick()
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -658,12 +621,7 @@ class SandboxPool:
             "nodes": per_node,
             "lost_nodes": [{"node_id": x.node_id, "reason": x.reason, "sessions": x.sessions}
                            for x in self.lost_nodes],
-            "warm": {f"{k[0]}/cpu={k[1]:g}/gpu={k[2]}": {
-                "target": w.target, "ready": len(w.ready), "starting": w.starting,
-                "warm_hits": w.warm_hits, "cold_starts": w.cold_starts, "started": w.started,
-                "start_failures": w.start_failures, "dead_skipped": w.dead_skipped,
-                "last_error": w.last_error,
-            } for k, w in self._warm.items()},
+            "warm": {w.name: w.counters() for w in self._warm.values()},
             "live": len(self._live),
         }
 
@@ -672,17 +630,13 @@ class SandboxPool:
         if self._closed:
             return
         self._closed = True
-        for w in self._warm.values():
-            w.grew.set()
-        tasks = [w.filler for w in self._warm.values() if w.filler is not None]
         if self._monitor is not None:
             self._monitor.cancel()
-            tasks.append(self._monitor)
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(self._monitor, return_exceptions=True)
+        # the warm ones are in _live too: closed with the rest
+        await asyncio.gather(*(w.stop() for w in self._warm.values()), return_exceptions=True)
         await asyncio.gather(*(sb.close() for sb in list(self._live.values())),
                              return_exceptions=True)
-        for w in self._warm.values():
-            w.ready.clear()
         agents = [a for a in self.agents.values() if a.alive]
         await asyncio.gather(*(a.handle.shutdown.remote() for a in agents),
                              return_exceptions=True)
