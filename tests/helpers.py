@@ -42,6 +42,15 @@ def wait_for(pred: Callable[[], object], timeout: float = 10.0, step: float = 0.
     return pred()
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped counts). One read: a check of
+    existence then of status races the reaper (CI saw NoSuchProcess in between)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def procs_matching(needle: str) -> list[psutil.Process]:
     """Host processes whose command line starts with `needle`."""
     out = []

@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import psycopg
 import pytest
 
@@ -21,7 +20,7 @@ from sandbox.errors import NotFound
 from sandbox.pgserver import PgServer
 from sandbox.store import StoreUnavailable
 from sandbox.store_pg import PgStore
-from tests.helpers import make_workspace, sandbox_cli, wait_for
+from tests.helpers import gone, make_workspace, sandbox_cli, wait_for
 
 
 def _cli(url: str, *args: str, host: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -131,7 +130,7 @@ def test_a_kill_from_another_host_reaches_the_owner(
         [ctl] = Store()._query("SELECT host FROM controls WHERE session_id=?", (box.id,))
         assert ctl["host"] == "host-b"  # who asked, recorded
         if jail:
-            assert not psutil.pid_exists(jail) or psutil.Process(jail).status() == "zombie"
+            assert gone(jail)
         assert Store().verify(box.id)[0]
     finally:
         box.close()
@@ -213,8 +212,7 @@ def test_a_lost_connection_kills_the_session_and_is_recorded_locally(
         assert wait_for(lambda: not idle.is_alive(), control.LOST_GRACE_S + 10)
         assert time.monotonic() - t0 < control.LOST_GRACE_S + 10
         for pid in jails:
-            assert wait_for(lambda pid=pid: not psutil.pid_exists(pid)
-                            or psutil.Process(pid).status() == "zombie", 10)
+            assert wait_for(lambda pid=pid: gone(pid), 10)
         local = Store(paths.db_path())
         for b in boxes:
             s = local.get_session(b.id)

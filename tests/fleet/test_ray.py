@@ -33,6 +33,7 @@ except ImportError:  # the suite tests the [ray] extra: a missing Ray is a failu
 
 from sandbox import SessionClosed, Store
 from sandbox.ray import SandboxPool
+from tests.helpers import gone
 
 LOOPBACK = {"node_ip_address": "127.0.0.1", "include_dashboard": False,
             "object_store_memory": 80 << 20}
@@ -60,11 +61,6 @@ def no_ray_left() -> Iterator[None]:
     assert not _raylets() - before, "raylet processes left behind"
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 class RayCluster:
@@ -256,7 +252,7 @@ def test_a_dead_node_fails_its_sessions_and_the_pool_replaces_capacity(
                 row = store.get_session(sid)
                 assert row["state"] == "failed", row
                 assert b in row["reason"] and "died" in row["reason"], row["reason"]
-            assert _gone(owner_b)  # the agent process died with its node
+            assert gone(owner_b)  # the agent process died with its node
             with pytest.raises(SessionClosed, match="died"):
                 await on_b.exec(["true"])
             # The node a sandboxes carry on.

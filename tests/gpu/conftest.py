@@ -43,12 +43,6 @@ class Tree:
             self.proc.wait(5)
 
 
-def gone(pid: int) -> bool:
-    """The process no longer runs (absent, or a zombie waiting for its reaper)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def start_tree() -> Tree:

@@ -13,15 +13,9 @@ from sandbox_tui.sessions_table import SessionsTable
 
 from sandbox import Sandbox
 from sandbox.store import Store
+from tests.helpers import gone
 
 from .conftest import run, wait_until
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def jail_tree(pid: int) -> list[int]:
