@@ -6,8 +6,8 @@ import subprocess
 
 from sandbox.gpu import FakeNvml, GpuMonitor, SessionGpu
 from sandbox.profile import GpuSection
-from tests.gpu.conftest import Sessions, Tree, gone
-from tests.helpers import wait_for
+from tests.gpu.conftest import Sessions, Tree
+from tests.helpers import gone, wait_for
 
 MIB = 1 << 20
 
