@@ -278,9 +278,10 @@ class Store:
         with self._tx(session_id) as db:
             db.run(
                 "INSERT INTO sessions(id, profile, kind, state, created, owner_pid, owner_start,"
-                ' host, "user", workdir, argv, updated) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)',
+                ' host, "user", workdir, argv, updated) VALUES(?,?,?,?,?,?,?,?,?,?,?,'
+                f'{self._now_sql})',
                 (session_id, profile, kind, "starting", now, owner_pid, owner_start, host, user,
-                 workdir, json.dumps(argv), now),
+                 workdir, json.dumps(argv), *self._now()),
             )
 
     def update_session(self, session_id: str, **values: Any) -> None:
@@ -298,8 +299,8 @@ class Store:
             if k == "state" else f"{k}=?" for k in values)
         with self._tx(session_id) as db:
             db.run(
-                f"UPDATE sessions SET {cols}, updated=? WHERE id=?",
-                (*values.values(), time.time(), session_id),
+                f"UPDATE sessions SET {cols}, updated={self._now_sql} WHERE id=?",
+                (*values.values(), *self._now(), session_id),
             )
 
     def finish_session(
@@ -312,9 +313,10 @@ class Store:
         now = time.time()
         with self._tx(session_id) as db:
             n = db.run(
-                "UPDATE sessions SET state=?, reason=?, exit_code=?, ended=?, updated=?,"
-                " current_command=NULL WHERE id=? AND state IN ('starting','running')",
-                (state, reason, exit_code, now, now, session_id),
+                "UPDATE sessions SET state=?, reason=?, exit_code=?, ended=?, "
+                f"updated={self._now_sql}, current_command=NULL WHERE id=? AND state IN "
+                "('starting','running')",
+                (state, reason, exit_code, now, *self._now(), session_id),
             )
             return n == 1
 
@@ -408,8 +410,9 @@ class Store:
                     counters += ", max_severity=?"
                     extra = (row["severity"],)
             db.run(
-                f"UPDATE sessions SET last_seq=?, head_hash=?, updated=?, {counters} WHERE id=?",
-                (row["seq"], row["hash"], time.time(), *extra, session_id),
+                f"UPDATE sessions SET last_seq=?, head_hash=?, updated={self._now_sql}, "
+                f"{counters} WHERE id=?",
+                (row["seq"], row["hash"], *self._now(), *extra, session_id),
             )
         return row, detail
 
@@ -613,6 +616,14 @@ class Store:
         return {r["id"]: f"{r['state']}: {r['reason'] or ''}".strip() for r in rows}
 
     # -- hosts: heartbeats -----------------------------------------------------------------
+
+    # A session row's `updated` by the store's clock, like the heartbeats: on PostgreSQL
+    # the server's, one clock for every host (a dead host whose clock ran ahead looked
+    # busy to the lost-host check for as long as it was ahead), here this host's.
+    _now_sql = "?"
+
+    def _now(self) -> tuple[float, ...]:
+        return (time.time(),)
 
     def _clock(self, db: _Db) -> float:
         """Now, by the store's clock (PostgreSQL: the server's, the same for every host)."""

@@ -36,6 +36,10 @@ from tests.helpers import make_workspace, sandbox_cli, wait_for
 CHILD = r"""
 import json, os, sys
 from sandbox import Sandbox, control
+if os.environ.get("TEST_CLOCK_AHEAD_S"):  # this "host"'s clock runs ahead of the others'
+    import time
+    _real = time.time
+    time.time = lambda: _real() + float(os.environ["TEST_CLOCK_AHEAD_S"])
 if os.environ.get("TEST_FALLBACK_POLL_S"):
     control.FALLBACK_POLL_S = float(os.environ["TEST_FALLBACK_POLL_S"])
 boxes = []
@@ -257,6 +261,30 @@ def test_a_lost_host_is_marked_after_its_heartbeat_timeout_and_reaped_by_its_own
     doctor = json.loads(_cli(store_url, "doctor", "--json").stdout)
     fleet_check = next(c for c in doctor if c["name"] == "fleet")
     assert "host-b" in fleet_check["detail"]
+
+
+def test_a_lost_host_whose_clock_ran_ahead_is_still_marked(
+        store_url: str, fleet: Callable[..., Host], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session row's `updated` was the writing host's own clock, and the lost-host
+    check leaves a session "written to lately" alone: a dead host whose clock ran an hour
+    ahead looked busy for that hour, its sessions never marked. The store's clock now
+    stamps the row, as it does the heartbeats."""
+    timeout = 2.0
+    monkeypatch.setenv("SANDBOX_HOST_TIMEOUT", str(timeout))
+    a = fleet("host-ahead", TEST_CLOCK_AHEAD_S="3600")
+    st = Store(store_url)
+    assert wait_for(lambda: "host-ahead" in {h["host"] for h in st.host_status()}, 10)
+    assert abs(st.get_session(a.ids[0]).updated - time.time()) < 60  # the server's clock
+    pids = a.pids()
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(10)
+    time.sleep(timeout + 2 * 0.5 + 0.5)
+    with acting_as_host("host-c"):
+        lost = gc.collect(Store(store_url))
+    assert lost == [a.ids[0]], lost
+    with acting_as_host("host-ahead"):
+        gc.collect(Store(store_url))
+    assert wait_for(lambda: gone(pids), 10)
 
 
 def test_a_session_the_store_says_ended_is_stopped_by_its_owner(
