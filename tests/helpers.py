@@ -51,6 +51,25 @@ def gone(pid: int) -> bool:
         return True
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants now ([] once it is gone)."""
+    try:
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_argvs(pid: int) -> list[str]:
+    """The command lines in `pid`'s tree now (one that exits meanwhile is skipped)."""
+    out = []
+    for p in tree(pid):
+        try:
+            out.append(" ".join(psutil.Process(p).cmdline()))
+        except psutil.Error:
+            continue
+    return out
+
+
 def procs_matching(needle: str) -> list[psutil.Process]:
     """Host processes whose command line starts with `needle`."""
     out = []

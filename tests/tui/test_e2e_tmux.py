@@ -16,7 +16,7 @@ import pytest
 
 from sandbox.store import Store
 
-from ..helpers import wait_for
+from ..helpers import tree, tree_argvs, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None,
                                                     reason="needs tmux")]
@@ -68,9 +68,9 @@ def test_k_in_a_real_terminal_kills_a_real_session(state_dir: Path, sleeper, tmu
                                      if s["state"] == "running" and s["jail_pid"]), None), 20)
     assert session, "the sandbox never started"
     sid, jail_pid = session["id"], session["jail_pid"]
-    tree = [jail_pid, *(c.pid for c in psutil.Process(jail_pid).children(recursive=True))]
-    assert wait_for(lambda: any("sleep" in " ".join(psutil.Process(p).cmdline())
-                                for p in tree if alive(p)), 5)
+    # the tree as it is once the program runs (a snapshot taken first could miss it)
+    assert wait_for(lambda: any(a.startswith("sleep") for a in tree_argvs(jail_pid)), 5)
+    pids = tree(jail_pid)
 
     sandbox = shutil.which("sandbox")
     cmd = shlex.join([sandbox, "tui"] if sandbox else [sys.executable, "-m", "sandbox", "tui"])
@@ -84,7 +84,7 @@ def test_k_in_a_real_terminal_kills_a_real_session(state_dir: Path, sleeper, tmu
     subprocess.run(["tmux", "send-keys", "-t", tmux_name, "y"], check=True)
 
     assert wait_for(lambda: store.get_session(sid)["state"] == "killed", 10)
-    assert wait_for(lambda: not any(alive(p) for p in tree), 10), [p for p in tree if alive(p)]
+    assert wait_for(lambda: not any(alive(p) for p in pids), 10), [p for p in pids if alive(p)]
     assert wait_for(lambda: "killed" in capture(tmux_name), 5), capture(tmux_name)
     assert sleeper.wait(timeout=10) != 0  # the wrapper saw its program die
     assert "via tui" in store.get_session(sid)["reason"]

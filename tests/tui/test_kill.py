@@ -6,21 +6,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import psutil
 from sandbox_tui.confirm import ConfirmModal
 from sandbox_tui.main_screen import MainScreen
 from sandbox_tui.sessions_table import SessionsTable
 
 from sandbox import Sandbox
 from sandbox.store import Store
-from tests.helpers import gone
+from tests.helpers import gone, tree
 
 from .conftest import run, wait_until
-
-
-def jail_tree(pid: int) -> list[int]:
-    proc = psutil.Process(pid)
-    return [pid, *(c.pid for c in proc.children(recursive=True))]
 
 
 def modal_text(app) -> str:
@@ -82,13 +76,13 @@ def test_real_sandbox_appears_live_and_confirmed_kill_ends_it(store: Store, make
                 await asyncio.to_thread(sb.run, "echo hello")
                 await wait_until(pilot, lambda: str(table.get_cell(sb.id, "cmds")) == "1", 2.0)
                 pid = store.get_session(sb.id)["jail_pid"]
-                tree = jail_tree(pid)
+                pids = tree(pid)
                 await pilot.press("k")
                 await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal))
                 await pilot.press("y")
                 await wait_until(pilot, lambda: store.get_session(sb.id)["state"] == "killed",
                                  5.0, "the store to say killed")
-                await wait_until(pilot, lambda: all(gone(p) for p in tree), 5.0, "the jail to die")
+                await wait_until(pilot, lambda: all(gone(p) for p in pids), 5.0, "the jail to die")
                 await wait_until(pilot, lambda: str(table.get_cell(sb.id, "state")) == "killed",
                                  1.0, "the row to say killed")
                 assert "killed by" in store.get_session(sb.id)["reason"]
