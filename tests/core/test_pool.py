@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,14 @@ def test_acquire_is_fast_ready_and_fresh_every_episode() -> None:
             seen: set[str] = set()
             workdirs: set[str] = set()
             for episode in range(3):
-                t0 = time.perf_counter()
                 sb = await pool.acquire(profile="default")
-                took = time.perf_counter() - t0
                 assert sb.is_alive() and sb.id not in seen
                 seen.add(sb.id)
                 workdirs.add(sb.workdir)
-                if episode < 2:  # the first two come warm; a queue pop, not a start
-                    assert took < 0.05, took
+                if episode < 2:  # the first two come warm: a queue pop, not a start (the
+                    # time it takes is the bench's to measure, not a test's)
+                    st = pool.stats("default")
+                    assert (st["warm_hits"], st["cold_starts"]) == (episode + 1, 0), st
                 # The workspace and /tmp are fresh: nothing an earlier episode wrote.
                 r = await sb.exec("ls -A . /tmp; cat marker /tmp/marker 2>&1 || true")
                 assert "episode-" not in r.stdout, r.stdout
