@@ -8,9 +8,10 @@ monitor, network, GPU, and the guard last (it sees what the others produce).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .store import is_alert
@@ -44,6 +45,7 @@ class Hooks:
         self._alerts: list[dict[str, Any]] = []  # seen while no result was open
         self._open: list[list[dict[str, Any]]] = []  # the open results' alert lists
         self._lock = threading.Lock()
+        self._local = threading.local()  # `own_alerts`: this thread's verdicts' result
         self.parts: list[Part] = []
 
     def load(self) -> None:
@@ -105,8 +107,9 @@ class Hooks:
     def on_event(self, row: dict[str, Any]) -> None:
         if is_alert(row["action"], row["severity"]):
             alert = {k: row.get(k) for k in ("kind", "rule", "action", "severity", "detail")}
+            own = getattr(self._local, "box", None)
             with self._lock:
-                for box in self._open or [self._alerts]:
+                for box in [own] if own is not None else self._open or [self._alerts]:
                     box.append(alert)
         for part in self.parts:
             part.on_event(row)
@@ -123,6 +126,17 @@ class Hooks:
             box, self._alerts = self._alerts, []
             self._open.append(box)
         return box
+
+    @contextlib.contextmanager
+    def own_alerts(self) -> Iterator[list[dict[str, Any]]]:
+        """Alerts raised on this thread meanwhile go to this list only: a command the
+        guard blocks has its verdicts on its own result, not on its neighbours'."""
+        box: list[dict[str, Any]] = []
+        self._local.box = box
+        try:
+            yield box
+        finally:
+            self._local.box = None
 
     def close_alerts(self, box: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Close a result's alert list: what arrived while it was open (and before)."""

@@ -126,12 +126,8 @@ class GuardPart(Part):
         if not top.stops:
             self._record(verdicts)  # the alerts go to the result(s) open now
             return None
-        hooks = self.session.hooks
-        box = hooks.open_alerts()
-        try:
+        with self.session.hooks.own_alerts() as alerts:
             self._record(verdicts)
-        finally:
-            alerts = hooks.close_alerts(box)
         message = block_message(verdicts)
         row = self.session.store.add_command(
             self.session.id, text=text, output=message, exit_code=None, started=time.time(),

@@ -121,6 +121,13 @@ def test_concurrent_execs_each_get_their_alerts(workspace: Path) -> None:
             assert any(a["rule"] == rule for a in quiet.alerts), quiet.alerts
             # and one that starts later is not
             assert not (await sb.exec(["true"])).alerts
+            # a command the guard blocks by its text names itself: its verdict is on its
+            # own result only, not on a neighbour's that happened to be running
+            slow = asyncio.create_task(sb.exec(["sleep", "0.8"]))
+            await asyncio.sleep(0.3)
+            blocked = await sb.exec(["ssh", "-o", "BatchMode=yes", "-R", "1:127.0.0.1:1", "x"])
+            assert blocked.blocked and any(a["rule"] == rule for a in blocked.alerts)
+            assert not (await slow).alerts
 
     _run(main())
 
