@@ -13,6 +13,7 @@ Each transfer is an event in the record (`file.read`, `file.write`, `file.upload
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -110,23 +111,64 @@ async def export_tar(session: Session, path: str = ".", *,
     return data
 
 
-def _tar_of(host_path: Path) -> bytes:
+async def upload(session: Session, host_path: str | os.PathLike[str], path: str) -> None:
+    """Copy a host file or directory to `path` in the sandbox (owned by the agent). It
+    is read by fd, one name at a time, as `open_dir_trusted` walks: a link another user
+    (the agent, in its workspace) made is never followed, not even one swapped in while
+    the tree is read, since the supervisor reading it would hand that user any host file."""
+    fd = _open_source(Path(os.path.abspath(host_path)))
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            data = _tar_of(fd)
+        else:
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                await write_file(session, path, fh.read())
+            return
+    finally:
+        os.close(fd)
+    await import_tar(session, data, path)
+
+
+def _tar_of(root: int) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(str(host_path), arcname=".")
+        _add_dir(tar, root, ".")
     return buf.getvalue()
 
 
-async def upload(session: Session, host_path: str | os.PathLike[str], path: str) -> None:
-    """Copy a host file or directory to `path` in the sandbox (owned by the agent)."""
-    src = Path(host_path)
-    _check_trusted(src)
-    if src.is_dir():
-        await import_tar(session, _tar_of(src), path)
-    elif src.is_file():
-        await write_file(session, path, src.read_bytes())
-    else:
-        raise FileNotFoundError(f"upload: {src} is not a file or directory on the host")
+def _add_dir(tar: tarfile.TarFile, dir_fd: int, arc: str) -> None:
+    """A directory opened by fd into `tar`: files and directories read by fd (opened
+    with O_NOFOLLOW below this fd), links as links, anything else left out."""
+    st = os.fstat(dir_fd)
+    info = tarfile.TarInfo(arc)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode), st.st_mtime
+    tar.addfile(info)
+    for name in sorted(os.listdir(dir_fd)):
+        sub = f"{arc}/{name}"
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # a link: carried as a link (its text, no target)
+                link = tarfile.TarInfo(sub)
+                link.type, link.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dir_fd)
+                tar.addfile(link)
+                continue
+            if e.errno in (errno.ENOENT, errno.ENXIO):  # gone meanwhile; a socket
+                continue
+            raise
+        try:
+            fst = os.fstat(fd)
+            if stat.S_ISDIR(fst.st_mode):
+                _add_dir(tar, fd, sub)
+            elif stat.S_ISREG(fst.st_mode):
+                with os.fdopen(os.dup(fd), "rb") as fh:
+                    data = fh.read()
+                info = tarfile.TarInfo(sub)
+                info.size, info.mode, info.mtime = (len(data), stat.S_IMODE(fst.st_mode),
+                                                    fst.st_mtime)
+                tar.addfile(info, io.BytesIO(data))
+        finally:
+            os.close(fd)
 
 
 _PACK = 'cd -- "$(dirname -- "$1")" && exec tar -c -- "$(basename -- "$1")"'
@@ -216,15 +258,38 @@ class _DirFds:
         return fd
 
 
-def _check_trusted(src: Path) -> None:
-    """Refuse a host source reached through a link another user (the agent, in its
-    workspace) made: the supervisor reading it would hand that user any host file."""
-    with contextlib.suppress(FileNotFoundError):
-        os.close(open_dir_trusted(src.parent, create=False))
-        st = os.lstat(src)
-        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (0, os.getuid()):
-            raise OSError(f"upload: {src} is a link owned by uid {st.st_uid}: a link "
-                          "another user (the agent) could plant is never followed")
+def _open_source(src: Path, hops: int = 0) -> int:
+    """An fd of host file or directory `src` (absolute), its final name included in the
+    walk `open_dir_trusted` does; FileNotFoundError for anything else."""
+    try:
+        return _open_source_at(src, hops)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(
+            f"upload: {src} is not a file or directory on the host") from None
+
+
+def _open_source_at(src: Path, hops: int) -> int:
+    parent = open_dir_trusted(src.parent, create=False)
+    try:
+        if not src.name:  # "/"
+            return os.dup(parent)
+        st = os.lstat(src.name, dir_fd=parent)
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(src.name, dir_fd=parent)
+            if st.st_uid not in (0, os.getuid()) or hops >= 40:
+                raise OSError(f"upload: {src} is a link owned by uid {st.st_uid} (-> "
+                              f"{target}): a link another user (the agent) could plant is "
+                              "never followed")
+            here = os.readlink(f"/proc/self/fd/{parent}")
+            return _open_source_at(Path(os.path.abspath(os.path.join(here, target))), hops + 1)
+        fd = os.open(src.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+    finally:
+        os.close(parent)
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        os.close(fd)
+        raise FileNotFoundError(f"upload: {src} is not a file or directory on the host")
+    return fd
 
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW

@@ -216,6 +216,14 @@ def test_host_links_the_agent_planted_are_not_followed(sb: Sandbox, test_dir: Pa
     with pytest.raises(OSError, match="link"):
         sb.upload(ws / "leak", "got")
     assert sb.exec(["cat", "got"]).returncode != 0
+    # inside an uploaded tree a link stays a link (its text), never its target's bytes
+    sb.exec(["sh", "-c", "mkdir -p tree && echo mine > tree/f && "
+                         f"ln -s {test_dir / 'secret'} tree/leak"])
+    sb.upload(ws / "tree", "copy")
+    assert sb.exec(["readlink", "copy/leak"]).stdout.strip() == str(test_dir / "secret")
+    assert sb.read_file("copy/f") == "mine\n"
+    with pytest.raises(FileNotFoundError, match="not a file or directory"):
+        sb.upload(test_dir / "nowhere" / "x", "y")
     # the caller's own links (root's here) are followed as before
     (test_dir / "mine").symlink_to(victim)
     sb.download("results", test_dir / "mine" / "fetched")
