@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 
@@ -181,9 +182,13 @@ def kill_tree(pid: int, *, root: bool = False) -> None:
             pids.discard(pid)
         if not pids:
             return
-        for p in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(p, 9)
+        # Stop them all, then kill: nothing in the tree runs between the two, so no
+        # parent sees a child die first (a shell would print "Killed" into the partial
+        # output; a loop would start the next child, one more round of this).
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for p in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(p, sig)
 
 
 async def end(child: AsyncChild, grace: float = 2.0) -> int:
