@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import Sandbox, SessionClosed, Store
+from tests.helpers import wait_for
 
 T = 15  # seconds: on a broken recorder a command waits for its end marker this long
 FORGERY_KINDS = ("shell.marker_forged", "shell.recorder_hooks", "shell.marker_missing")
@@ -139,11 +140,15 @@ printf '\e]133;C;%s;%s\a' "${f[3]}" "$((f[4] + 1))"
 f[2]=0; f[4]=$((f[4] + 2)); f[5]=$tok
 (IFS=';'; printf '%s' "${f[*]}")
 sleep 0.3
+touch steal-done
 (exit 5)
 """)
     r = sb.run(forge, timeout=10)
     assert _tamper(r.alerts), (r.exit_code, r.alerts)
-    time.sleep(0.5)
+    # the script's real end is due: wait for it (a fixed 0.5 s raced a busy host), then
+    # the moment bash needs to print its marker
+    assert wait_for(lambda: (workspace / "steal-done").exists(), 10)
+    time.sleep(0.3)
     r2 = sb.run("echo after", timeout=T)
     assert r2.output == "after\n" and r2.exit_code == 0
     assert any("before the command started" in a["detail"].get("why", "")
@@ -294,8 +299,9 @@ def test_m2_unterminated_marker_prefix_does_not_stall(sb: Sandbox) -> None:
 
 
 def test_l4_background_output_between_commands_is_recorded(sb: Sandbox) -> None:
-    sb.run("(sleep 0.2; echo BACKGROUND-SECRET-OUTPUT) &", timeout=T)
-    time.sleep(0.8)
+    sb.run("(sleep 0.2; echo BACKGROUND-SECRET-OUTPUT; touch bg-done) &", timeout=T)
+    # the output is in the pty before the file exists (a fixed sleep raced a busy host)
+    assert wait_for(lambda: (Path(sb.workdir) / "bg-done").exists(), 10)
     r = sb.run("echo next", timeout=T)
     assert r.output.startswith("next\n")
     events = [e for e in Store().events(sb.id) if e["kind"] == "shell.background_output"]
