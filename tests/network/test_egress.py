@@ -11,11 +11,10 @@ import ssl
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import QTYPE, RCODE
 
 from sandbox import network
 from sandbox.events import ListEmit
@@ -30,6 +29,9 @@ from tests.network.conftest import (
     FakeInternet,
     in_netns,
 )
+from tests.network.conftest import (
+    NetBox as Box,
+)
 
 pytestmark = pytest.mark.root
 
@@ -40,49 +42,6 @@ SECTION = NetworkSection(
     deny=[f"{STANDIN_IP}/32"],
     upstream_dns=DNS_IP,
 )
-
-
-class Box:
-    """A live session network plus its events."""
-
-    def __init__(self, handle: network.NetworkHandle, emit: ListEmit, inet: FakeInternet):
-        self.h, self.emit, self.inet = handle, emit, inet
-
-    def run(self, fn: Callable[[], Any]) -> Any:
-        return in_netns(self.h.netns, fn)
-
-    def mark(self) -> int:
-        return len(self.emit.events)
-
-    def since(self, mark: int, kind: str, timeout: float = 5.0,
-              pred: Callable[[dict[str, Any]], bool] = lambda d: True,
-              count: int = 1) -> list[dict[str, Any]]:
-        """Events of `kind` after `mark`, once at least `count` arrived (or on timeout)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [e["detail"] for e in self.emit.events[mark:]
-                     if e["kind"] == kind and pred(e["detail"])]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.02)
-
-    def resolve(self, name: str, qtype: str = "A", server: str | None = None,
-                tcp: bool = False) -> DNSRecord:
-        q = DNSRecord.question(name, qtype)
-        raw = self.run(lambda: q.send(server or self.h.host_ip, 53, tcp=tcp, timeout=3))
-        return DNSRecord.parse(raw)
-
-    def exec(self, *argv: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", self.h.netns, *argv], capture_output=True,
-                              text=True, timeout=timeout, check=False)
-
-    def wait_counter(self, name: str, above: int) -> int:
-        deadline = time.monotonic() + 3
-        while True:
-            value = self.h.counters().get(name, 0)
-            if value > above or time.monotonic() > deadline:
-                return value
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

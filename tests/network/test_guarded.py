@@ -20,7 +20,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from tests.network.conftest import (
     SSH_IP,
     STANDIN_IP,
     FakeInternet,
+    NetBox,
     _serve,
     in_netns,
     ip,
@@ -126,31 +127,8 @@ def section(upstream: str, allow: list[str] | None = None) -> NetworkSection:
                           deny=["bad.test", "*.blocked.test"], upstream_dns=upstream)
 
 
-class Box:
+class Box(NetBox):
     """A live guarded session network plus its events."""
-
-    def __init__(self, handle: network.NetworkHandle, emit: ListEmit, inet: FakeInternet):
-        self.h, self.emit, self.inet = handle, emit, inet
-
-    def run(self, fn: Callable[[], Any]) -> Any:
-        return in_netns(self.h.netns, fn)
-
-    def mark(self) -> int:
-        return len(self.emit.events)
-
-    def since(self, mark: int, kind: str, count: int = 1, timeout: float = 5.0,
-              pred: Callable[[dict[str, Any]], bool] = lambda d: True) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [e["detail"] for e in self.emit.events[mark:]
-                     if e["kind"] == kind and pred(e["detail"])]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.02)
-
-    def resolve(self, name: str) -> DNSRecord:
-        q = DNSRecord.question(name, "A")
-        return DNSRecord.parse(self.run(lambda: q.send(self.h.host_ip, 53, timeout=3)))
 
     def exchange(self, ip: str, port: int, payload: bytes) -> bytes | str:
         """Send payload, return the reply, or the error's class name (a reset...)."""
