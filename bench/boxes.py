@@ -54,6 +54,19 @@ def session_pids(sb: Sandbox) -> list[int]:
     return tree(sb._session.jail_pid)
 
 
+def memory(pids: list[int]) -> tuple[float, float]:
+    """RSS and PSS of these processes, in bytes (one that exited meanwhile counts 0)."""
+    rss = pss = 0.0
+    for pid in pids:
+        try:
+            info = psutil.Process(pid).memory_full_info()
+        except psutil.Error:
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss, pss
+
+
 def _alive(pid: int) -> bool:
     """Alive unless /proc has no entry or the process is a zombie (dead, only unreaped)."""
     try:

@@ -8,15 +8,19 @@ the same run, and a goal line says met or missed with that ratio.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 BENCH_ROOT = Path("/var/lib/sandbox-bench")  # not /tmp: the jail's private /tmp hides it
 
@@ -185,3 +189,15 @@ def make_ctx(quick: bool, sessions: int, python: str) -> Ctx:
 
 def remove_ctx(ctx: Ctx) -> None:
     shutil.rmtree(ctx.root, ignore_errors=True)
+
+
+def run_async(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    """Run `coro` on a fresh event loop, bounded by `timeout`; the loop and its default
+    executor are shut down whatever happens."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    finally:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()

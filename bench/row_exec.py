@@ -24,7 +24,7 @@ import psutil
 
 from sandbox import AsyncSandbox, Sandbox, launch
 
-from .boxes import tree
+from .boxes import memory, tree
 from .core import Ctx, Deadline, Goal, Line, Row, Stat, stat, unavailable
 
 MS = 1000.0
@@ -200,27 +200,20 @@ def files_row(ctx: Ctx) -> Row:
         r["sync"].append(time.perf_counter() - t0)
         check("sync", got)
 
-    async def async_once() -> None:
-        w["async"].append(await _atimed(asb.write_file("async.bin", data)))
+    async def a_once(name: str, box: Any) -> None:  # AsyncSandbox, or inspect's local
+        w[name].append(await _atimed(box.write_file(f"{name}.bin", data)))
         t0 = time.perf_counter()
-        got = await asb.read_file("async.bin", text=False)
-        r["async"].append(time.perf_counter() - t0)
-        check("async", got)
-
-    async def local_once() -> None:
-        w["local"].append(await _atimed(local.write_file("local.bin", data)))
-        t0 = time.perf_counter()
-        got = await local.read_file("local.bin", text=False)
-        r["local"].append(time.perf_counter() - t0)
-        check("local", got)
+        got = await box.read_file(f"{name}.bin", text=False)
+        r[name].append(time.perf_counter() - t0)
+        check(name, got)
 
     try:
         sb.start()
         aloop.run(asb.start())
         variants: list[Callable[[], None]] = [floor_once, sync_once,
-                                              lambda: aloop.run(async_once())]
+                                              lambda: aloop.run(a_once("async", asb))]
         if local is not None:
-            variants.append(lambda: aloop.run(local_once()))
+            variants.append(lambda: aloop.run(a_once("local", local)))
         for i in range(-1, n):  # one discarded warm-up round
             if not dl.left():
                 break
@@ -262,18 +255,6 @@ def files_row(ctx: Ctx) -> Row:
 
 
 # -- row 11: many --------------------------------------------------------------------------
-
-
-def _mem(pids: list[int]) -> tuple[float, float]:
-    rss = pss = 0.0
-    for pid in pids:
-        try:
-            info = psutil.Process(pid).memory_full_info()
-        except psutil.Error:
-            continue
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
-    return rss, pss
 
 
 def _threads() -> tuple[int, str]:
@@ -452,7 +433,7 @@ def many(ctx: Ctx) -> Row:
         owner_share = (me.memory_info().rss - owner_before) / len(live)
         rss = pss = 0.0
         for sb in live:
-            r, p = _mem(tree(sb._session.jail_pid))
+            r, p = memory(tree(sb._session.jail_pid))
             rss += r
             pss += p
         mem = (rss / len(live), pss / len(live), owner_share)

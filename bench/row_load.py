@@ -15,7 +15,7 @@ import psutil
 
 from sandbox import Sandbox
 
-from .boxes import session_pids
+from .boxes import memory, session_pids
 from .core import Ctx, Deadline, Goal, Line, Row, stat
 
 MS = 1000.0
@@ -32,18 +32,6 @@ def _start(ctx: Ctx) -> tuple[Sandbox, float]:
         sb.close()
         raise
     return sb, time.perf_counter() - t0
-
-
-def _mem(pids: list[int]) -> tuple[float, float]:
-    rss = pss = 0.0
-    for pid in pids:
-        try:
-            info = psutil.Process(pid).memory_full_info()
-        except psutil.Error:
-            continue
-        rss += info.rss
-        pss += getattr(info, "pss", info.rss)
-    return rss, pss
 
 
 def run(ctx: Ctx) -> Row:
@@ -75,7 +63,7 @@ def run(ctx: Ctx) -> Row:
         owner_share = (me.memory_info().rss - owner_before) / max(1, len(live))
         rss = pss = 0.0
         for sb in live:
-            r, p = _mem(session_pids(sb))
+            r, p = memory(session_pids(sb))
             rss += r
             pss += p
         per_rss = [(rss / len(live) + owner_share) / MIB]

@@ -10,14 +10,12 @@ to a cold start (pool empty) would be counted and noted, not hidden.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 
 from sandbox import AsyncSandbox
 from sandbox.pool import WarmPool
 
-from .core import Ctx, Deadline, Goal, Line, Row, stat
+from .core import Ctx, Deadline, Goal, Line, Row, run_async, stat
 
 MS = 1000.0
 COLD = "cold: `AsyncSandbox().start()`"
@@ -73,13 +71,7 @@ def run(ctx: Ctx) -> Row:
         finally:
             await pool.close()
 
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(asyncio.wait_for(body(), 300))
-    finally:
-        with contextlib.suppress(Exception):
-            loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
+    run_async(body(), 300)
 
     row.add(Line(COLD, "ms", stat(s["cold"]), note="fresh workspace, jail, shell; the "
                  "baseline"))

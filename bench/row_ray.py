@@ -9,13 +9,11 @@ actor call to the node's host agent and back. The cluster start (~10 s) is not t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
 import time
 
-from .core import Ctx, Deadline, Line, Row, stat, unavailable
+from .core import Ctx, Deadline, Line, Row, run_async, stat, unavailable
 
 MS = 1000.0
 LOCAL = "local `AsyncSandbox.exec(['true'])`"
@@ -63,13 +61,7 @@ def run(ctx: Ctx) -> Row:
     try:
         cluster.add_node(**loopback, num_cpus=2, resources={"sandbox": 2})
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(asyncio.wait_for(body(), 300))
-        finally:
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
+        run_async(body(), 300)
     finally:
         ray.shutdown()
         cluster.shutdown()
