@@ -34,6 +34,7 @@ from .child import AsyncChild, end, kill_tree
 from .errors import CommandTimeout, SessionClosed
 from .result import ExecResult
 from .shell import Capture
+from .textsafe import visible
 
 if TYPE_CHECKING:
     from .session import Session
@@ -191,7 +192,7 @@ class Exec:
         if (result.returncode == 126 and not isinstance(self.cmd, str)
                 and b"Permission denied" in result.stderr_bytes):
             raise PermissionError(f"{self.argv[0]!r} in the sandbox is not executable: "
-                                  f"{result.stderr.strip()[-200:]}")
+                                  f"{visible(result.stderr.strip()[-200:])}")
         if result.timed_out:
             raise ExecTimeout(f"{self.text!r} timed out after {self.timeout}s", result)
         return result

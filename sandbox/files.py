@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from .execute import MAX_OUTPUT, exec_async
 from .result import ExecResult
+from .textsafe import visible
 
 if TYPE_CHECKING:
     from .session import Session
@@ -48,8 +49,9 @@ def _raise_for(path: str, r: ExecResult, what: str) -> None:
     for needle, exc in _ERRORS:
         if needle in r.stderr:
             raise exc(f"{what} {path!r} in the sandbox: {needle}")
+    # the tool's message names the agent's files: shown, never interpreted
     raise OSError(f"{what} {path!r} in the sandbox failed (exit {r.returncode}): "
-                  f"{r.stderr.strip()[-300:]}")
+                  f"{visible(r.stderr.strip()[-300:])}")
 
 
 def _event(session: Session, kind: str, path: str, data: bytes, **extra: object) -> None:
@@ -251,7 +253,7 @@ class _DirFds:
             fd = os.open(parts[-1], _O_DIR, dir_fd=parent)
         except OSError as e:  # ELOOP (a link), ENOTDIR (a file)
             where = self.root.joinpath(*parts)
-            raise OSError(f"download: {where} exists on the host and is not a plain "
+            raise OSError(f"download: {visible(where)} exists on the host and is not a plain "
                           f"directory ({e.strerror}); a link there is never followed: "
                           "remove it, or download somewhere else") from None
         self.fds[key] = fd
@@ -265,7 +267,7 @@ def _open_source(src: Path, hops: int = 0) -> int:
         return _open_source_at(src, hops)
     except (FileNotFoundError, NotADirectoryError):
         raise FileNotFoundError(
-            f"upload: {src} is not a file or directory on the host") from None
+            f"upload: {visible(src)} is not a file or directory on the host") from None
 
 
 def _open_source_at(src: Path, hops: int) -> int:
@@ -277,9 +279,9 @@ def _open_source_at(src: Path, hops: int) -> int:
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(src.name, dir_fd=parent)
             if st.st_uid not in (0, os.getuid()) or hops >= 40:
-                raise OSError(f"upload: {src} is a link owned by uid {st.st_uid} (-> "
-                              f"{target}): a link another user (the agent) could plant is "
-                              "never followed")
+                raise OSError(f"upload: {visible(src)} is a link owned by uid {st.st_uid} "
+                              f"(-> {visible(target)}): a link another user (the agent) "
+                              "could plant is never followed")
             here = os.readlink(f"/proc/self/fd/{parent}")
             return _open_source_at(Path(os.path.abspath(os.path.join(here, target))), hops + 1)
         fd = os.open(src.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
@@ -288,7 +290,8 @@ def _open_source_at(src: Path, hops: int) -> int:
     mode = os.fstat(fd).st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         os.close(fd)
-        raise FileNotFoundError(f"upload: {src} is not a file or directory on the host")
+        raise FileNotFoundError(f"upload: {visible(src)} is not a file or directory on "
+                                "the host")
     return fd
 
 
@@ -324,9 +327,10 @@ def open_dir_trusted(path: Path, *, create: bool = True) -> int:
                 hops += 1
                 if st.st_uid not in trusted or hops > 40:
                     raise OSError(
-                        f"{path} goes through a link owned by uid {st.st_uid} "
-                        f"({name} -> {os.readlink(name, dir_fd=fd)}): a link another user "
-                        "(the agent) could plant is never followed: download elsewhere")
+                        f"{visible(path)} goes through a link owned by uid {st.st_uid} "
+                        f"({visible(name)} -> {visible(os.readlink(name, dir_fd=fd))}): "
+                        "a link another user (the agent) could plant is never followed: "
+                        "download elsewhere")
                 target = os.readlink(name, dir_fd=fd)
                 if target.startswith("/"):
                     os.close(fd)
@@ -356,7 +360,7 @@ def _write_plain(tar: tarfile.TarFile, m: tarfile.TarInfo, dir_fd: int, name: st
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode,
                      dir_fd=dir_fd)
     except OSError as e:  # ELOOP: a link swapped in since the check above
-        raise OSError(f"download: cannot write {shown} ({e.strerror})") from None
+        raise OSError(f"download: cannot write {visible(shown)} ({e.strerror})") from None
     with os.fdopen(fd, "wb") as out:
         while chunk := src.read(1 << 20):
             out.write(chunk)

@@ -230,6 +230,22 @@ def test_host_links_the_agent_planted_are_not_followed(sb: Sandbox, test_dir: Pa
     assert (victim / "fetched" / "keep.txt").read_text() == "owned\n"
 
 
+def test_transfer_errors_show_the_agents_names_harmlessly(sb: Sandbox, test_dir: Path) -> None:
+    """A transfer's error quotes the jail's tool and the agent's link targets: an escape
+    sequence in a file name the agent chose reached the operator's terminal in the
+    exception's message (OSC 2 retitles it; others paint or worse)."""
+    evil = "\x1b]2;PWNED\x07"
+    sb.exec(["sh", "-c", f"mkdir -p d && ln -s '/{evil}' planted"])
+    # a program of the agent's that fails like a non-executable one: its stderr is quoted
+    sb.write_file("x.sh", "printf '\\033]2;PWNED\\007 Permission denied' >&2; exit 126\n")
+    with pytest.raises(PermissionError) as e:
+        sb.exec(["sh", "x.sh"])
+    assert "PWNED" in str(e.value) and "\x1b" not in str(e.value), str(e.value)
+    with pytest.raises(OSError) as e:
+        sb.download("d", Path(sb.workdir) / "planted" / "x")
+    assert "PWNED" in str(e.value) and "\x1b" not in str(e.value), str(e.value)
+
+
 def _tar(*entries: tarfile.TarInfo) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
