@@ -298,3 +298,15 @@ class NetBox:
             if value > above or time.monotonic() > deadline:
                 return value
             time.sleep(0.05)
+
+    def exchange(self, ip: str, port: int, payload: bytes) -> bytes | str:
+        """Send payload, return the reply, or the error's class name (a reset...)."""
+        def go() -> bytes | str:
+            try:
+                with socket.create_connection((ip, port), timeout=5) as s:
+                    s.sendall(payload)
+                    return s.recv(4096)
+            except OSError as e:
+                return type(e).__name__
+
+        return self.run(go)  # type: ignore[no-any-return]

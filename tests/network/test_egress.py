@@ -83,19 +83,6 @@ def tls_get(box: Box, ip: str, sni: str | None, request: bytes = b"GET / HTTP/1.
     return box.run(go)
 
 
-def raw_exchange(box: Box, ip: str, port: int, payload: bytes) -> bytes | str:
-    """Send payload, return what came back, or the error class name (reset, refused...)."""
-    def go() -> bytes | str:
-        try:
-            with socket.create_connection((ip, port), timeout=5) as s:
-                s.sendall(payload)
-                return s.recv(4096)
-        except OSError as e:
-            return type(e).__name__
-
-    return box.run(go)  # type: ignore[no-any-return]
-
-
 class TestAllowed:
     def test_curl_end_to_end(self, box: Box) -> None:
         """curl --noproxy '*' reaches the allowed name over TLS (resolver + gateway)."""
@@ -121,7 +108,7 @@ class TestAllowed:
     def test_ssh_to_allowed_ssh_port(self, resolved: Box) -> None:
         """SSH has no name on the wire; it is matched by the IP handed out for ssh.test."""
         m = resolved.mark()
-        got = raw_exchange(resolved, SSH_IP, 22, b"SSH-2.0-OpenSSH_9.2\r\n")
+        got = resolved.exchange(SSH_IP, 22, b"SSH-2.0-OpenSSH_9.2\r\n")
         assert isinstance(got, bytes) and got.startswith(b"SSH-2.0-")
         [attempt] = resolved.since(m, "net.attempt")
         assert attempt["verdict"] == "allow" and attempt["protocol"] == "ssh"
@@ -169,14 +156,14 @@ class TestDenied:
     def test_unresolved_ip_denied_fast(self, box: Box) -> None:
         """An IP nobody resolved is reset at once, before any byte is read."""
         m = box.mark()
-        assert raw_exchange(box, "203.0.113.201", 443, b"x") == "ConnectionResetError"
+        assert box.exchange("203.0.113.201", 443, b"x") == "ConnectionResetError"
         [attempt] = box.since(m, "net.attempt")
         assert "not resolved" in attempt["reason"]
 
     def test_ssh_banner_to_https_port(self, resolved: Box) -> None:
         """An SSH client on the allowed host's 443 (a tunnel over the HTTPS hole): denied."""
         m, hits = resolved.mark(), resolved.inet.hits.get("ssh", 0)
-        got = raw_exchange(resolved, SSH_IP, 443, b"SSH-2.0-OpenSSH_9.2\r\n")
+        got = resolved.exchange(SSH_IP, 443, b"SSH-2.0-OpenSSH_9.2\r\n")
         assert not (isinstance(got, bytes) and got.startswith(b"SSH-"))
         [attempt] = resolved.since(m, "net.attempt")
         assert attempt["verdict"] == "deny" and attempt["protocol"] == "ssh"
@@ -188,7 +175,7 @@ class TestDenied:
         """mining.subscribe to an allowed host:port or to a pool IP: denied, seen as mining."""
         m, hits = resolved.mark(), resolved.inet.hits.get("stratum", 0)
         payload = b'{"id":1,"method":"mining.subscribe","params":["cpuminer/2.5.1"]}\n'
-        raw_exchange(resolved, *target, payload)
+        resolved.exchange(*target, payload)
         [attempt] = resolved.since(m, "net.attempt")
         assert attempt["verdict"] == "deny" and attempt["protocol"] == "mining"
         assert resolved.emit.events[-1]["severity"] == "alert" or any(
@@ -198,7 +185,7 @@ class TestDenied:
     def test_metadata_standin_denied_even_if_allowed(self, box: Box) -> None:
         """Deny beats an explicit allow entry (live, against a TEST-NET stand-in)."""
         m, hits = box.mark(), box.inet.hits.get("standin", 0)
-        got = raw_exchange(box, STANDIN_IP, 80, b"GET /latest/meta-data/ HTTP/1.1\r\n\r\n")
+        got = box.exchange(STANDIN_IP, 80, b"GET /latest/meta-data/ HTTP/1.1\r\n\r\n")
         assert got == "ConnectionResetError"
         [attempt] = box.since(m, "net.attempt")
         assert attempt["reason"] == f"deny entry {STANDIN_IP}/32"
@@ -209,7 +196,7 @@ class TestDenied:
         UDP to the host is dropped and counted."""
         m = box.mark()
         for ip in (box.h.host_ip, HOST_LINK_IP):
-            assert raw_exchange(box, ip, 22, b"SSH-2.0-x\r\n") == "ConnectionResetError"
+            assert box.exchange(ip, 22, b"SSH-2.0-x\r\n") == "ConnectionResetError"
         attempts = box.since(m, "net.attempt", pred=lambda d: d["dst_port"] == 22, count=2)
         assert len(attempts) == 2
         assert all("this host" in a["reason"] for a in attempts)
@@ -324,7 +311,7 @@ def test_sessions_are_isolated_from_each_other(box: Box) -> None:
     try:
         assert other.resources["subnet"] != box.h.resources["subnet"]
         m = box.mark()
-        assert raw_exchange(box, other.sandbox_ip, 22, b"x") == "ConnectionResetError"
+        assert box.exchange(other.sandbox_ip, 22, b"x") == "ConnectionResetError"
         [attempt] = box.since(m, "net.attempt")
         assert "this host" in attempt["reason"]
         before = box.h.counters()["udp"]

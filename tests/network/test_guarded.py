@@ -130,18 +130,6 @@ def section(upstream: str, allow: list[str] | None = None) -> NetworkSection:
 class Box(NetBox):
     """A live guarded session network plus its events."""
 
-    def exchange(self, ip: str, port: int, payload: bytes) -> bytes | str:
-        """Send payload, return the reply, or the error's class name (a reset...)."""
-        def go() -> bytes | str:
-            try:
-                with socket.create_connection((ip, port), timeout=5) as s:
-                    s.sendall(payload)
-                    return s.recv(4096)
-            except OSError as e:
-                return type(e).__name__
-
-        return self.run(go)  # type: ignore[no-any-return]
-
     def tls_get(self, ip: str, sni: str) -> bytes:
         ctx = ssl.create_default_context(cafile=str(self.inet.cert))
 
