@@ -22,13 +22,13 @@ from typing import Any
 
 from ..errors import ProfileError
 from ..events import Emit
-from ..profile import GuardSection
+from ..profile import GuardSection, NetworkSection
 from .actions import ACTIONS, rank
 from .evidence import CommandText, Evidence, ProcessExec, from_event, to_dict
 from .honeytokens import HoneytokenMatch, Token
 from .normalize import variants, windows
 from .packs import PACKS, all_rules, load_pack
-from .rules import Rule, parse_rule
+from .rules import Egress, Rule, parse_rule
 
 _MEMO_SIZE = 512
 _MEMO_ARGV = 1024  # only short argv is remembered (bounded memory)
@@ -93,8 +93,11 @@ def block_message(verdicts: Sequence[Verdict]) -> str:
 class Engine:
     """Evaluates rules against evidence. Build it with `build_engine` from a profile."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], egress: Egress | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        # (host, port) -> allowed by the session's egress policy; None: no policy known,
+        # and `egress_denied` rules (an upload toward a host egress denies) stay quiet.
+        self.egress = egress
         ids = [r.id for r in self.rules]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -139,7 +142,7 @@ class Engine:
             argv_texts = _searchable(evidence.command_line())
         out: list[Verdict] = []
         for rule in self.rules:
-            why = rule.match(evidence, texts, argv_texts)
+            why = rule.match(evidence, texts, argv_texts, self.egress)
             if why is not None:
                 out.append(self._verdict(rule, evidence, why))
         out.sort(key=lambda v: -rank(v.action))
@@ -210,14 +213,32 @@ def honeytoken_rules(tokens: Sequence[Token]) -> list[Rule]:
     ]
 
 
+def egress_policy(network: NetworkSection | None) -> Egress | None:
+    """(host, port) -> whether the profile's egress lets a connection there, for
+    `allowlist` and `guarded`; None for `none` (nothing is allowed, so nothing is worth
+    telling apart) or no section."""
+    if network is None or network.mode not in ("allowlist", "guarded"):
+        return None
+    from ..network.policy import Policy  # only here: the guard needs no sockets
+
+    try:
+        policy = Policy(network.allow, network.deny, network.protocols, mode=network.mode)
+    except ValueError as e:
+        raise ProfileError(f"network: {e}") from e
+    return policy.target_allowed
+
+
 def build_engine(
-    section: GuardSection | None = None, honeytokens: Sequence[Token] = ()
+    section: GuardSection | None = None, honeytokens: Sequence[Token] = (),
+    network: NetworkSection | None = None,
 ) -> Engine:
     """The engine a profile asks for: its packs, its profile rules, its action overrides.
 
     `[guard.actions]` keys are rule ids or pack names; a rule id wins over its pack. Unknown
     packs, unknown override keys, bad actions and bad profile rules raise ProfileError
-    naming the key. Honeytoken rules are added when tokens were planted.
+    naming the key. Honeytoken rules are added when tokens were planted. `network` (the
+    profile's egress) lets `egress_denied` rules tell an upload to an allowed host from
+    one to a host the allowlist does not name.
     """
     section = section or GuardSection()
     for name in section.packs:
@@ -257,4 +278,4 @@ def build_engine(
             return rule.with_action(section.actions[rule.pack])
         return rule
 
-    return Engine(resolve(r) for r in rules)
+    return Engine((resolve(r) for r in rules), egress=egress_policy(network))

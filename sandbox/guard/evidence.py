@@ -79,11 +79,15 @@ class NetworkAttempt:
 
 @dataclass(frozen=True)
 class ScanEvent:
-    """The gateway saw one session reach many distinct targets in a short window."""
+    """The gateway saw one session reach many distinct targets in a short window
+    (`kind` "burst"), or a few control-plane ports of one address (`kind`
+    "control_plane": Docker, kubelet, kube-apiserver, etcd, Elasticsearch, Redis)."""
 
     distinct_targets: int
     ports: tuple[int, ...] = ()
     window_s: float = 0.0
+    kind: str = "burst"
+    hosts: tuple[str, ...] = ()  # a sample of the addresses
 
 
 @dataclass(frozen=True)
@@ -201,10 +205,14 @@ def from_event(event: Mapping[str, Any]) -> Evidence | None:
         )
     if kind == "net.scan":
         ports = d.get("ports") or []
+        hosts = d.get("sample_hosts") or []
         return ScanEvent(
             distinct_targets=_int(d, "distinct_targets"),
             ports=tuple(int(p) for p in ports if isinstance(p, int | str) and str(p).isdigit()),
             window_s=_num(d, "window_s"),
+            # Events recorded before kinds existed were all bursts.
+            kind=_str(d, "kind") or "burst",
+            hosts=tuple(str(h) for h in hosts[:10]) if isinstance(hosts, list) else (),
         )
     if kind == "dns.query":
         return DnsQuery(name=_str(d, "name"), qtype=_str(d, "qtype"), verdict=_str(d, "verdict"))

@@ -10,11 +10,15 @@ TOML tables in `[[guard.rules]]`), with one matcher per evidence kind it cares a
     invocation = [regex, ...]    what the text or an exec RUNS: one string per simple
                                  command, program basename first (see `invocations`)
     process = {exe = [basename, ...], argv = [regex, ...]}  both must hold when both given
-    network = {protocol, port, verdict, name, dst, reason, payload}  all given must hold
-    scan    = {min_targets, min_ports}
+    network = {protocol, port, verdict, name, dst, reason, payload}  all given must hold;
+              or an array of such tables: any one of them
+    scan    = {kind, min_targets, min_ports}   kind: burst (the default) or control_plane
     dns     = {name, qtype, verdict}
     sample  = {source, cpu_percent, mem_bytes, pids, gpu_util, gpu_mem_bytes, min_window_s}
     tamper  = {kind = [...]}
+    egress_denied = true         with `invocation`: it matches only when a URL in the
+                                 matched command names a host:port the session's egress
+                                 policy does not allow (never when the engine has none)
 
 A rule fires when any of its matchers matches. Regexes are Python `re`, case-sensitive
 unless they say `(?i)`. `command` regexes also run over a process's argv (argv[0] cut to
@@ -35,7 +39,7 @@ import functools
 import ipaddress
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -772,8 +776,17 @@ class NetworkMatch:
     dst: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     reason: tuple[re.Pattern[str], ...] = ()
     payload: tuple[re.Pattern[str], ...] = ()  # over the first bytes sent (latin-1)
+    # `network = [{...}, {...}]`: any one alternative (a name OR an IP OR a request shape;
+    # the fields of one table all must hold, so one table cannot say "or").
+    any_of: tuple[NetworkMatch, ...] = ()
 
     def match(self, ev: NetworkAttempt) -> str | None:
+        for alternative in self.any_of:
+            why = alternative.match(ev)
+            if why is not None:
+                return why
+        if self.any_of:
+            return None
         if self.protocol and ev.protocol.lower() not in self.protocol:
             return None
         if self.port and ev.dst_port not in self.port:
@@ -803,15 +816,22 @@ class NetworkMatch:
 
 @dataclass(frozen=True)
 class ScanMatch:
-    """Matches the gateway's scan events above a size."""
+    """Matches the gateway's scan events of a kind (burst, control_plane) above a size."""
 
     min_targets: int = 1
     min_ports: int = 0
+    kind: frozenset[str] = frozenset()
 
     def match(self, ev: ScanEvent) -> str | None:
+        if self.kind and ev.kind not in self.kind:
+            return None
         if ev.distinct_targets < self.min_targets or len(ev.ports) < self.min_ports:
             return None
-        return f"{ev.distinct_targets} targets, {len(ev.ports)} ports in {ev.window_s:g}s"
+        what = f"{ev.distinct_targets} targets, {len(ev.ports)} ports in {ev.window_s:g}s"
+        if ev.kind != "burst":
+            ports = ",".join(str(p) for p in ev.ports[:10])
+            what = f"{ev.kind}: {what} ({', '.join(ev.hosts[:3]) or '?'} ports {ports})"
+        return what
 
 
 @dataclass(frozen=True)
@@ -892,6 +912,7 @@ class Rule:
     event_kind: str = "guard.verdict"  # the event a verdict becomes
     invocation: tuple[re.Pattern[str], ...] = ()
     cap: str = "kill"  # the strongest action overrides may give it (mentions: flag)
+    egress_denied: bool = False  # invocation matches only toward a target egress denies
 
     @property
     def effective_severity(self) -> str:
@@ -911,11 +932,13 @@ class Rule:
         return replace(self, action=action, severity=None)
 
     def match(
-        self, evidence: Evidence, texts: Sequence[str], argv_texts: Sequence[str]
+        self, evidence: Evidence, texts: Sequence[str], argv_texts: Sequence[str],
+        egress: Egress | None = None,
     ) -> str | None:
         """Why this rule matches the evidence (a short snippet), or None.
 
-        `texts`: normalised variants of command text; `argv_texts`: of a process's argv.
+        `texts`: normalised variants of command text; `argv_texts`: of a process's argv;
+        `egress`: the session's egress policy, for `egress_denied` rules.
         """
         if self.honeytokens is not None:
             why = self.honeytokens.match(
@@ -924,7 +947,7 @@ class Rule:
                 return why
         if isinstance(evidence, CommandText):
             if self.invocation:
-                why = search_any(self.invocation, invocations(evidence.text, texts))
+                why = self._invoked(invocations(evidence.text, texts), egress)
                 if why:
                     return why
             return search_any(self.command, texts) if self.command else None
@@ -934,7 +957,7 @@ class Rule:
                 if why:
                     return why
             if self.invocation and not evidence.recorder:
-                why = search_any(self.invocation, argv_invocations(evidence.argv))
+                why = self._invoked(argv_invocations(evidence.argv), egress)
                 if why:
                     return why
             return search_any(self.command, argv_texts) if self.command else None
@@ -950,17 +973,52 @@ class Rule:
             return self.tamper.match(evidence) if self.tamper else None
         return None  # pragma: no cover
 
+    def _invoked(self, invs: Sequence[str], egress: Egress | None) -> str | None:
+        if not self.egress_denied:
+            return search_any(self.invocation, invs)
+        if egress is None:
+            # No egress policy known (mode none, or an engine built without one): "not on
+            # the allowlist" cannot be told from "allowed", so say nothing.
+            return None
+        for inv in invs:
+            for pattern in self.invocation:
+                m = pattern.search(inv)
+                if not m:
+                    continue
+                denied = [f"{host}:{port}" for host, port in url_targets(inv)
+                          if not egress(host, port)]
+                if denied:
+                    return f"{_snippet(inv, m)} (egress does not allow {', '.join(denied[:3])})"
+        return None
+
+
+Egress = Callable[[str, int], bool]  # (host, port) -> does the session's egress allow it
+_URL = re.compile(r"(?i)\b(https?|ftps?|wss?)://(?:[^\s/@\u2423]*@)?"
+                  r"(\[[0-9a-f:.]+\]|[^\s/:?#@\u2423'\"]+)(?::(\d{1,5}))?")
+_SCHEME_PORTS = {"http": 80, "https": 443, "ftp": 21, "ftps": 990, "ws": 80, "wss": 443}
+
+
+def url_targets(text: str) -> list[tuple[str, int]]:
+    """(host, port) of every URL with a scheme in `text` (a bare `host/path` has none)."""
+    out = []
+    for m in _URL.finditer(text):
+        port = int(m.group(3)) if m.group(3) else _SCHEME_PORTS[m.group(1).lower()]
+        if 0 < port < 65536:
+            out.append((m.group(2).strip("[]").rstrip(".").lower(), port))
+    return out
+
 
 # -- parsing and validation ------------------------------------------------------------
 
 _RULE_KEYS = {
     "id", "pack", "description", "action", "severity", "attack", "source",
     "command", "invocation", "process", "network", "scan", "dns", "sample", "tamper",
+    "egress_denied",
 }
 _MATCHER_KEYS = {
     "process": {"exe", "argv"},
     "network": {"protocol", "port", "verdict", "name", "dst", "reason", "payload"},
-    "scan": {"min_targets", "min_ports"},
+    "scan": {"kind", "min_targets", "min_ports"},
     "dns": {"name", "qtype", "verdict"},
     "sample": {"source", "min_window_s", *_SAMPLE_FIELDS},
     "tamper": {"kind"},
@@ -1033,6 +1091,26 @@ def _networks(
     return tuple(out)
 
 
+def _network_match(value: Any, w: str) -> NetworkMatch:
+    """One `network` table; `w` is where it is (`rule 'x'.network` or `...network[1]`)."""
+    if not isinstance(value, Mapping):
+        raise _fail(w, "expected a table")
+    _check_keys(value, _MATCHER_KEYS["network"], w)
+    if not value:
+        raise _fail(w, "empty matcher matches nothing; remove it or add a condition")
+    t = value
+    return NetworkMatch(
+        protocol=frozenset(p.lower() for p in _str_list(t.get("protocol", []),
+                                                         f"{w}.protocol")),
+        port=_ports(t.get("port", []), f"{w}.port"),
+        verdict=frozenset(_str_list(t.get("verdict", []), f"{w}.verdict")),
+        name=_regexes(t.get("name", []), f"{w}.name"),
+        dst=_networks(t.get("dst", []), f"{w}.dst"),
+        reason=_regexes(t.get("reason", []), f"{w}.reason"),
+        payload=_regexes(t.get("payload", []), f"{w}.payload"),
+    )
+
+
 def parse_rule(data: Mapping[str, Any], *, pack: str = "custom", where: str = "rule") -> Rule:
     """Validate one rule table and build it; ProfileError names the bad key and the rule."""
     if not isinstance(data, Mapping):
@@ -1073,22 +1151,20 @@ def parse_rule(data: Mapping[str, Any], *, pack: str = "custom", where: str = "r
             argv=_regexes(t.get("argv", []), f"{where}.process.argv"),
         )
     if "network" in data:
-        t = _table(data, "network", where)
-        kwargs["network"] = NetworkMatch(
-            protocol=frozenset(p.lower() for p in _str_list(t.get("protocol", []),
-                                                             f"{where}.network.protocol")),
-            port=_ports(t.get("port", []), f"{where}.network.port"),
-            verdict=frozenset(_str_list(t.get("verdict", []), f"{where}.network.verdict")),
-            name=_regexes(t.get("name", []), f"{where}.network.name"),
-            dst=_networks(t.get("dst", []), f"{where}.network.dst"),
-            reason=_regexes(t.get("reason", []), f"{where}.network.reason"),
-            payload=_regexes(t.get("payload", []), f"{where}.network.payload"),
-        )
+        value = data["network"]
+        if isinstance(value, list):
+            if not value:
+                raise _fail(f"{where}.network", "empty array matches nothing")
+            kwargs["network"] = NetworkMatch(any_of=tuple(
+                _network_match(t, f"{where}.network[{i}]") for i, t in enumerate(value)))
+        else:
+            kwargs["network"] = _network_match(value, f"{where}.network")
     if "scan" in data:
         t = _table(data, "scan", where)
         kwargs["scan"] = ScanMatch(
             min_targets=int(_number(t.get("min_targets", 1), f"{where}.scan.min_targets")),
             min_ports=int(_number(t.get("min_ports", 0), f"{where}.scan.min_ports")),
+            kind=frozenset(_str_list(t.get("kind", []), f"{where}.scan.kind")),
         )
     if "dns" in data:
         t = _table(data, "dns", where)
@@ -1115,6 +1191,12 @@ def parse_rule(data: Mapping[str, Any], *, pack: str = "custom", where: str = "r
     if not kwargs:
         raise _fail(where, "a rule needs at least one matcher: command, invocation, "
                            "process, network, scan, dns, sample or tamper")
+    if "egress_denied" in data:
+        if not isinstance(data["egress_denied"], bool):
+            raise _fail(where, "'egress_denied' must be true or false")
+        if data["egress_denied"] and "invocation" not in data:
+            raise _fail(where, "'egress_denied' qualifies `invocation`; add one")
+        kwargs["egress_denied"] = data["egress_denied"]
     return Rule(
         id=rule_id, pack=pack_name, description=str(data["description"]), action=action,
         severity=severity, attack=tuple(_str_list(data.get("attack", []), f"{where}.attack")),

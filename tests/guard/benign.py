@@ -152,6 +152,36 @@ LOOKALIKES: list[str] = [
     "curl -s -X POST -d '{\"text\": \"nc -e /bin/sh is a reverse shell\"}' http://127.0.0.1:8000/notes",
     "make test ARGS='--donate-level 1 -o stratum'",
     "ssh -o BatchMode=yes git@github.com 'echo cat /proc/1/environ' || true",
+    # issue 21 lookalikes: reading firejail's files, FIFOs, manuals, uploads named only
+    "ls /run/firejail",
+    "ls -la /run/firejail/mnt 2>/dev/null || true",
+    "cat /run/firejail/mnt/fslogger 2>/dev/null | head -1",
+    "cp /run/firejail/mnt/fslogger /tmp/ 2>/dev/null || true",
+    "find /run/firejail -maxdepth 1 2>/dev/null | head",
+    "grep -r seccomp /run/firejail 2>/dev/null | head -1",
+    "echo 'firejail state lives in /run/firejail' > notes.md",
+    "man mknod | head",
+    "mknod /tmp/fifo p",
+    "mkfifo /tmp/pipe",
+    "ls -l /dev/nvidia* 2>/dev/null || echo 'no gpu'",
+    "curl -s -X POST -d @payload.json http://127.0.0.1:8000/api",
+]
+
+# Egress-aware lookalikes: quiet under an engine that knows the allowlist (attacks.EGRESS):
+# uploads and POSTs to allowed hosts or to the jail's own loopback, downloads anywhere.
+EGRESS_BENIGN: list[str] = [
+    "curl -sS -X POST --data-binary @dist/pkg.whl https://pypi.test/legacy/",
+    "curl -s -X POST -H 'Content-Type: application/json' -d '{\"q\": 1}' https://good.test/api",
+    "curl -s -F 'file=@report.txt' http://good.test/upload",
+    "wget -q --post-data 'a=1' https://good.test/form",
+    "curl -s -T build.log http://203.0.113.99/logs/",
+    "curl -s -X POST -d @payload.json http://127.0.0.1:8000/api",
+    "curl -s -d 'x=1' http://localhost:8080/",
+    "curl -sSf https://exfil.test/simple/ -o /dev/null",
+    "wget -q https://exfil.test/x.whl -O /tmp/x.whl",
+    "pip install -q requests==2.32.3",
+    "git push origin main",
+    "python3 -c \"import requests; print(requests.post('https://good.test/api', json={}).status_code)\"",
 ]
 
 # Replayed in one real session by test_benign_live.py (bounded: a subset, each with a
@@ -179,6 +209,9 @@ LIVE_SUBSET: list[str] = [
     "cat > notes.md <<'EOF'\nssh -R 8080:localhost:80 host opens a tunnel\nnc -e /bin/sh is a reverse shell\nEOF",
     "python3 -c 'print(\"ssh -R is a tunnel\")'",
     "git --version && git log --grep='reverse shell' --oneline 2>/dev/null | head -1",
+    "ls /run/firejail",
+    "cat /run/firejail/mnt/fslogger 2>/dev/null | head -1",
+    "mknod /tmp/fifo p",
 ]
 
 # What may fire on the benign library, and why. Anything not listed must produce no
