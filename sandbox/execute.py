@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import posixpath
 import shlex
 import subprocess
 import time
@@ -121,11 +122,14 @@ class Exec:
     # This exec's alerts (`Hooks.open_alerts`): opened before its guard check, closed
     # by `finish`, or by `popen` if the process never starts.
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    join_cwd: str = ""  # in an image: where the join starts (firejail --private-cwd)
 
     def popen(self, stdin: bool = True) -> subprocess.Popen[bytes]:
         argv, self.preamble = _carried(self.argv)
-        join = [launch.tool("firejail"), "--quiet", f"--join=sbx-{self.session.id}", "--",
-                *argv]
+        # firejail takes no option after --join: the cwd goes first.
+        cwd = [f"--private-cwd={self.join_cwd}"] if self.join_cwd else []
+        join = [launch.tool("firejail"), "--quiet", *cwd, f"--join=sbx-{self.session.id}",
+                "--", *argv]
         self.started, self.t0 = time.time(), time.monotonic()
         # The exec monitor must see what the join runs (process rules, the record): it
         # is our child, not the jail's, so tell the monitor it is coming.
@@ -215,7 +219,17 @@ def prepare(
     if session.state != "running" or session.jail_pid is None:
         raise SessionClosed(f"session {session.id} is {session.state}")
     _check_user(session, user)
-    argv = _argv(cmd, cwd, str(session.workdir))
+    inside = session.spec().inside_workdir
+    join_cwd = ""
+    image = session.spec().image
+    if image is not None and not (cwd is not None and session.image.has_env):
+        # In an image the caller's cwd (a host path) does not exist inside: firejail
+        # starts the join in the workspace (or `cwd`, in an image without /usr/bin/env).
+        join_cwd = posixpath.normpath(posixpath.join(inside, cwd or "."))
+        argv = _argv(cmd, None, inside)
+    else:
+        argv = _argv(cmd, cwd, inside)
+        join_cwd = image.workdir if image is not None else ""
     if any(len(os.fsencode(a)) >= _MAX_ARG_STRLEN for a in argv):
         raise ValueError(f"exec: an argument of {_MAX_ARG_STRLEN} bytes or more cannot be "
                          "run (the kernel's limit for one argument): write it to a file "
@@ -240,7 +254,7 @@ def prepare(
                           alerts=blocked.alerts)
     return Exec(session, cmd, argv, text, full_env, data, cwd, timeout,
                 Capture(max_output), Capture(max_output), record_output=record_output,
-                alerts=box)
+                alerts=box, join_cwd=join_cwd)
 
 
 async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> ExecResult:

@@ -67,6 +67,9 @@ def _load_cleaners() -> None:
     from . import cgroups
 
     CLEANERS.setdefault("cgroup", cgroups.cleanup)
+    from .images import rootfs
+
+    CLEANERS.setdefault("image_root", rootfs.cleanup)
     try:
         from . import network
     except ImportError:  # pragma: no cover - network part not built

@@ -70,6 +70,15 @@ class JailSpec:
     gpu_env: tuple[tuple[str, str], ...] = (("CUDA_VISIBLE_DEVICES", ""),)
     private_dev: bool = True
     extra_writable: tuple[str, ...] = field(default_factory=tuple)
+    # In an image (`sandbox.images`): the root the launch mounts and firejail chroots into.
+    image: launch.ImageMount | None = None
+    image_env: tuple[tuple[str, str], ...] = ()  # the image's Env (under the profile's)
+
+    @property
+    def inside_workdir(self) -> str:
+        """The workspace as the jail sees it: the image's working directory, or the host
+        path (the host-filesystem jail sees the host's tree)."""
+        return self.image.workdir if self.image is not None else str(self.workdir)
 
 
 def jail_name(session_id: str) -> str:
@@ -90,7 +99,7 @@ def hidden_paths(profile: Profile, spec: JailSpec) -> list[str]:
             out.append(p)
     seen: set[str] = set()
     unique = []
-    workdir = str(spec.workdir)
+    workdir = spec.inside_workdir
     for p in out:
         # Never blacklist the workspace itself or a parent of it (firejail would hide it).
         if p in seen or workdir == p or workdir.startswith(p.rstrip("/") + "/"):
@@ -107,6 +116,24 @@ def _tmp_flags(workdir: Path) -> list[str]:
     return ["--private-tmp"]
 
 
+def _root_flags(spec: JailSpec) -> list[str]:
+    """The root filesystem: the host's, read-only but for the workspace; or an image's.
+
+    In an image the root is the sandbox's private copy-on-write overlay, so it is
+    writable where the image's own permissions let the agent write (what `docker run`
+    users expect; the upper layer holds it, under the disk quota). `--restrict-namespaces`
+    is not given there: firejail builds that filter with a helper it runs *inside* the
+    new root, linked against the host's libc, which an image need not have. The kernel
+    holds the line instead: no user namespace can be made from inside a chroot
+    (create_user_ns: EPERM when chrooted), and every other namespace needs
+    CAP_SYS_ADMIN, which is dropped (tests/images: test_no_namespaces_from_inside)."""
+    if spec.image is None:
+        return ["--restrict-namespaces",  # no unshare/nsenter from inside
+                "--read-only=/",  # nothing writable but the workspace (and /tmp, /dev)
+                f"--read-write={spec.workdir}"]
+    return [f"--chroot={spec.image.target}", f"--private-cwd={spec.image.workdir}"]
+
+
 def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
     """The firejail options, without the program."""
     lim = profile.limits
@@ -119,9 +146,8 @@ def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
         "--caps.drop=all",
         "--seccomp",
         "--nonewprivs",
-        "--restrict-namespaces",  # no unshare/nsenter from inside
         "--ipc-namespace",
-        *_tmp_flags(spec.workdir),
+        *_tmp_flags(Path(spec.inside_workdir)),
         "--disable-mnt",
         "--dbus-user=none",
         "--dbus-system=none",
@@ -130,13 +156,13 @@ def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
         "--notv",
         "--nou2f",
         "--hostname=sandbox",
-        "--read-only=/",  # nothing writable but the workspace (and private /tmp, /dev)
-        f"--read-write={spec.workdir}",
+        *_root_flags(spec),
     ]
     if spec.private_dev:
         flags.append("--private-dev")
     for path in (*profile.filesystem.writable, *spec.extra_writable):
-        flags.append(f"--read-write={path}")
+        if spec.image is None:  # an image's root is the sandbox's own, writable already
+            flags.append(f"--read-write={path}")
     if profile.network.mode == "none":
         flags.append("--net=none")
     # allowlist/guarded: no --net flag, the jail inherits the namespace the launch entered.
@@ -214,6 +240,7 @@ def launcher(spec: JailSpec, steps: list[Callable[[], None]], *,
         agent_uid=spec.agent.uid if spec.agent else None,
         agent_gid=spec.agent.gid if spec.agent else None,
         netns=spec.netns, steps=steps, ctty_fd=ctty_fd, rlimits=limits or (),
+        image=spec.image,
     )
 
 
@@ -237,7 +264,7 @@ def check_env(env: dict[str, str]) -> None:
 
 def build_env(profile: Profile, spec: JailSpec, host_env: dict[str, str]) -> dict[str, str]:
     """The jail's environment: cleared, then an allowlist (no host tokens leak in)."""
-    home = str(spec.home or spec.workdir)
+    home = str(spec.home or spec.inside_workdir)
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
         "HOME": home,
@@ -249,8 +276,9 @@ def build_env(profile: Profile, spec: JailSpec, host_env: dict[str, str]) -> dic
         "GIT_PAGER": "cat",
         "SANDBOX": "1",
         "SANDBOX_SESSION": spec.session_id,
-        "SANDBOX_WORKDIR": str(spec.workdir),
+        "SANDBOX_WORKDIR": spec.inside_workdir,
     }
+    env.update(dict(spec.image_env))  # as `docker run`: the image's Env, then -e
     for name in profile.env.passthrough:
         if name in host_env:
             env[name] = host_env[name]

@@ -36,6 +36,7 @@ import stat
 import struct
 import termios
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DependencyMissing, SetupError
@@ -149,9 +150,31 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+@dataclass(frozen=True)
+class ImageMount:
+    """A sandbox's root in an image, mounted by the child in its own mount namespace (so
+    it dies with the jail): overlay(lower, upper) at `target`, then host paths bound over
+    directories and files made for them in the upper (the workspace first)."""
+
+    lower: str
+    upper: str
+    work: str
+    target: str
+    workdir: str  # where commands start inside the root (firejail --private-cwd)
+    binds: tuple[tuple[str, str], ...] = ()  # (host path, absolute path inside the root)
+
+    def overlay_options(self) -> bytes:
+        for p in (self.lower, self.upper, self.work):
+            if any(c in p for c in ",:\\\n"):
+                raise SetupError(f"overlay path {p!r} holds a comma, colon or backslash: "
+                                 "set SANDBOX_STATE_DIR to a plain path")
+        return f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work}".encode()
+
+
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _CLONE_NEWNET, _CLONE_NEWNS = 0x40000000, 0x00020000
 _MS_BIND, _MS_REC, _MS_SLAVE, _MNT_DETACH = 0x1000, 0x4000, 0x80000, 2
+_MS_NOSUID, _MS_NODEV = 0x2, 0x4
 ETC_NETNS = Path("/etc/netns")
 
 
@@ -172,7 +195,10 @@ class Launch:
         setsid: bool = True,
         ctty_fd: int | None = None,
         rlimits: Sequence[tuple[int, int]] = (),
+        image: ImageMount | None = None,
     ) -> None:
+        self.image = image
+        self._image_opts = image.overlay_options() if image is not None else b""
         self.agent = (agent_uid, agent_gid) if agent_uid is not None else None
         self.netns_path = f"/run/netns/{netns}" if netns else None
         # What `ip netns exec` would bind over /etc (the session's resolv.conf).
@@ -204,6 +230,27 @@ class Launch:
             if libc.mount(src, dst, None, _MS_BIND, None) != 0:
                 raise OSError(ctypes.get_errno(), f"bind {src!r} over {dst!r}")
 
+    def _image_mounts(self, own_ns: bool) -> None:
+        """The image root: overlay (nodev, nosuid: a layer's device nodes and setuid files
+        are inert), the workspace, the session's /etc files. All in this child's mount
+        namespace. Every target exists as a real directory or file in the upper layer the
+        supervisor made (`images.rootfs.prepare`), so no image link is followed here."""
+        libc, img = self._libc, self.image
+        assert img is not None
+        if not own_ns:
+            if libc.unshare(_CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+            if libc.mount(None, b"/", None, _MS_SLAVE | _MS_REC, None) != 0:
+                raise OSError(ctypes.get_errno(), "mount --make-rslave /")
+        target = img.target.encode()
+        if libc.mount(b"overlay", target, b"overlay", _MS_NODEV | _MS_NOSUID,
+                      self._image_opts) != 0:
+            raise OSError(ctypes.get_errno(), f"mount overlay on {img.target}")
+        for src, dst in img.binds:
+            where = (img.target + dst).encode()
+            if libc.mount(src.encode(), where, None, _MS_BIND, None) != 0:
+                raise OSError(ctypes.get_errno(), f"bind {src} on {dst} in the image")
+
     def __call__(self) -> None:
         # Python ignores SIGPIPE and SIGXFSZ; the jail gets the defaults (`yes | head`
         # ends, a write past RLIMIT_FSIZE is the kill it is everywhere else).
@@ -222,6 +269,8 @@ class Launch:
                 raise OSError(ctypes.get_errno(), f"setns {self.netns_path}")
             os.close(fd)
             self._netns_mounts()
+        if self.image is not None:
+            self._image_mounts(own_ns=self.netns_path is not None)
         if self.root:
             # Without CAP_SYS_ADMIN this would need no_new_privs, which would stop the
             # setuid firejail; as root it does not.

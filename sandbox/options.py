@@ -39,9 +39,9 @@ def settings(profile: Profile | str, *, network: Network = None,
 
 def new_session(profile: Profile | str, workdir: str | os.PathLike[str] | None,
                 env: dict[str, str] | None, store: Store | None, gpu_backend: Any,
-                **kw: Any) -> Session:
+                image: str | None = None, keep: bool = False, **kw: Any) -> Session:
     session = Session(settings(profile, **kw), workdir=workdir, env=env, kind="api",
-                      store=store)
+                      store=store, image=image, keep=keep)
     session.gpu_backend = gpu_backend
     return session
 
@@ -85,7 +85,9 @@ class Handle:
     ("*.pypi.org:443"), or a [network] table; `gpu`: a count or a [gpu] table; `limits`: a
     [limits] table. Each is checked like a profile file and replaces that part of the
     profile for this sandbox only. `gpu_backend` replaces NVML (e.g.
-    `sandbox.gpu.FakeNvml` in your own tests)."""
+    `sandbox.gpu.FakeNvml` in your own tests). `image`: a stored image's name or digest
+    (`sandbox image ls`) as the root filesystem, instead of the host's; `keep` leaves its
+    upper layer behind for `sandbox image commit`."""
 
     _registry: Registry  # one per door: a Sandbox id never looks up an AsyncSandbox
 
@@ -103,8 +105,10 @@ class Handle:
         limits: dict[str, Any] | None = None,
         store: Store | None = None,
         gpu_backend: Any = None,
+        image: str | None = None,
+        keep: bool = False,
     ) -> None:
-        self._session = new_session(profile, workdir, env, store, gpu_backend,
+        self._session = new_session(profile, workdir, env, store, gpu_backend, image, keep,
                                     network=network, gpu=gpu, limits=limits)
 
     @classmethod

@@ -191,6 +191,18 @@ class HoneytokensSection:
 
 
 @dataclass(frozen=True)
+class ImageSection:
+    """The root filesystem: the host's (read-only), or a stored OCI image's."""
+
+    ref: str = _doc("Image name or digest from `sandbox image ls`; empty = the host's "
+                    "filesystem. Pull or import it first.", "")
+    workdir: str = _doc("Where the workspace is mounted and commands start; empty = the "
+                        "image's WorkingDir, else /workspace.", "")
+    seed: bool = _doc("Copy what the image holds at that directory into a fresh workspace "
+                      "(a task's repository stays visible and is the agent's to edit).", True)
+
+
+@dataclass(frozen=True)
 class Profile:
     """A resolved profile: every section filled, every value checked."""
 
@@ -207,6 +219,7 @@ class Profile:
     # Security choice: no [gpu] table = no GPU (device nodes hidden, CUDA_VISIBLE_DEVICES="").
     gpu: GpuSection | None = None
     honeytokens: HoneytokensSection = field(default_factory=HoneytokensSection)
+    image: ImageSection = field(default_factory=ImageSection)
 
 
 _TOP_KEYS_NOT_IN_FILES = {"name", "sources"}

@@ -82,8 +82,14 @@ class Session:
         kind: str = "api",
         store: Store | None = None,
         argv: list[str] | None = None,
+        image: str | None = None,
+        keep: bool = False,
     ) -> None:
         self.profile = load(profile) if isinstance(profile, str) else profile
+        # The root filesystem: an image (by name or digest) or, when empty, the host's.
+        self.image_ref = image if image is not None else self.profile.image.ref
+        self.keep = keep  # an image sandbox's upper layer outlives it (`image commit`)
+        self.image: Any = None  # images.attach.Attached while the jail lives
         self.id = new_id()
         self.kind = kind
         self.store = store or Store()
@@ -188,6 +194,17 @@ class Session:
             "agent_uid": agent.uid if agent else os.getuid(),
         })
         self._spec = self.hooks.before_jail(self._spec)
+        if self.image_ref:
+            from .images.attach import attach
+
+            assert self.placement is not None
+            self._spec, self.image = attach(
+                self.image_ref, profile=self.profile, spec=self._spec,
+                state_dir=self.store.path.parent.resolve(), fresh=self.placement.fresh,
+                kind=self.kind, keep=self.keep, add_resource=self.add_resource)
+            self.emit("session.image", {
+                "image": self.image.image.name, "digest": self.image.image.digest,
+                "workdir": self._spec.inside_workdir, "keep": self.keep})
         if self.kind in ("api", "shell"):
             self._start_shell()
         ControlWatcher.watch(self.store, self.id, self.kill)
@@ -434,6 +451,8 @@ class Session:
         """Remove host resources (cgroup, netns, monitors, fresh workspace); then the
         row says so, and gc leaves this session alone."""
         self.hooks.teardown()
+        if self.image is not None:  # the upper and mount point (the overlay died with it)
+            self.image.release()
         if self.placement is not None:
             users.remove_fresh(self.placement)
         if "include" in self.resources:

@@ -8,13 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SandboxError
-from . import admin, inspect, running
+from . import admin, images, inspect, running
 
 EPILOG = """\
 examples:
   sandbox run -- sh -c 'echo hi; exit 3'        wrap a command; exit code is its own
   sandbox run --profile strict -- python agent.py
   sandbox shell                                 recorded interactive shell
+  sandbox image import rootfs.tar deb           a rootfs tarball as an image
+  sandbox run --image deb -- python3 -c 'print(1)'   in the image's own filesystem
   sandbox ls                                    live and recent sessions
   sandbox show ID                               commands, exit codes, events
   sandbox kill ID | --all                       end sessions (and their processes)
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_parsers(sub)
     inspect.add_parsers(sub)
     admin.add_parsers(sub)
+    images.add_parsers(sub)
     return parser
 
 

@@ -24,6 +24,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the workspace, the only writable tree (default: current directory)")
     p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
                    help="set a variable inside (the host environment is not passed)")
+    p.add_argument("--image", "-i", default=None, metavar="REF",
+                   help="run in this stored image (`sandbox image ls`; pull or import it "
+                   "first) instead of the host's filesystem; overrides the profile's "
+                   "[image] ref")
+    p.add_argument("--keep", action="store_true",
+                   help="with --image: keep the sandbox's copy-on-write layer at the end, "
+                   "for `sandbox image commit ID NAME`")
 
 
 def add_parsers(sub: Any) -> None:
@@ -95,14 +102,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if not cmd:
+    if not cmd and not args.image:
         print("sandbox run: give a command after --, e.g. sandbox run -- python agent.py",
               file=sys.stderr)
         return 2
     store = Store()
     session = Session(args.profile, workdir=args.workdir, env=_env(args.env), kind="run",
-                      store=store, argv=cmd)
+                      store=store, argv=cmd, image=args.image, keep=args.keep)
     session.start()
+    if session.image is not None:
+        from ..images.config import program
+
+        try:  # `docker run IMAGE [CMD]`: the Entrypoint, then CMD or the image's Cmd
+            cmd = program(session.image.image.config, cmd)
+        except SandboxError:
+            session.close(2)
+            raise
 
     def _stop(signum: int, _frame: object) -> None:
         # An orchestrator's SIGTERM/SIGHUP must not leave the jail running: unwind
@@ -128,6 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             alerts = store.events(session.id, alerts_only=True, limit=50)
             print(format_summary(info, alerts), file=sys.stderr)
+    if session.image is not None and args.keep:
+        print(f"  kept its layer: sandbox image commit {session.id} NAME", file=sys.stderr)
     return code
 
 
@@ -141,7 +158,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
     store = Store()
     session = Session(args.profile, workdir=args.workdir, env=_env(args.env), kind="shell",
-                      store=store)
+                      store=store, image=args.image, keep=args.keep)
     session.start()
     print(f"sandbox: session {session.id} ({session.profile.name}); exit the shell to end it",
           file=sys.stderr)

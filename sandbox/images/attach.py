@@ -1,0 +1,103 @@
+"""Put a starting session's jail in an image: the one place the session asks for one.
+
+Fail closed: an image the profile names but this host cannot run (no root, firejail's
+chroot switched off, no bash where a shell is wanted) stops the start with the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pwd
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import launch
+from ..errors import DependencyMissing, SetupError
+from ..jail import JailSpec
+from ..profile import Profile
+from . import config, rootfs
+from .store import Image, ImageStore
+
+FIREJAIL_CONFIG = Path("/etc/firejail/firejail.config")
+
+
+def chroot_enabled(path: Path = FIREJAIL_CONFIG) -> bool:
+    """Whether firejail's configuration allows `--chroot` (Debian ships `# chroot no`)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    lines = [ln.strip() for ln in text.splitlines()]
+    return any(re.fullmatch(r"chroot\s+yes", ln) for ln in lines)
+
+
+def check_host() -> None:
+    if os.geteuid() != 0:
+        raise SetupError("images need a root supervisor (the overlay and the workspace are "
+                         "mounted as root, then the agent runs unprivileged): sudo sandbox ...")
+    if not chroot_enabled():
+        raise DependencyMissing(
+            f"firejail's chroot is switched off in {FIREJAIL_CONFIG}, and a sandbox in an "
+            "image needs it. Fix: scripts/bootstrap.sh --images (sets `chroot yes` and says "
+            f"so), or set `chroot yes` in {FIREJAIL_CONFIG} yourself")
+
+
+@dataclasses.dataclass
+class Attached:
+    """A session's image root while it lives."""
+
+    image: Image
+    root: rootfs.ImageRoot
+    hold_fd: int
+    # exec's `cwd=` goes through `env -C` where the image has it (a missing directory is
+    # then the same exit 125 as on the host), else through firejail's --private-cwd.
+    has_env: bool = False
+
+    def release(self) -> None:
+        rootfs.cleanup(self.root.resource())
+        os.close(self.hold_fd)
+
+
+def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh: bool,
+           kind: str, keep: bool, add_resource: Callable[[str, Any], None]
+           ) -> tuple[JailSpec, Attached]:
+    """The spec with its image root, made and recorded (as `image_root`) for this session."""
+    check_host()
+    store = ImageStore(state_dir / "images")
+    image = store.resolve(ref)
+    if kind in ("api", "shell") and not rootfs.has_program(image.rootfs, "bash"):
+        raise SetupError(
+            f"image {image.name} has no bash, which `run` and `shell` use for the recorded "
+            f"shell. `sandbox run --image {image.name} -- PROGRAM` runs a program without "
+            "it; or use an image with bash")
+    workdir = config.jail_workdir(image.config, profile.image.workdir)
+    hold = store.hold(image)  # before anything relies on it: `image rm` now refuses
+    try:
+        netns_dir = launch.ETC_NETNS / spec.netns if spec.netns else None
+        netns_files = ([(str(p), p.name) for p in sorted(netns_dir.iterdir())]
+                       if netns_dir is not None and netns_dir.is_dir() else [])
+        agent = (spec.agent.uid, spec.agent.gid, spec.agent.name) if spec.agent else None
+        base = state_dir / "images" / "uppers" / spec.session_id
+        add_resource("image_root", {"base": str(base), "keep": keep,
+                                    "mountpoint": str(rootfs.MOUNT_BASE / spec.session_id)})
+        shell = pwd.getpwuid(spec.agent.uid).pw_shell if spec.agent else None
+        root, binds, injected = rootfs.prepare(
+            image, session_id=spec.session_id, state_dir=state_dir, workdir=workdir,
+            disk_mib=profile.limits.disk_mib, agent=agent, netns_files=netns_files,
+            workspace=spec.workdir, login_shell=shell or "/bin/sh", keep=keep)
+        add_resource("image_root", {**root.resource(), "injected": injected})
+        if fresh and profile.image.seed:
+            rootfs.seed_workspace(root, spec.workdir, agent[:2] if agent else None)
+    except BaseException:
+        os.close(hold)
+        raise
+    mount = launch.ImageMount(
+        lower=str(image.rootfs), upper=str(root.upper), work=str(root.work),
+        target=str(root.mountpoint), workdir=workdir, binds=tuple(binds))
+    spec = dataclasses.replace(spec, image=mount, image_env=image.config.env)
+    has_env = rootfs.lower_kind(image.rootfs, rootfs.inside(image.rootfs, "usr/bin/env")) \
+        == "file"
+    return spec, Attached(image=image, root=root, hold_fd=hold, has_env=has_env)
