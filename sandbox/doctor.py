@@ -165,6 +165,25 @@ def _shared_disk() -> Check:
                  "mount), or put /srv/sandbox on its own filesystem", required=False)
 
 
+def _images() -> list[Check]:
+    """What `--image` needs: the toolchain, a static shell, and firejail's chroot."""
+    from .images.attach import FIREJAIL_CONFIG, chroot_enabled
+    from .images.rootfs import BASH_STATIC
+
+    why = "images (--image)"
+    on = chroot_enabled()
+    return [
+        _which("skopeo", "skopeo", why, False), _which("umoci", "umoci", why, False),
+        Check("bash-static", BASH_STATIC.is_file(), str(BASH_STATIC) if BASH_STATIC.is_file()
+              else "missing: images without the agent's shell cannot start",
+              "" if BASH_STATIC.is_file() else "apt-get install bash-static", False),
+        Check("chroot", on, f"`chroot yes` in {FIREJAIL_CONFIG}" if on else
+              f"firejail's chroot is off in {FIREJAIL_CONFIG}: --image cannot start",
+              "" if on else "scripts/bootstrap.sh (sets `chroot yes` and says so), or set "
+              f"`chroot yes` in {FIREJAIL_CONFIG}", False),
+    ]
+
+
 def run_checks() -> list[Check]:
     checks = [*_firejail(), *_kernel(), _state(), *_store(), _cgroups(), _tiocsti(),
               _shared_disk()]
@@ -177,4 +196,5 @@ def run_checks() -> list[Check]:
         if root else "not root: `none` network mode only (allowlist and guarded need root)",
         required=False))
     checks.append(_gpu())
+    checks += _images()
     return checks

@@ -320,6 +320,20 @@ def check_firejail() -> tuple[int, ...]:
     return version
 
 
+def program_started(jail_pid: int) -> bool:
+    """Whether firejail has set the jail up and started its program: a process below it
+    that is not firejail, in a mount namespace of its own (what `--join` needs)."""
+    import psutil
+
+    try:
+        kids = psutil.Process(jail_pid).children(recursive=True)
+        mine = os.readlink("/proc/self/ns/mnt")
+        return any(k.name() != "firejail" and os.readlink(f"/proc/{k.pid}/ns/mnt") != mine
+                   for k in kids)
+    except (psutil.Error, OSError):
+        return False
+
+
 def exec_var_tmp(jail_pid: int) -> None:
     """Remount the jail's private /var/tmp executable (firejail mounts it noexec).
 

@@ -33,6 +33,16 @@ def state_dir() -> Path:
     return path.resolve()
 
 
+def image_dir() -> Path:
+    """The image store (`sandbox image`): $SANDBOX_IMAGE_DIR, else the state dir's
+    images/. Shared read-only by every sandbox on the host, so it may live on a disk of
+    its own; created 0700 (the rootfs are served through overlay mounts, not paths)."""
+    env = os.environ.get("SANDBOX_IMAGE_DIR")
+    path = Path(env) if env else state_dir() / "images"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path.resolve()
+
+
 def db_path() -> Path:
     """The SQLite file of the event store."""
     env = os.environ.get("SANDBOX_DB")

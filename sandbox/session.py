@@ -13,6 +13,7 @@ tears down what was made and marks the session failed with the reason (fail clos
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
@@ -90,6 +91,7 @@ class Session:
         self.image_ref = image if image is not None else self.profile.image.ref
         self.keep = keep  # an image sandbox's upper layer outlives it (`image commit`)
         self.image: Any = None  # images.attach.Attached while the jail lives
+        self._holder: subprocess.Popen[bytes] | None = None  # a bash-less image's jail
         self.id = new_id()
         self.kind = kind
         self.store = store or Store()
@@ -187,6 +189,10 @@ class Session:
             host_home=Path(os.environ.get("HOME") or Path.home()), agent=agent,
             other_homes=tuple(users.homes_of(
                 agent.uid if agent else None, _sudo_uid(), self.workdir.stat().st_uid)),
+            # The image store, where $SANDBOX_IMAGE_DIR puts it outside the state dir:
+            # other tasks' images are not this agent's to read.
+            extra_hide=(os.environ["SANDBOX_IMAGE_DIR"],)
+            if os.environ.get("SANDBOX_IMAGE_DIR") else (),
         )
         self.emit("session.start", {
             "profile": self.profile.name, "sources": self.profile.sources,
@@ -205,8 +211,11 @@ class Session:
             self.emit("session.image", {
                 "image": self.image.image.name, "digest": self.image.image.digest,
                 "workdir": self._spec.inside_workdir, "keep": self.keep})
-        if self.kind in ("api", "shell"):
+        if self.kind == "shell" or (self.kind == "api" and (
+                self.image is None or self.image.has_bash)):
             self._start_shell()
+        elif self.kind == "api":
+            self._start_holder()
         ControlWatcher.watch(self.store, self.id, self.kill)
 
     def env(self) -> dict[str, str]:
@@ -256,6 +265,22 @@ class Session:
         self.state = "running"
         self.store.update_session(self.id, state="running")
 
+    def _start_holder(self) -> None:
+        """An image without bash: the jail runs a holder, and exec joins it."""
+        assert self.image is not None
+        self._holder = subprocess.Popen(
+            self.jail_argv(self.image.holder()), env=self.env(), cwd=str(self.workdir),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=self.launcher())
+        self.mark_running(self._holder.pid)
+        deadline = time.monotonic() + 30
+        while not jail.program_started(self._holder.pid):  # joinable once it runs
+            if self._holder.poll() is not None or time.monotonic() > deadline:
+                err = self._holder.stderr.read() if self._holder.stderr else b""
+                raise SetupError("the image's jail did not start: "
+                                 + (err.decode(errors="replace").strip() or "timed out"))
+            time.sleep(0.005)
+
     def mark_running(self, jail_pid: int) -> None:
         """For the wrapper: the jail process exists."""
         self.jail_pid = jail_pid
@@ -268,6 +293,10 @@ class Session:
     def run(self, command: str, timeout: float | None = None, *, check: bool = False
             ) -> CommandResult:
         """Run one command in the session's shell and record it."""
+        if self.shell is None and self.state == "running" and self.image is not None:
+            from .images.attach import no_bash
+
+            raise SetupError(no_bash(self.image.image.name))
         if self.shell is None or self.state != "running":
             raise SessionClosed(f"session {self.id} is {self.state}: {self.reason or ''}".strip())
         box = self.hooks.open_alerts()  # this command's alerts (see Hooks.open_alerts)
@@ -446,6 +475,13 @@ class Session:
             from .control import kill_jail
 
             kill_jail(self.jail_pid, jail.jail_name(self.id))
+        holder = self._holder
+        if holder is not None:  # reap it, and close the pipe it was blocked on
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                holder.wait(TEARDOWN_WAIT_S)
+            for pipe in (holder.stdin, holder.stderr):
+                if pipe is not None:
+                    pipe.close()
 
     def _release(self) -> None:
         """Remove host resources (cgroup, netns, monitors, fresh workspace); then the

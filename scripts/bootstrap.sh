@@ -9,11 +9,15 @@ cd "$(dirname "$0")/.."
 # acl + util-linux (setfacl/setpriv: the unprivileged agent user), tmux/asciinema (tests).
 PKGS=(firejail nftables iproute2 acl util-linux passwd procps psmisc openssl curl openssh-client tmux
       asciinema python3 python3-venv python3-pip ca-certificates)
+# Images (--image): skopeo copies them in, umoci unpacks them, bash-static is the shell
+# firejail starts programs through in an image that has none of its own.
+PKGS+=(skopeo umoci bash-static)
 # `--test` (scripts/test): postgresql too, for the fleet tests' throwaway servers. Not for
 # the quick start's `sandbox run`: SQLite is the default store, and Debian's package would
 # start a server on every machine that only wanted a sandbox.
 if [[ ${1:-} == --test ]]; then
-  PKGS+=(postgresql)
+  # mmdebstrap and busybox-static build the tests' images (no registry is reachable).
+  PKGS+=(postgresql mmdebstrap busybox-static)
 fi
 missing=()
 for p in "${PKGS[@]}"; do
@@ -27,6 +31,20 @@ if ((${#missing[@]})); then
   echo "bootstrap: apt-get install ${missing[*]}" >&2
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# A sandbox in an image runs under firejail's --chroot, which Debian ships switched off
+# (`# chroot no`). Switched on here, openly: firejail still refuses a chroot directory
+# that root does not own, and `sandbox doctor` reports the setting.
+FJCONF=/etc/firejail/firejail.config
+if [[ -f $FJCONF ]] && ! grep -qE '^[[:space:]]*chroot[[:space:]]+yes' "$FJCONF"; then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "bootstrap: enabling firejail's chroot (chroot yes in $FJCONF) for sandbox --image" >&2
+    sed -i -E 's/^[#[:space:]]*chroot[[:space:]]+(yes|no)[[:space:]]*$/chroot yes/' "$FJCONF"
+    grep -qE '^chroot yes' "$FJCONF" || echo "chroot yes" >> "$FJCONF"
+  else
+    echo "bootstrap: firejail's chroot is off in $FJCONF: --image needs it (run as root)" >&2
+  fi
 fi
 
 # Python >= 3.11. Prefer the system interpreter: it is readable by every user, which the

@@ -55,6 +55,13 @@ class Attached:
     # exec's `cwd=` goes through `env -C` where the image has it (a missing directory is
     # then the same exit 125 as on the host), else through firejail's --private-cwd.
     has_env: bool = False
+    has_bash: bool = True  # else the API's jail is held by `holder` and only exec works
+    shell: str = "/bin/sh"  # the agent's login shell, present inside (see rootfs.prepare)
+
+    def holder(self) -> list[str]:
+        """The program that keeps a bash-less image's jail alive for exec: the login
+        shell blocked on a read of a pipe the session holds (no process of the image's)."""
+        return [self.shell, "-c", "read -r _"]
 
     def release(self) -> None:
         rootfs.cleanup(self.root.resource())
@@ -66,13 +73,11 @@ def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh
            ) -> tuple[JailSpec, Attached]:
     """The spec with its image root, made and recorded (as `image_root`) for this session."""
     check_host()
-    store = ImageStore(state_dir / "images")
+    store = ImageStore()
     image = store.resolve(ref)
-    if kind in ("api", "shell") and not rootfs.has_program(image.rootfs, "bash"):
-        raise SetupError(
-            f"image {image.name} has no bash, which `run` and `shell` use for the recorded "
-            f"shell. `sandbox run --image {image.name} -- PROGRAM` runs a program without "
-            "it; or use an image with bash")
+    has_bash = rootfs.has_program(image.rootfs, "bash")
+    if kind == "shell" and not has_bash:
+        raise SetupError(no_bash(image.name))
     workdir = config.jail_workdir(image.config, profile.image.workdir)
     hold = store.hold(image)  # before anything relies on it: `image rm` now refuses
     try:
@@ -80,7 +85,7 @@ def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh
         netns_files = ([(str(p), p.name) for p in sorted(netns_dir.iterdir())]
                        if netns_dir is not None and netns_dir.is_dir() else [])
         agent = (spec.agent.uid, spec.agent.gid, spec.agent.name) if spec.agent else None
-        base = state_dir / "images" / "uppers" / spec.session_id
+        base = state_dir / "uppers" / spec.session_id
         add_resource("image_root", {"base": str(base), "keep": keep,
                                     "mountpoint": str(rootfs.MOUNT_BASE / spec.session_id)})
         shell = pwd.getpwuid(spec.agent.uid).pw_shell if spec.agent else None
@@ -100,4 +105,11 @@ def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh
     spec = dataclasses.replace(spec, image=mount, image_env=image.config.env)
     has_env = rootfs.lower_kind(image.rootfs, rootfs.inside(image.rootfs, "usr/bin/env")) \
         == "file"
-    return spec, Attached(image=image, root=root, hold_fd=hold, has_env=has_env)
+    return spec, Attached(image=image, root=root, hold_fd=hold, has_env=has_env,
+                          has_bash=has_bash, shell=shell or "/bin/sh")
+
+
+def no_bash(name: str) -> str:
+    return (f"image {name} has no bash, which `run()` and `sandbox shell` use for the "
+            f"recorded shell. exec() and `sandbox run --image {name} -- PROGRAM` work "
+            "without it; or use an image with bash")

@@ -1,7 +1,7 @@
 """One sandbox's root filesystem in an image: a private copy-on-write upper layer over the
 image's shared, read-only rootfs.
 
-    <state>/images/uppers/<sid>/         the session's own: a tmpfs of [limits] disk_mib
+    <state>/uppers/<sid>/                the session's own: a tmpfs of [limits] disk_mib
         upper/  work/                    (or a plain directory with no quota)
     /run/sandbox-root/<sid>              an empty, root-owned mount point
 
@@ -44,7 +44,7 @@ class ImageRoot:
 
     session_id: str
     image: Image
-    base: Path  # <state>/images/uppers/<sid>
+    base: Path  # <state>/uppers/<sid>
     mountpoint: Path
     workdir: str  # inside the jail
     quota: bool
@@ -217,7 +217,7 @@ def prepare(image: Image, *, session_id: str, state_dir: Path, workdir: str,
     and the binds into it: the workspace first, then a shell and the session's /etc files.
     Also returns what the supervisor put in the upper for this session alone (bind targets,
     the agent's account), which `image commit` leaves out of a new image."""
-    base = state_dir / "images" / "uppers" / session_id
+    base = state_dir / "uppers" / session_id
     root = ImageRoot(session_id=session_id, image=image, base=base,
                      mountpoint=MOUNT_BASE / session_id, workdir=workdir,
                      quota=bool(disk_mib), keep=keep)

@@ -1,10 +1,10 @@
 """The image store: an OCI layout of content-addressed blobs, one unpacked rootfs per image.
 
-    <state>/images/oci/            one OCI layout (skopeo and umoci write it; blobs are
+    <images>/oci/                  one OCI layout (skopeo and umoci write it; blobs are
                                    shared by every image that has them)
-    <state>/images/rootfs/<hex>/   `umoci unpack` of manifest sha256:<hex>: the read-only
+    <images>/rootfs/<hex>/     `umoci unpack` of manifest sha256:<hex>: the read-only
                                    lower layer of every sandbox on that image
-    <state>/images/names.json      name -> manifest digest, source, when
+    <images>/names.json            name -> manifest digest, source, when
 
 The toolchain is real: skopeo copies from registries, `docker-archive:` tarballs,
 `oci:` layouts and `docker-daemon:`, verifying each blob against its digest; umoci
@@ -114,7 +114,7 @@ class ImageStore:
     """The host's images (root: the lower layers are mounted by the supervisor)."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or paths.state_dir() / "images"
+        self.root = root or paths.image_dir()
         self.layout = self.root / "oci"
         self.rootfs_dir = self.root / "rootfs"
         self.names_file = self.root / "names.json"
