@@ -46,7 +46,7 @@ class GuardPart(Part):
     def __init__(self, session: Any) -> None:
         super().__init__(session)
         self.tokens: list[Token] = []
-        self.engine: Engine = build_engine(session.profile.guard)
+        self.engine: Engine = build_engine(session.profile.guard, network=session.profile.network)
         self.home: Path | None = None
         self._watched: list[str] = []
         self._killing = threading.Event()
@@ -59,7 +59,8 @@ class GuardPart(Part):
         ht = self.session.profile.honeytokens
         if ht.ssh_key or ht.aws_credentials or ht.env_token:
             spec = self._plant(spec)
-        self.engine = build_engine(self.session.profile.guard, honeytokens=self.tokens)
+        self.engine = build_engine(self.session.profile.guard, honeytokens=self.tokens,
+                                   network=self.session.profile.network)
         procs = self.session.hooks.part("procs")
         if procs is not None:
             procs.on_exec(  # type: ignore[attr-defined]
@@ -74,7 +75,8 @@ class GuardPart(Part):
         self.home = home
         self.session.add_resource("home", str(home))
         self.tokens = plant(home, self.session.profile.honeytokens)
-        self.engine = build_engine(self.session.profile.guard, honeytokens=self.tokens)
+        self.engine = build_engine(self.session.profile.guard, honeytokens=self.tokens,
+                                   network=self.session.profile.network)
         agent = spec.agent
         if agent is not None:
             for path in [home, *home.rglob("*")]:
