@@ -92,7 +92,8 @@ def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh
         root, binds, injected = rootfs.prepare(
             image, session_id=spec.session_id, state_dir=state_dir, workdir=workdir,
             disk_mib=profile.limits.disk_mib, agent=agent, netns_files=netns_files,
-            workspace=spec.workdir, login_shell=shell or "/bin/sh", keep=keep)
+            workspace=spec.workdir, login_shell=shell or "/bin/sh", keep=keep,
+            dirs=(spec.home,) if spec.home is not None else ())
         add_resource("image_root", {**root.resource(), "injected": injected})
         if fresh and profile.image.seed:
             rootfs.seed_workspace(root, spec.workdir, agent[:2] if agent else None)

@@ -211,7 +211,7 @@ BASH_STATIC = Path("/bin/bash-static")
 def prepare(image: Image, *, session_id: str, state_dir: Path, workdir: str,
             disk_mib: int, agent: tuple[int, int, str] | None,
             netns_files: list[tuple[str, str]], workspace: Path,
-            login_shell: str | None = None, keep: bool = False,
+            login_shell: str | None = None, keep: bool = False, dirs: tuple[Path, ...] = (),
             ) -> tuple[ImageRoot, list[tuple[str, str]], list[str]]:
     """Make the session's upper layer and mount point (the caller recorded them already),
     and the binds into it: the workspace first, then a shell and the session's /etc files.
@@ -244,6 +244,10 @@ def prepare(image: Image, *, session_id: str, state_dir: Path, workdir: str,
                          "it (set [image] workdir to another path)")
     _mkdirs(upper, lower, at)
     binds = [(str(workspace), "/" + at)]
+    for d in dirs:  # host directories the jail sees at their own path (the decoy HOME)
+        rel = inside(lower, str(d))
+        _mkdirs(upper, lower, rel)
+        binds.append((str(d), "/" + rel))
     if login_shell:
         # firejail starts every program through the agent's login shell *inside* the new
         # root. An image without it (busybox, distroless) gets a static bash there, the

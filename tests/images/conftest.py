@@ -1,7 +1,7 @@
 """Real images, built here without any registry, shared by the image tests.
 
 - `deb`: a small Debian rootfs (mmdebstrap, Debian's own archive: bash, coreutils,
-  util-linux, python3-minimal), imported with `sandbox image import`.
+  util-linux, python3), imported with `sandbox image import`.
 - `layered`: the same rootfs as an OCI layout (umoci) plus a second layer with a whiteout
   (`.wh.`) and an opaque directory (`.wh..wh..opq`), pulled through skopeo (`oci:`).
 - `bb`: busybox-static alone: no bash, no libc.
@@ -13,7 +13,6 @@ each run in a store of its own (SANDBOX_IMAGE_DIR), removed at the end.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -25,29 +24,9 @@ from pathlib import Path
 
 import pytest
 
-CACHE = Path("/var/cache/sandbox-test-images")
-RECIPE = ["--variant=essential", "--include=python3-minimal", "bookworm"]
+from .build import debian_rootfs_tar, run
+
 STORE = Path("/srv/sandbox-tests-images")
-
-
-def run(*argv: str, timeout: float = 600) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, f"{argv}: {proc.stderr[-2000:]}"
-    return proc.stdout
-
-
-def debian_rootfs_tar() -> Path:
-    """The cached mmdebstrap rootfs tarball (built once per recipe)."""
-    key = hashlib.sha256(" ".join(RECIPE).encode()).hexdigest()[:12]
-    out = CACHE / f"debian-{key}.tar"
-    if out.is_file() and out.stat().st_size > 0:
-        return out
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".part")
-    run("mmdebstrap", "--quiet", *RECIPE[:-1], "--format=tar", RECIPE[-1], str(tmp),
-        timeout=900)
-    os.replace(tmp, out)
-    return out
 
 
 def add_member(tar: tarfile.TarFile, name: str, *, data: bytes = b"", kind: bytes = b"0",
