@@ -86,7 +86,7 @@ def test_a_bash_less_image_runs_exec_and_says_what_run_needs(images: Images) -> 
         e = sb.exec(["id", "-u"])
         assert e.returncode == 0 and e.stdout.strip() != "0", e.stderr
         assert sb.exec("echo hi; exit 3").returncode == 3
-        with pytest.raises(SetupError, match="has no bash.*exec"):
+        with pytest.raises(SetupError, match=r"has no bash.*exec"):
             sb.run("true")
     r = sandbox_cli("run", "-q", "--image", "bb", "--", "sh", "-c", "echo hi from busybox")
     assert r.returncode == 0 and r.stdout == "hi from busybox\n", r.stderr

@@ -33,7 +33,7 @@ def test_capabilities_seccomp_no_new_privs_as_on_the_host(images: Images,
         assert i["NoNewPrivs"] == "1" and i["Seccomp"] == "2"
         assert (h["CapEff"], h["NoNewPrivs"], h["Seccomp"]) == \
             (i["CapEff"], i["NoNewPrivs"], i["Seccomp"])
-        assert "0" != img.run("id -u").output.strip() and "0" != host.run("id -u").output.strip()
+        assert img.run("id -u").output.strip() != "0" and host.run("id -u").output.strip() != "0"
 
 
 def test_no_namespaces_from_inside(images: Images) -> None:
