@@ -31,12 +31,15 @@ from .refill import Refill
 
 # Sandbox options a warm pool may pass on (`workdir` is refused: warm sandboxes always
 # get a fresh workspace, or an episode could see the last one's files).
-SANDBOX_OPTIONS = frozenset({"env", "network", "gpu", "limits", "store", "gpu_backend"})
+SANDBOX_OPTIONS = frozenset({"env", "network", "gpu", "limits", "store", "gpu_backend",
+                             "image"})
 
 
-def pool_key(profile: Profile | str) -> str:
-    """The key a profile's warm sandboxes are kept under: its name."""
-    return profile if isinstance(profile, str) else profile.name
+def pool_key(profile: Profile | str, image: str | None = None) -> str:
+    """The key a profile's warm sandboxes are kept under: its name, and `@IMAGE` for
+    sandboxes warmed in an image (one pool per image: `pool.stats("default@py")`)."""
+    name = profile if isinstance(profile, str) else profile.name
+    return f"{name}@{image}" if image else name
 
 
 def _check_options(kwargs: dict[str, Any]) -> None:
@@ -102,7 +105,7 @@ class WarmPool:
         if n < 0:
             raise ValueError("n must be >= 0")
         _check_options(sandbox_kwargs)
-        key = pool_key(profile)
+        key = pool_key(profile, sandbox_kwargs.get("image"))
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = _Slot(self, key, profile, dict(sandbox_kwargs))
@@ -137,7 +140,7 @@ class WarmPool:
         other than the ones the profile was warmed with always mean a cold start with
         them. The caller owns the sandbox until `release`."""
         self._check_open()
-        key = pool_key(profile)
+        key = pool_key(profile, sandbox_kwargs.get("image"))
         slot = self._slots.get(key)
         if sandbox_kwargs:
             _check_options(sandbox_kwargs)
@@ -203,8 +206,9 @@ class WarmPool:
                 "acquired": len(self._out), "destroyed": self.destroyed,
                 "closed": self._closed}
 
-    def ready_count(self, profile: Profile | str = "default") -> int:
-        slot = self._slots.get(pool_key(profile))
+    def ready_count(self, profile: Profile | str = "default", image: str | None = None
+                    ) -> int:
+        slot = self._slots.get(pool_key(profile, image))
         return len(slot.ready) if slot else 0
 
     # -- inside -----------------------------------------------------------------------------

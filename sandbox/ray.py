@@ -301,7 +301,8 @@ class _Warm(Refill["RaySandbox"]):
 
     def __init__(self, pool: SandboxPool, profile: Profile | str, cpus: float, gpus: int,
                  kwargs: dict[str, Any]) -> None:
-        super().__init__(f"{pool_key(profile)}/cpu={cpus:g}/gpu={gpus}", pool.parallel)
+        super().__init__(f"{pool_key(profile, kwargs.get('image'))}/cpu={cpus:g}/gpu={gpus}",
+                         pool.parallel)
         self.pool, self.profile, self.cpus, self.gpus = pool, profile, cpus, gpus
         self.kwargs = kwargs
 
@@ -534,7 +535,7 @@ class SandboxPool:
             raise ValueError("n must be >= 0")
         if "workdir" in sandbox_kwargs:
             raise ValueError("a pooled sandbox always gets a fresh workspace")
-        key = (pool_key(profile), float(cpus), int(gpus))
+        key = (pool_key(profile, sandbox_kwargs.get("image")), float(cpus), int(gpus))
         w = self._warm.get(key)
         if w is None:
             w = self._warm[key] = _Warm(self, profile, float(cpus), int(gpus),
@@ -568,7 +569,7 @@ class SandboxPool:
             raise RuntimeError("the pool is closed")
         if "workdir" in sandbox_kwargs:
             raise ValueError("a pooled sandbox always gets a fresh workspace")
-        key = (pool_key(profile), float(cpus), int(gpus))
+        key = (pool_key(profile, sandbox_kwargs.get("image")), float(cpus), int(gpus))
         w = self._warm.get(key)
         if w is not None and (not sandbox_kwargs or sandbox_kwargs == w.kwargs):
             for sb in list(w.ready):

@@ -244,10 +244,10 @@ def prepare(image: Image, *, session_id: str, state_dir: Path, workdir: str,
                          "it (set [image] workdir to another path)")
     _mkdirs(upper, lower, at)
     binds = [(str(workspace), "/" + at)]
-    for d in dirs:  # host directories the jail sees at their own path (the decoy HOME)
-        rel = inside(lower, str(d))
-        _mkdirs(upper, lower, rel)
-        binds.append((str(d), "/" + rel))
+    for host_dir in dirs:  # host directories the jail sees at their own path (decoy HOME)
+        there = inside(lower, str(host_dir))
+        _mkdirs(upper, lower, there)
+        binds.append((str(host_dir), "/" + there))
     if login_shell:
         # firejail starts every program through the agent's login shell *inside* the new
         # root. An image without it (busybox, distroless) gets a static bash there, the
