@@ -162,6 +162,7 @@ class ImageMount:
     target: str
     workdir: str  # where commands start inside the root (firejail --private-cwd)
     binds: tuple[tuple[str, str], ...] = ()  # (host path, absolute path inside the root)
+    readonly: tuple[str, ...] = ()  # of those, the ones bound read-only (GPU driver files)
 
     def overlay_options(self) -> bytes:
         for p in (self.lower, self.upper, self.work):
@@ -174,7 +175,7 @@ class ImageMount:
 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _CLONE_NEWNET, _CLONE_NEWNS = 0x40000000, 0x00020000
 _MS_BIND, _MS_REC, _MS_SLAVE, _MNT_DETACH = 0x1000, 0x4000, 0x80000, 2
-_MS_NOSUID, _MS_NODEV = 0x2, 0x4
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x20
 ETC_NETNS = Path("/etc/netns")
 
 
@@ -250,6 +251,10 @@ class Launch:
             where = (img.target + dst).encode()
             if libc.mount(src.encode(), where, None, _MS_BIND, None) != 0:
                 raise OSError(ctypes.get_errno(), f"bind {src} on {dst} in the image")
+            if dst in img.readonly and libc.mount(
+                    None, where, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID
+                    | _MS_NODEV, None) != 0:
+                raise OSError(ctypes.get_errno(), f"read-only {dst} in the image")
 
     def __call__(self) -> None:
         # Python ignores SIGPIPE and SIGXFSZ; the jail gets the defaults (`yes | head`

@@ -204,10 +204,16 @@ class Session:
             from .images.attach import attach
 
             assert self.placement is not None
+            gpu_files: tuple[str, ...] = ()
+            if dict(self._spec.gpu_env).get("CUDA_VISIBLE_DEVICES"):  # a grant: the driver
+                from .gpu.driver import driver_files
+
+                gpu_files = tuple(driver_files(self.gpu_part_backend))
             self._spec, self.image = attach(
                 self.image_ref, profile=self.profile, spec=self._spec,
                 state_dir=self.store.path.parent.resolve(), fresh=self.placement.fresh,
-                kind=self.kind, keep=self.keep, add_resource=self.add_resource)
+                kind=self.kind, keep=self.keep, add_resource=self.add_resource,
+                gpu_files=gpu_files)
             self.emit("session.image", {
                 "image": self.image.image.name, "digest": self.image.image.digest,
                 "workdir": self._spec.inside_workdir, "keep": self.keep})

@@ -112,6 +112,9 @@ class FakeNvml:
         """Names of the interface calls made, in order (for assertions)."""
         self._source: Path | None = None
         self._mtime = 0.0
+        self.driver_files: list[str] = []
+        """The driver's user-space files an image sandbox gets bound in (`gpu.driver`): the
+        real NVML finds the host's; a test names stand-ins."""
 
     # -- scripting -------------------------------------------------------------------
 

@@ -69,8 +69,8 @@ class Attached:
 
 
 def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh: bool,
-           kind: str, keep: bool, add_resource: Callable[[str, Any], None]
-           ) -> tuple[JailSpec, Attached]:
+           kind: str, keep: bool, add_resource: Callable[[str, Any], None],
+           gpu_files: tuple[str, ...] = ()) -> tuple[JailSpec, Attached]:
     """The spec with its image root, made and recorded (as `image_root`) for this session."""
     check_host()
     store = ImageStore()
@@ -93,7 +93,7 @@ def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh
             image, session_id=spec.session_id, state_dir=state_dir, workdir=workdir,
             disk_mib=profile.limits.disk_mib, agent=agent, netns_files=netns_files,
             workspace=spec.workdir, login_shell=shell or "/bin/sh", keep=keep,
-            dirs=(spec.home,) if spec.home is not None else ())
+            dirs=(spec.home,) if spec.home is not None else (), files_ro=gpu_files)
         add_resource("image_root", {**root.resource(), "injected": injected})
         if fresh and profile.image.seed:
             rootfs.seed_workspace(root, spec.workdir, agent[:2] if agent else None)
@@ -102,7 +102,8 @@ def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh
         raise
     mount = launch.ImageMount(
         lower=str(image.rootfs), upper=str(root.upper), work=str(root.work),
-        target=str(root.mountpoint), workdir=workdir, binds=tuple(binds))
+        target=str(root.mountpoint), workdir=workdir, binds=tuple(binds),
+        readonly=tuple(dst for src, dst in binds if src in gpu_files))
     spec = dataclasses.replace(spec, image=mount, image_env=image.config.env)
     has_env = rootfs.lower_kind(image.rootfs, rootfs.inside(image.rootfs, "usr/bin/env")) \
         == "file"

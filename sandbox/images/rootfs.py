@@ -212,6 +212,7 @@ def prepare(image: Image, *, session_id: str, state_dir: Path, workdir: str,
             disk_mib: int, agent: tuple[int, int, str] | None,
             netns_files: list[tuple[str, str]], workspace: Path,
             login_shell: str | None = None, keep: bool = False, dirs: tuple[Path, ...] = (),
+            files_ro: tuple[str, ...] = (),
             ) -> tuple[ImageRoot, list[tuple[str, str]], list[str]]:
     """Make the session's upper layer and mount point (the caller recorded them already),
     and the binds into it: the workspace first, then a shell and the session's /etc files.
@@ -261,6 +262,11 @@ def prepare(image: Image, *, session_id: str, state_dir: Path, workdir: str,
                     "(scripts/bootstrap.sh installs it)")
             _write_upper(upper, lower, sh, b"", 0o755)
             binds.append((str(BASH_STATIC), "/" + sh))
+    for host_file in files_ro:  # the GPU driver's libraries and tools, at their host paths
+        there = inside(lower, host_file)
+        if lower_kind(lower, there) in (None, "file"):  # an image's own copy is covered
+            _write_upper(upper, lower, there, b"", 0o755)
+            binds.append((host_file, "/" + there))
     etc = inside(lower, "etc")
     injected: list[str] = []
     if agent is not None:

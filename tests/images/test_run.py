@@ -150,3 +150,22 @@ def sandbox_commit(sid: str, name: str) -> str:
     r = sandbox_cli("image", "commit", sid, name, "--json")
     assert r.returncode == 0, r.stderr
     return str(json.loads(r.stdout)["name"])
+
+
+def test_warm_pool_per_image(images: Images) -> None:
+    """A warm pool keeps sandboxes of one image ready, under its own key."""
+    import asyncio
+
+    from sandbox.pool import WarmPool
+
+    async def main() -> None:
+        async with WarmPool() as pool:
+            pool.warm(1, "default", image="deb")
+            await pool.wait_ready(timeout=60)
+            sb = await pool.acquire("default", image="deb")
+            r = await sb.exec(["cat", "/etc/debian_version"])
+            assert r.returncode == 0 and r.stdout.startswith("12")
+            assert pool.stats("default@deb")["warm_hits"] == 1
+            await pool.release(sb)
+
+    asyncio.run(main())
