@@ -3,6 +3,7 @@
 
     python scripts/gpu_smoke.py              # NVML part, then real sandboxes (needs root)
     python scripts/gpu_smoke.py --nvml-only  # NVML + GpuMonitor on a host process only
+    python scripts/gpu_smoke.py --image deb --image-tar rootfs.tar  # and in an image
 
 NVML part: list devices through the real backend; run a real CUDA workload (PyTorch if
 importable, else cuMemAlloc through libcuda with ctypes) under a shell; check that the
@@ -336,10 +337,50 @@ def sandbox_part(work: Path) -> None:
         report(False, "sandbox without [gpu]", repr(e))
 
 
+def image_part(work: Path, image: str, tarball: str | None) -> None:
+    """A sandbox in an image with GPU 0: its node only, the host driver's libraries bound
+    in read-only (the image brings no driver), and CUDA sees one device through them."""
+    try:
+        from sandbox import Sandbox
+        from sandbox.gpu import get_backend
+        from sandbox.images import ImageStore
+
+        if tarball:
+            ImageStore().import_rootfs(Path(tarball), image)
+        ImageStore().resolve(image)
+    except Exception as e:
+        report(False, f"image {image}: ready", repr(e))
+        return
+    backend = get_backend()
+    profile = work / "gpu-image.toml"
+    profile.write_text('extends = "default"\n[gpu]\ndevices = ["0"]\nrequire = true\n')
+    try:
+        with Sandbox(profile=str(profile), image=image) as sb:
+            sb.write_file("worker.py", WORKER)
+            r = sb.exec(["sh", "-c", LIST_NODES], timeout=60)
+            dev0 = backend.devices()[0]
+            report(f"CVD=[{dev0.uuid}]" in r.stdout, "image with [gpu]: its GPU's UUID only",
+                   r.stdout.strip().replace("\n", " | "))
+            r = sb.exec("ls /usr/lib/x86_64-linux-gnu/libcuda.so* && echo x > "
+                        "$(ls /usr/lib/x86_64-linux-gnu/libcuda.so* | head -1) 2>&1; true")
+            report("Read-only" in r.stdout + r.stderr,
+                   "image with [gpu]: host driver libraries bound read-only",
+                   (r.stdout + r.stderr).strip().replace("\n", " | "))
+            r = sb.exec(["python3", "worker.py", "--probe"], timeout=120)
+            report("CUDA_DEVICES 1" in r.stdout, "image with [gpu]: CUDA sees exactly 1 device",
+                   (r.stdout + r.stderr).strip().replace("\n", " | "))
+    except Exception as e:
+        report(False, "image with [gpu]", repr(e))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nvml-only", action="store_true",
                     help="skip the sandbox part (no sandbox API or root needed)")
+    ap.add_argument("--image", metavar="NAME",
+                    help="also run the image part in this stored image (python3 with ctypes)")
+    ap.add_argument("--image-tar", metavar="ROOTFS.tar",
+                    help="import this rootfs tarball as --image first")
     args = ap.parse_args()
     base = Path("/srv/sandbox-tests") if os.geteuid() == 0 else None  # /var is noexec in jails
     if base is not None:
@@ -353,6 +394,10 @@ def main() -> int:
             report(None, "sandbox part", "--nvml-only")
         else:
             sandbox_part(work)
+            if args.image:
+                image_part(work, args.image, args.image_tar)
+            else:
+                report(None, "image part", "give --image NAME [--image-tar ROOTFS.tar]")
     print(f"{'FAILED' if failures else 'OK'}: {failures} check(s) failed", flush=True)
     return 1 if failures else 0
 
