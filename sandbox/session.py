@@ -494,7 +494,7 @@ class Session:
         row says so, and gc leaves this session alone."""
         self.hooks.teardown()
         if self.image is not None:  # the upper and mount point (the overlay died with it)
-            self.image.release()
+            self.image.release(self.workdir)
         if self.placement is not None:
             users.remove_fresh(self.placement)
         if "include" in self.resources:

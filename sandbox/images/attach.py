@@ -57,15 +57,22 @@ class Attached:
     has_env: bool = False
     has_bash: bool = True  # else the API's jail is held by `holder` and only exec works
     shell: str = "/bin/sh"  # the agent's login shell, present inside (see rootfs.prepare)
+    workspace_at: str = ""  # where the workspace is bound, as found in the image
 
     def holder(self) -> list[str]:
         """The program that keeps a bash-less image's jail alive for exec: the login
         shell blocked on a read of a pipe the session holds (no process of the image's)."""
         return [self.shell, "-c", "read -r _"]
 
-    def release(self) -> None:
-        rootfs.cleanup(self.root.resource())
-        os.close(self.hold_fd)
+    def release(self, workspace: Path) -> None:
+        """Remove the upper and mount point; a kept one first takes in the workspace, so
+        `image commit` has the agent's work at the working directory too."""
+        try:
+            if self.root.keep:
+                rootfs.keep_workspace(self.root, workspace, self.workspace_at)
+        finally:
+            rootfs.cleanup(self.root.resource())
+            os.close(self.hold_fd)
 
 
 def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh: bool,
@@ -108,7 +115,8 @@ def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh
     has_env = rootfs.lower_kind(image.rootfs, rootfs.inside(image.rootfs, "usr/bin/env")) \
         == "file"
     return spec, Attached(image=image, root=root, hold_fd=hold, has_env=has_env,
-                          has_bash=has_bash, shell=shell or "/bin/sh")
+                          has_bash=has_bash, shell=shell or "/bin/sh",
+                          workspace_at=binds[0][1])
 
 
 def no_bash(name: str) -> str:

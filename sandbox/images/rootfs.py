@@ -302,6 +302,15 @@ def seed_workspace(root: ImageRoot, workspace: Path, agent: tuple[int, int] | No
     return True
 
 
+def keep_workspace(root: ImageRoot, workspace: Path, at: str) -> None:
+    """Copy the workspace into a kept upper at the path it was bound to (links as links,
+    never followed), as a layer would carry it."""
+    dest = root.upper / at.strip("/")
+    if not dest.is_dir() or dest.is_symlink() or not workspace.is_dir():
+        return
+    _mount(["cp", "-a", f"{workspace}/.", f"{dest}/"], "keeping the workspace in the layer")
+
+
 def _mount(argv: list[str], what: str) -> None:
     proc = subprocess.run([launch.tool(argv[0]), *argv[1:]], env=launch.supervisor_env(),
                           capture_output=True, text=True, timeout=600, check=False)

@@ -106,7 +106,8 @@ def test_own_workdir_is_mounted_at_the_image_working_directory(images: Images,
 def test_keep_then_commit_makes_a_new_image(images: Images, state_dir: Path) -> None:
     """`run --keep` leaves the sandbox's upper behind; `image commit` turns it into an image
     (and consumes it) without the supervisor's own per-session files."""
-    r = sandbox_cli("run", "--keep", "--image", "deb", "--json", "--", "true", timeout=120)
+    r = sandbox_cli("run", "--keep", "--image", "deb", "--json", "--", "sh", "-c",
+                    "echo episode-1 > notes.txt", timeout=120)
     assert r.returncode == 0, r.stderr
     sid = json.loads(r.stderr.strip().splitlines()[0])["session"]
     assert "image commit" in r.stderr
@@ -119,8 +120,10 @@ def test_keep_then_commit_makes_a_new_image(images: Images, state_dir: Path) -> 
     assert not uppers.exists()  # the kept layer is consumed
     passwd = (Path(new["rootfs"]) / "etc/passwd").read_text()
     assert "sandbox agent" not in passwd  # the agent's account stays out
-    with Sandbox(image="deb-next") as sb:
+    with Sandbox(image="deb-next") as sb:  # the next episode starts from the snapshot
         assert sb.exec(["python3", "-c", "print(1)"]).stdout == "1\n"
+        assert sb.exec(["cat", "notes.txt"]).stdout == "episode-1\n"
+        assert sb.exec("echo more >> notes.txt").returncode == 0  # the agent's own copy
     ImageStore().remove("deb-next")
 
 
