@@ -251,10 +251,13 @@ class Launch:
             where = (img.target + dst).encode()
             if libc.mount(src.encode(), where, None, _MS_BIND, None) != 0:
                 raise OSError(ctypes.get_errno(), f"bind {src} on {dst} in the image")
-            if dst in img.readonly and libc.mount(
-                    None, where, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID
-                    | _MS_NODEV, None) != 0:
-                raise OSError(ctypes.get_errno(), f"read-only {dst} in the image")
+            # nodev,nosuid on every bind too: a fresh workspace is seeded (as root) from
+            # the image's own working directory, which may hold a layer's device node.
+            flags = _MS_BIND | _MS_REMOUNT | _MS_NOSUID | _MS_NODEV
+            if dst in img.readonly:
+                flags |= _MS_RDONLY
+            if libc.mount(None, where, None, flags, None) != 0:
+                raise OSError(ctypes.get_errno(), f"remount {dst} nodev,nosuid in the image")
 
     def __call__(self) -> None:
         # Python ignores SIGPIPE and SIGXFSZ; the jail gets the defaults (`yes | head`

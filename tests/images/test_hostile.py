@@ -107,3 +107,30 @@ def test_a_hostile_workdir_cannot_aim_the_workspace_mount(images: Images, test_d
         assert str(ESCAPE) not in Path("/proc/self/mountinfo").read_text()
     finally:
         store.remove("hostile-wd")
+
+
+def test_device_nodes_seeded_into_the_workspace_are_inert(images: Images,
+                                                          test_dir: Path) -> None:
+    """A layer's WorkingDir holding a disk's device node and a setuid file: the fresh
+    workspace is seeded from it (as root), and neither works inside (the workspace is
+    bound nodev,nosuid; the seed's chown clears setuid)."""
+    with tarfile.open(test_dir / "dev.tar", "w") as tar:
+        add_member(tar, "bin", kind=tarfile.DIRTYPE, mode=0o755)
+        add_member(tar, "bin/busybox", data=Path("/bin/busybox").read_bytes(), mode=0o755)
+        for applet in ("sh", "head", "wc", "id", "stat"):
+            add_member(tar, f"bin/{applet}", kind=tarfile.SYMTYPE, link="busybox")
+        add_member(tar, "app", kind=tarfile.DIRTYPE, mode=0o755)
+        add_member(tar, "app/disk", kind=tarfile.BLKTYPE, mode=0o666,
+                   devmajor=os.major(os.stat("/dev/vda").st_rdev) if os.path.exists("/dev/vda")
+                   else 8, devminor=0)
+        add_member(tar, "app/suid", data=Path("/bin/busybox").read_bytes(), mode=0o4755)
+    store = ImageStore()
+    store.import_rootfs(test_dir / "dev.tar", "hostile-dev", workdir="/app")
+    try:
+        with Sandbox(image="hostile-dev") as sb:
+            r = sb.exec("head -c 16 /app/disk | wc -c")
+            assert r.stdout.strip() == "0" and "denied" in r.stderr.lower(), (r.stdout, r.stderr)
+            r = sb.exec(["/app/suid", "id", "-u"])
+            assert r.stdout.strip() != "0", r.stdout
+    finally:
+        store.remove("hostile-dev")
