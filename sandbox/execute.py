@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from . import launch
 from .child import AsyncChild, end, kill_tree
 from .errors import CommandTimeout, SessionClosed
+from .jail import image_env_flags
 from .result import ExecResult
 from .shell import Capture
 from .textsafe import visible
@@ -128,6 +129,7 @@ class Exec:
         argv, self.preamble = _carried(self.argv)
         # firejail takes no option after --join: the cwd goes first.
         cwd = [f"--private-cwd={self.join_cwd}"] if self.join_cwd else []
+        cwd += image_env_flags(self.session.spec())  # an image's LD_* (see jail.py)
         join = [launch.tool("firejail"), "--quiet", *cwd, f"--join=sbx-{self.session.id}",
                 "--", *argv]
         self.started, self.t0 = time.time(), time.monotonic()

@@ -169,6 +169,7 @@ def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
     if profile.gpu is None and not spec.gpu_args:
         flags.append("--no3d")
     flags += list(spec.gpu_args)
+    flags += image_env_flags(spec)
     flags += [f"--blacklist={p}" for p in hidden_paths(profile, spec)]
     flags += [
         f"--rlimit-nproc={lim.processes}",
@@ -250,6 +251,14 @@ _LOADER_KEYS = re.compile(r"^(LD_\w*|GCONV_PATH|GETCONF_DIR|HOSTALIASES|LOCALDOM
                           r"MALLOC_\w*|NLSPATH|RES_OPTIONS|TMPDIR|TZDIR)$")
 
 
+def image_env_flags(spec: JailSpec) -> list[str]:
+    """An image's loader variables, set by firejail inside the jail (after its setuid
+    start, which would drop them from the environment it is given): the image's own
+    programs expect them, and they reach only the jail's processes."""
+    return [f"--env={k}={v}" for k, v in spec.image_env
+            if _LOADER_KEYS.match(k) and "\n" not in v and "\0" not in v]
+
+
 def check_env(env: dict[str, str]) -> None:
     """Refuse environment the jail cannot honour, with the fix."""
     for key in env:
@@ -278,7 +287,9 @@ def build_env(profile: Profile, spec: JailSpec, host_env: dict[str, str]) -> dic
         "SANDBOX_SESSION": spec.session_id,
         "SANDBOX_WORKDIR": spec.inside_workdir,
     }
-    env.update(dict(spec.image_env))  # as `docker run`: the image's Env, then -e
+    # As `docker run`: the image's Env, then -e. Loader keys (CUDA images set
+    # LD_LIBRARY_PATH) go in through firejail's --env instead (see `image_env_flags`).
+    env.update({k: v for k, v in spec.image_env if not _LOADER_KEYS.match(k)})
     for name in profile.env.passthrough:
         if name in host_env:
             env[name] = host_env[name]

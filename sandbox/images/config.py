@@ -66,7 +66,7 @@ def jail_workdir(config: ImageConfig, override: str = "") -> str:
     if not wd.startswith("/"):
         wd = "/" + wd
     parts = [p for p in wd.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
+    if not parts or ".." in parts or any(ord(c) < 32 or c == "\x7f" for c in wd):
         raise SetupError(f"image workdir {wd!r} must be an absolute directory below / "
                          "(set [image] workdir, e.g. \"/workspace\")")
     return "/" + "/".join(parts)

@@ -172,3 +172,20 @@ def test_warm_pool_per_image(images: Images) -> None:
             await pool.release(sb)
 
     asyncio.run(main())
+
+
+def test_an_images_loader_variables_reach_its_programs(images: Images) -> None:
+    """CUDA images set LD_LIBRARY_PATH; firejail is setuid, so the loader would drop it
+    on the way in: it goes in through firejail's --env, for the jail's first program and
+    for every exec."""
+    store = ImageStore()
+    store.import_rootfs(images.root / "build/bb.tar", "bb-ld",
+                        env=["PATH=/bin", "LD_LIBRARY_PATH=/usr/local/nvidia/lib64"])
+    try:
+        with Sandbox(image="bb-ld") as sb:
+            assert sb.exec("echo $LD_LIBRARY_PATH").stdout == "/usr/local/nvidia/lib64\n"
+        r = sandbox_cli("run", "-q", "--image", "bb-ld", "--", "sh", "-c",
+                        "echo $LD_LIBRARY_PATH")
+        assert r.stdout == "/usr/local/nvidia/lib64\n", r.stderr
+    finally:
+        store.remove("bb-ld")
