@@ -24,6 +24,13 @@ deepagents offloads large tool results under `/large_tool_results`, read-only he
 route them into the workspace with
 `CompositeBackend(default=backend, routes={}, artifacts_root=backend.workdir)`
 (without it a large result stays inline in the conversation).
+
+The file tools keep Deep Agents' own protocol (`deepagents.backends.protocol`): `glob`
+answers absolute paths of regular files (deepagents' permission rules match absolute
+paths only) and `write` creates or overwrites, as every backend deepagents ships. The
+standard suite in `langchain-tests` still expects relative glob paths and a write that
+refuses an existing file; tests/adapters/test_deepagents_standard.py marks those.
+The jail has `python3`, not `python` (unless an image brings one).
 """
 
 from __future__ import annotations
@@ -47,12 +54,14 @@ from deepagents.backends.sandbox import BaseSandbox
 from .. import loop
 from ..api import Sandbox
 from ..errors import NotFound
-from ..execute import MAX_OUTPUT, ExecTimeout
+from ..execute import ExecTimeout
+from ..files import OutputLimitExceeded
 from ..options import Network
 from ..profile import Profile
 from ..result import ExecResult
 
 __all__ = [
+    "DEFAULT_MAX_DOWNLOAD",
     "DEFAULT_TIMEOUT",
     "RingfenceSandbox",
     "SandboxInfo",
@@ -66,6 +75,11 @@ DEFAULT_TIMEOUT = 30 * 60
 DEFAULT_MAX_OUTPUT = 1 << 20
 """Bytes of output kept per stream of one `execute` (head and tail; the middle is cut
 and the response says `truncated`)."""
+
+DEFAULT_MAX_DOWNLOAD = 64 << 20
+"""The largest file `download_files` returns (larger ones answer an error). Not the
+core's 10 MiB per exec stream: a download is one file the caller asked for whole (the
+standard suite round-trips 10.5 MB), and the bound only caps what one holds in memory."""
 
 TIMEOUT_EXIT_CODE = 124
 
@@ -124,7 +138,10 @@ def _upload_error(exc: OSError) -> str:
     return str(exc)
 
 
-def _download_error(exc: OSError) -> str:
+def _download_error(exc: OSError, max_download: int) -> str:
+    if isinstance(exc, OutputLimitExceeded):
+        return (f"the file is larger than this backend's max_download ({max_download} "
+                "bytes): read it in parts with execute, or raise max_download")
     if isinstance(exc, PermissionError):
         return PERMISSION_DENIED
     if isinstance(exc, IsADirectoryError):
@@ -172,7 +189,7 @@ class RingfenceSandbox(BaseSandbox):
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         max_output: int = DEFAULT_MAX_OUTPUT,
-        max_download: int = MAX_OUTPUT,
+        max_download: int = DEFAULT_MAX_DOWNLOAD,
     ) -> None:
         """`timeout`: seconds for an `execute` given none (None: no limit);
         `max_output`: bytes kept per stream of an `execute`; `max_download`: the
@@ -262,7 +279,8 @@ class RingfenceSandbox(BaseSandbox):
                 data = await self._sandbox.aio.read_file(path, text=False,
                                                          max_bytes=self._max_download)
             except OSError as exc:
-                out.append(FileDownloadResponse(path=path, error=_download_error(exc)))
+                out.append(FileDownloadResponse(
+                    path=path, error=_download_error(exc, self._max_download)))
             else:
                 out.append(FileDownloadResponse(path=path, content=data))
         return out
@@ -296,18 +314,21 @@ class SandboxProvider:
         limits: dict[str, Any] | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         max_output: int = DEFAULT_MAX_OUTPUT,
+        max_download: int = DEFAULT_MAX_DOWNLOAD,
     ) -> None:
         """The arguments of `Sandbox` for the sandboxes it creates (`workdir=None`: a
         fresh private workspace for each, destroyed on delete), and the backend's
-        `timeout` and `max_output` (see `RingfenceSandbox`)."""
+        `timeout`, `max_output` and `max_download` (see `RingfenceSandbox`)."""
         self._options: dict[str, Any] = {"profile": profile, "workdir": workdir, "env": env,
                                           "network": network, "gpu": gpu, "limits": limits}
         self._timeout = timeout
         self._max_output = max_output
+        self._max_download = max_download
         self._owned: dict[str, Sandbox] = {}
 
     def _backend(self, sb: Sandbox) -> RingfenceSandbox:
-        return RingfenceSandbox(sb, timeout=self._timeout, max_output=self._max_output)
+        return RingfenceSandbox(sb, timeout=self._timeout, max_output=self._max_output,
+                                max_download=self._max_download)
 
     def list(self, *, cursor: str | None = None, **kwargs: Any
              ) -> SandboxListResponse[RingfenceMetadata]:
