@@ -168,10 +168,12 @@ class Session:
     def _start(self) -> None:
         _collect_now_and_then(self.store)
         jail.check_firejail()
+        flag = "--workdir" if self.kind in ("run", "shell") else "workdir="  # the door's word
         if self.requested_workdir is not None and not self.requested_workdir.is_dir():
             raise SetupError(
-                f"workspace {self.requested_workdir} is not a directory: create it first")
-        self.placement = users.place(self.requested_workdir, self.id)
+                f"workspace {self.requested_workdir} is not a directory: create it first "
+                f"(mkdir -p {self.requested_workdir}), or leave out {flag}")
+        self.placement = users.place(self.requested_workdir, self.id, flag)
         if self.placement.fresh:
             self.add_resource("workspace", str(self.placement.workdir))
             disk = self.profile.limits.disk_mib

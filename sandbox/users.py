@@ -106,28 +106,39 @@ def _agent(pw: pwd.struct_passwd) -> Agent:
     return Agent(uid=pw.pw_uid, gid=pw.pw_gid, name=pw.pw_name)
 
 
-def _owner_error(workdir: Path, owner: int, who: str) -> SetupError:
-    fresh = ", or leave out --workdir for a fresh workspace" if os.geteuid() == 0 else ""
+def _owner_error(workdir: Path, owner: int, who: str, flag: str) -> SetupError:
+    """`flag` is the door's word for the workspace: `--workdir` (CLI) or `workdir=` (API)."""
+    fresh = f", or leave out {flag} for a fresh workspace" if os.geteuid() == 0 else ""
+    # The fix must work as pasted: the user it names may not exist yet on a fresh host.
+    make = "" if _exists(who) else f"useradd --system --shell /bin/bash {who} && "
     if str(workdir) in SYSTEM_TREES or len(workdir.parts) <= 2:
         # Never advise `chown -R` of a system tree (red-team L2).
         return SetupError(
             f"workspace {workdir} is a system directory and cannot be the agent's "
-            f"workspace. Fix: create a project directory, e.g. mkdir -p /srv/work/proj && "
-            f"chown {who} /srv/work/proj, and pass it as --workdir{fresh}")
+            f"workspace. Fix: create a project directory, e.g. {make}mkdir -p /srv/work/proj "
+            f"&& chown {who} /srv/work/proj, and pass it as {flag}{fresh}")
     return SetupError(
         f"workspace {workdir} belongs to uid {owner}, but the agent runs as {who}; firejail "
-        f"makes only the agent's own directories writable. Fix: chown -R {who} {workdir}, "
-        f"or pass a --workdir the agent owns{fresh}"
+        f"makes only the agent's own directories writable. Fix: {make}chown -R {who} "
+        f"{workdir}, or pass a {flag} the agent owns{fresh}"
     )
 
 
-def _user_of(uid: int, workdir: Path) -> pwd.struct_passwd:
+def _exists(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
+
+
+def _user_of(uid: int, workdir: Path, flag: str = "--workdir") -> pwd.struct_passwd:
     try:
         return pwd.getpwuid(uid)
     except KeyError:
         raise SetupError(
             f"workspace {workdir} belongs to uid {uid}, which has no user account: the "
-            f"agent cannot run as it. Fix: chown it to a real user, or leave out --workdir "
+            f"agent cannot run as it. Fix: chown it to a real user, or leave out {flag} "
             "for a fresh workspace") from None
 
 
@@ -160,19 +171,20 @@ def check_not_a_home(workdir: Path) -> None:
             "project directory without them")
 
 
-def place(workdir: Path | None, session_id: str) -> Placement:
-    """Decide the agent user and workspace for a session (see the module docstring)."""
+def place(workdir: Path | None, session_id: str, flag: str = "--workdir") -> Placement:
+    """Decide the agent user and workspace for a session (see the module docstring);
+    `flag` names the workspace in errors as the caller's door does."""
     if os.geteuid() != 0:
         wd = (workdir or Path.cwd()).resolve()
         if wd.is_dir() and wd.stat().st_uid != os.getuid():
-            raise _owner_error(wd, wd.stat().st_uid, pwd.getpwuid(os.getuid()).pw_name)
+            raise _owner_error(wd, wd.stat().st_uid, pwd.getpwuid(os.getuid()).pw_name, flag)
         return Placement(None, wd, False)
     sudo_uid = os.environ.get("SUDO_UID", "")
     if sudo_uid.isdigit() and int(sudo_uid) != 0:
         agent = _agent(_user_of(int(sudo_uid), Path("SUDO_UID")))
         wd = (workdir or Path.cwd()).resolve()
         if wd.is_dir() and wd.stat().st_uid != agent.uid:
-            raise _owner_error(wd, wd.stat().st_uid, agent.name)
+            raise _owner_error(wd, wd.stat().st_uid, agent.name, flag)
         check_not_a_home(wd)
         return Placement(agent, wd, False)
     if workdir is not None:
@@ -181,13 +193,13 @@ def place(workdir: Path | None, session_id: str) -> Placement:
             raise SetupError(f"workspace {wd} is not a directory: create it first")
         owner = wd.stat().st_uid
         if owner == 0:
-            raise _owner_error(wd, 0, AGENT_USER)
-        agent = _agent(_user_of(owner, wd))
+            raise _owner_error(wd, 0, AGENT_USER, flag)
+        agent = _agent(_user_of(owner, wd, flag))
         check_not_a_home(wd)
         return Placement(agent, wd, False)
     cwd = Path.cwd().resolve()
     if cwd.stat().st_uid != 0 and len(cwd.parts) > 2:
-        agent = _agent(_user_of(cwd.stat().st_uid, cwd))
+        agent = _agent(_user_of(cwd.stat().st_uid, cwd, flag))
         check_not_a_home(cwd)
         return Placement(agent, cwd, False)
     agent, slot_fd = _take_slot()

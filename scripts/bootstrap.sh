@@ -64,12 +64,23 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
-stamp=.venv/.installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-  echo "bootstrap: installing sandbox and its Python dependencies into .venv" >&2
+# Python packages, each set with its own stamp. `sandbox run` (scripts/sandbox) needs the
+# core only (about 50 MB); `--test` (scripts/test) needs the dev tools and every adapter's
+# framework and the fleet's clients too ([dev,all]: Ray, pyarrow, ... about 1.4 GB). The
+# full set includes the core, so its stamp satisfies the core's.
+fresh() { [[ -f $1 && ! pyproject.toml -nt $1 ]]; }
+if [[ ${1:-} == --test ]]; then
+  spec='.[dev,all]' stamp=.venv/.installed what="sandbox with what the tests need"
+  done_already() { fresh "$stamp"; }
+else
+  spec='.' stamp=.venv/.installed-core what="sandbox (the core; scripts/test adds the rest)"
+  done_already() { fresh "$stamp" || fresh .venv/.installed; }
+fi
+if ! done_already; then
+  echo "bootstrap: installing $what into .venv" >&2
   # Quiet unless it fails: setuptools' editable-install warnings are noise here.
   if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip &&
-         .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,all]'; } \
+         .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"; } \
        >.venv/install.log 2>&1; then
     cat .venv/install.log >&2
     echo "bootstrap: pip install failed (log above, also in .venv/install.log)" >&2

@@ -23,7 +23,8 @@ from ..textsafe import visible
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("ls", help="list live and recent sessions")
     p.add_argument("--live", action="store_true", help="only live sessions")
-    p.add_argument("-n", type=int, default=50, help="at most N sessions (default 50)")
+    p.add_argument("-n", "--limit", dest="n", type=int, default=50, metavar="N",
+                   help="at most N sessions, newest first (default 50)")
     p.add_argument("--host", metavar="H", help="only the sessions host H owns")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ls)
@@ -32,6 +33,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("id", help="session id (a unique prefix is enough)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--output", action="store_true", help="print each command's output too")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="list firejail's own processes too (firejail, fnet, fseccomp, ...)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("logs", help="a session's commands and events as they happen")
@@ -61,11 +64,15 @@ def _age(s: Mapping[str, Any]) -> str:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     store = Store()
-    rows = store.list_sessions(live_only=args.live, limit=args.n, host=args.host or None)
+    wanted = max(args.n, 0)
+    # One row more than asked: whether the list is cut, without counting the whole store.
+    rows = store.list_sessions(live_only=args.live, limit=wanted + 1, host=args.host or None)
+    more = len(rows) > wanted
+    rows = rows[:wanted]
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], default=str))
         return 0
-    if not rows:
+    if not rows and not more:
         print(f"no sessions on host {visible(args.host)}" if args.host else
               "no sessions yet: try `sandbox run -- echo hi`")
         return 0
@@ -83,7 +90,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
               f"{_ts(s['created']):<9} {_age(s):>6} {s['n_commands']:>5} {s['n_alerts']:>6} "
               f"{s['n_denied']:>6} {_gpu(s):>9} "
               f"{'' if s['exit_code'] is None else s['exit_code']:>4}  {now[:60]}")
+    if more:
+        total = len(store.list_sessions(live_only=args.live, limit=_COUNT_CAP,
+                                        host=args.host or None))
+        shown = f"{total}+" if total >= _COUNT_CAP else str(total)
+        print(f"{len(rows)} of {shown} sessions; -n {shown.rstrip('+')} for more")
     return 0
+
+
+# `ls` counts the sessions it cut off up to this many (the rows are read to count them).
+_COUNT_CAP = 100_000
 
 
 def _gpu(s: Mapping[str, Any]) -> str:
@@ -137,24 +153,54 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"commands ({len(commands)}):")
     for c in commands:
         print(_command_line(c, args.output))
+    # An event is any row of the session's event log (what the summary line counts, what
+    # `logs` and the exports carry); show sorts them into three lists.
     net = [e for e in events if e["kind"].startswith(("net.", "dns."))]
+    procs = [e for e in events if e["kind"] == "proc.exec"]
+    other = [e for e in events
+             if e["kind"] != "proc.exec" and not e["kind"].startswith(("net.", "dns."))]
+    parts = [f"{len(other)} here"]
     if net:
-        print(f"network ({len(net)}):")
-        for e in net:
-            print(_event_line(e))
-    other = [e for e in events if not e["kind"].startswith(("net.", "dns.", "proc."))]
-    print(f"events ({len(other)}):")
+        parts.append(f"{len(net)} under network")
+    if procs:
+        parts.append(f"{len(procs)} under processes")
+    if s["n_events"] > len(events):  # store.events reads the first 10,000
+        parts.append(f"{s['n_events'] - len(events)} more in `sandbox export {s['id']}`")
+    print(f"events ({s['n_events']}: {', '.join(parts)}):")
     for e in other:
         print(_event_line(e))
-    procs = [e for e in events if e["kind"] == "proc.exec"]
+    if net:
+        print(f"network ({len(net)} events):")
+        for e in net:
+            print(_event_line(e))
     if procs:
-        print(f"processes ({len(procs)} execs):")
-        for e in procs[:200]:
+        mine = procs if args.verbose else [e for e in procs if not _firejails_own(e)]
+        hidden = len(procs) - len(mine)
+        print(f"processes ({len(procs)} execs"
+              + (f", {hidden} of them firejail's own: -v lists them" if hidden else "") + "):")
+        for e in mine[:200]:
             argv = e["detail"].get("argv") or []
             shown = " ".join(map(str, argv)) if isinstance(argv, list) else str(argv)
             print(f"  {_ts(e['ts'])} pid {visible(e['detail'].get('pid'))} "
                   f"{visible(shown)[:120]}")
+        if len(mine) > 200:
+            print(f"  ... {len(mine) - 200} more: sandbox show --json {s['id']}")
     return 0
+
+
+# Where firejail's own programs run from: the launcher, and the helpers it copies to
+# /run/firejail/lib (fnet, fseccomp, ...) from its library directory.
+_FIREJAIL_EXES = ("/usr/bin/firejail", "/usr/local/bin/firejail")
+_FIREJAIL_LIBS = ("/run/firejail/lib/", "/usr/lib/firejail/", "/usr/local/lib/firejail/",
+                  "/usr/lib/x86_64-linux-gnu/firejail/", "/usr/lib/aarch64-linux-gnu/firejail/")
+
+
+def _firejails_own(e: Mapping[str, Any]) -> bool:
+    """An exec of firejail itself or one of its helpers: by the kernel's path of the
+    program (`exe`), never by its argv, which the agent chooses. Only the default view of
+    `show` leaves them out (saying how many); -v, --json and the exports keep every one."""
+    exe = e["detail"].get("exe")
+    return isinstance(exe, str) and (exe in _FIREJAIL_EXES or exe.startswith(_FIREJAIL_LIBS))
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

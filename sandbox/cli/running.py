@@ -74,12 +74,19 @@ def summary(store: Store, session_id: str) -> dict[str, Any]:
     }
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def format_summary(info: dict[str, Any], alerts: Sequence[Mapping[str, Any]]) -> str:
+    # "events" as everywhere else: every row of the session's event log (`sandbox show`
+    # lists them under events, network and processes).
+    status = "" if info["exit_code"] is None else f" with status {info['exit_code']}"
     lines = [
         f"sandbox: session {info['session']} ({visible(info['profile'])}) {info['state']}"
-        f" exit {info['exit_code']} in {info['duration']:.2f}s · {info['commands']} commands"
-        f" · {info['events']} events · {info['alerts']} alerts"
-        f" · {info['connections']} connections ({info['denied']} denied)",
+        f"{status} in {info['duration']:.2f}s · {_count(info['commands'], 'command')}"
+        f" · {_count(info['events'], 'event')} · {_count(info['alerts'], 'alert')}"
+        f" · {_count(info['connections'], 'connection')} ({info['denied']} denied)",
     ]
     if info["state"] in ("killed", "failed") and info["reason"]:
         # The reason quotes the agent's argv or text: shown, never acted on.

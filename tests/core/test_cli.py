@@ -25,7 +25,7 @@ def test_run_passes_output_and_exit_code(workspace: Path) -> None:
     assert r.returncode == 3
     assert r.stdout == "hi\n"
     assert "err\n" in r.stderr
-    assert "sandbox: session" in r.stderr and "exit 3" in r.stderr
+    assert "sandbox: session" in r.stderr and "exited with status 3" in r.stderr
     sid = r.stderr.split("sandbox: session ")[1].split()[0]
     ls = sandbox_cli("ls")
     assert sid in ls.stdout and "exited" in ls.stdout
