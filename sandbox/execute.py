@@ -25,12 +25,12 @@ import posixpath
 import shlex
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import launch
+from . import fastexec, launch
 from .child import AsyncChild, end, kill_tree
 from .errors import CommandTimeout, SessionClosed
 from .jail import image_env_flags
@@ -259,13 +259,33 @@ def prepare(
                 alerts=box, join_cwd=join_cwd)
 
 
+def _child(ex: Exec, on_out: Callable[[bytes], None], on_err: Callable[[bytes], None]
+           ) -> AsyncChild:
+    """The process: forked by the session's exec helper inside the jail (`fastexec`),
+    else a `firejail --join` of its own."""
+    fast = fastexec.child(ex, on_out, on_err)
+    return fast if fast is not None else AsyncChild(ex.popen(), on_out, on_err)
+
+
+def _kill(child: AsyncChild) -> None:
+    """Kill what `child` runs. A join process is left to reap it (`kill_tree`); a
+    helper-forked command is the tree's root itself."""
+    kill_tree(child.pid, root=isinstance(child, fastexec.FastChild))
+
+
+async def _end(child: AsyncChild) -> int:
+    if isinstance(child, fastexec.FastChild):
+        _kill(child)
+    return await end(child)
+
+
 async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> ExecResult:
     """`Sandbox.exec` on the running loop (see `AsyncSandbox.exec`)."""
     ex = prepare(session, cmd, **kw)  # type: ignore[arg-type]
     if isinstance(ex, ExecResult):
         return ex
     loop = asyncio.get_running_loop()
-    child = AsyncChild(ex.popen(), ex.out.add, ex.err.add)
+    child = _child(ex, ex.out.add, ex.err.add)
     timed_out = False
     try:
         child.write(ex.preamble + ex.data)
@@ -274,10 +294,10 @@ async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> Ex
             status: int | None = await child.wait(ex.timeout)
         except TimeoutError:
             timed_out = True
-            status = await end(child)
+            status = await _end(child)
         await child.streams_closed(PIPE_GRACE_S)
     except BaseException:  # cancelled: nothing of it may outlive the caller's interest
-        kill_tree(child.pid)  # the join reaps its child and exits (see `child.end`)
+        _kill(child)  # the join reaps its child and exits (see `child.end`)
         try:
             status = child.proc.wait(1.0)
         except subprocess.TimeoutExpired:
@@ -333,7 +353,7 @@ class Process:
         self._ex = ex
         self.stdout = Stream(ex.out)
         self.stderr = Stream(ex.err)
-        self._child = AsyncChild(ex.popen(), self.stdout.feed, self.stderr.feed)
+        self._child = _child(ex, self.stdout.feed, self.stderr.feed)
         self.pid = self._child.pid
         self._timed_out = False
         if ex.preamble or ex.data:
@@ -362,7 +382,7 @@ class Process:
         """Kill the process and everything it started. Its join process is left a moment
         to reap it (no zombie in the jail), then killed with whatever it started since
         (a kill right after spawn can land before the program exists)."""
-        kill_tree(self.pid)
+        _kill(self._child)
         self._child.later(1.0, lambda: kill_tree(self.pid, root=True))
 
     async def wait(self, timeout: float | None = None) -> ExecResult:
@@ -373,7 +393,7 @@ class Process:
                 await asyncio.wait_for(asyncio.shield(self._done), timeout)
             except TimeoutError:
                 self._timed_out = True
-                kill_tree(self.pid)
+                _kill(self._child)
                 self._child.later(2.0, lambda: kill_tree(self.pid, root=True))
         return self._ex.check(await asyncio.shield(self._done))
 
@@ -383,7 +403,7 @@ class Process:
             status = await self._child.wait(self._ex.timeout)
         except TimeoutError:
             self._timed_out = True
-            status = await end(self._child)
+            status = await _end(self._child)
         await self._child.streams_closed(PIPE_GRACE_S)
         self._child.close()
         loop = asyncio.get_running_loop()

@@ -203,6 +203,15 @@ class ImageSection:
 
 
 @dataclass(frozen=True)
+class ExecSection:
+    """How `exec` enters the running jail."""
+
+    fast: bool = _doc("Fork each command from a helper started inside the jail with it "
+                      "(no firejail join per command); its exit status is the kernel's, "
+                      "and a broken helper is an alert and a fall back to the join.", False)
+
+
+@dataclass(frozen=True)
 class Profile:
     """A resolved profile: every section filled, every value checked."""
 
@@ -220,6 +229,7 @@ class Profile:
     gpu: GpuSection | None = None
     honeytokens: HoneytokensSection = field(default_factory=HoneytokensSection)
     image: ImageSection = field(default_factory=ImageSection)
+    exec: ExecSection = field(default_factory=ExecSection)
 
 
 _TOP_KEYS_NOT_IN_FILES = {"name", "sources"}

@@ -225,6 +225,9 @@ class Session:
         elif self.kind == "api":
             self._start_holder()
         ControlWatcher.watch(self.store, self.id, self.kill)
+        from . import fastexec
+
+        fastexec.start(self)  # the exec helper's join, if the profile asks for it
 
     def env(self) -> dict[str, str]:
         """The jail's environment: the profile's allowlist plus the caller's `env`."""
@@ -483,6 +486,9 @@ class Session:
             from .control import kill_jail
 
             kill_jail(self.jail_pid, jail.jail_name(self.id))
+        from . import fastexec
+
+        fastexec.stop(self)  # its join ends with the jail
         holder = self._holder
         if holder is not None:  # reap it, and close the pipe it was blocked on
             with contextlib.suppress(subprocess.TimeoutExpired):

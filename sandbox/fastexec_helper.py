@@ -1,0 +1,170 @@
+"""The exec helper: runs inside a session's jail and forks the commands `exec` asks for.
+
+Shipped as package data and read by the supervisor, which sends it over the socket on fd
+0 of one `firejail --join` made at session start (see `fastexec.BOOT`): so it lives in
+the jail with everything the agent's shell has (namespaces, seccomp filters, no
+capabilities, no-new-privs, cgroup, agent uid, rlimits, the TIOCSTI filter), and it is
+reached only over that inherited socket, never over a path in the jail. Standard library
+only: it runs under the jail's own python3.
+
+It is *not* trusted. It shares the agent's uid, so the supervisor takes every command's
+identity and exit status from the kernel (a pidfd the command itself hands over on its
+socket: SCM_PIDFD; the pidfd's exit info once it is reaped), and compares this helper's
+word with it. It makes itself non-dumpable, so the agent cannot ptrace it or take its
+fds; the supervisor checks that too (/proc/PID then belongs to root).
+
+Protocol (all on the stream socket on fd 0, frames are a 4-byte big-endian length and a
+body):
+  boot:    supervisor -> helper: this source; then marshal(list of (key, value)) of the
+           environment the supervisor gave the join (firejail's changes to it are then
+           known: they are applied to each command's environment the same way)
+  hello:   helper -> supervisor: b"H" (the kernel attaches the helper's pidfd)
+  request: supervisor -> helper: a frame with four fds attached (SCM_RIGHTS): the
+           command's socket, stdin, stdout, stderr; body marshal((argv, env, cwd))
+  on the command's socket: the command (after fork, before exec) sends b"S" (its pidfd
+  attached by the kernel); the helper sends b"X" + status (4 bytes, little endian,
+  as waitpid says it) once it has reaped it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import marshal
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+
+_PR_SET_DUMPABLE, _PR_SET_NAME = 4, 15
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def _frame(sock: socket.socket) -> bytes:
+    return _read_exact(sock, int.from_bytes(_read_exact(sock, 4), "big"))
+
+
+def _request(ctl: socket.socket) -> tuple[list[int], bytes]:
+    """One request: its fds and its body (EOFError once the supervisor closes)."""
+    head, anc, _flags, _addr = ctl.recvmsg(4, socket.CMSG_SPACE(4 * 4),
+                                           socket.MSG_CMSG_CLOEXEC | socket.MSG_WAITALL)
+    fds: list[int] = []
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += list(struct.unpack(f"{len(data) // 4}i", data[:len(data) // 4 * 4]))
+    if len(head) < 4:
+        if head:
+            head += _read_exact(ctl, 4 - len(head))
+        else:
+            raise EOFError
+    return fds, _read_exact(ctl, int.from_bytes(head, "big"))
+
+
+def _child(fds: list[int], argv: list[bytes], env: dict[bytes, bytes], cwd: bytes) -> None:
+    """In the forked child: become the command (never returns)."""
+    sock, stdin, stdout, stderr = fds
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in range(1, signal.NSIG):  # the command gets default dispositions
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                with contextlib.suppress(OSError, ValueError):
+                    signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.setsid()  # its own session: the supervisor kills the tree by it (detached jobs)
+        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            os.dup2(fd, target)
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+        # The kernel attaches this process's pidfd: what the supervisor trusts.
+        os.write(sock, b"S")
+        try:
+            os.execvpe(argv[0], argv, env)
+        except OSError as e:
+            name = os.fsdecode(argv[0])
+            why = "command not found" if isinstance(e, FileNotFoundError) else e.strerror
+            os.write(2, f"{name}: {why}\n".encode(errors="replace"))
+            os._exit(127 if isinstance(e, FileNotFoundError) else 126)
+    finally:
+        os._exit(127)
+
+
+def main(ctl: socket.socket) -> None:
+    # No ptrace, no /proc/PID/fd, no pidfd_getfd by the agent (same uid). Where this
+    # fails, the supervisor sees /proc/PID still the agent's and stays on the join.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        # Its name in ps/pgrep: not one of the agent's own python3 processes.
+        libc.prctl(_PR_SET_NAME, b"sandbox-exec", 0, 0, 0)
+    base = dict(marshal.loads(_frame(ctl)))
+    here = os.environb
+    # What firejail did to the environment it was given (added container=firejail,
+    # dropped what it drops): done the same way to every command's environment.
+    added = {k: v for k, v in here.items() if base.get(k) != v}
+    dropped = {k for k in base if k not in here}
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    children: dict[int, socket.socket] = {}
+    ctl.sendall(b"H")
+    while True:
+        try:
+            ready = select.select([ctl.fileno(), wake_r], [], [])[0]
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            sock = children.pop(pid, None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.send(b"X" + struct.pack("<i", status))
+                sock.close()
+        if ctl.fileno() not in ready:
+            continue
+        try:
+            fds, body = _request(ctl)
+        except (EOFError, OSError):
+            return  # the supervisor is gone: the session is ending
+        if len(fds) != 4:
+            for fd in fds:
+                os.close(fd)
+            continue
+        argv, env_items, cwd = marshal.loads(body)
+        env = {k: v for k, v in env_items if k not in dropped}
+        env.update(added)
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = -1
+        if pid == 0:
+            _child(fds, argv, env, cwd)
+        if pid > 0:
+            children[pid] = socket.socket(fileno=os.dup(fds[0]))
+        for fd in fds:  # the command holds them now (a failed fork: its socket's EOF)
+            os.close(fd)
+
+
+if __name__ == "__main__":
+    main(socket.socket(fileno=sys.stdin.fileno()))

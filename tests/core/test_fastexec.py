@@ -1,0 +1,206 @@
+"""Fast exec (issue 20): commands forked by a helper inside the jail, behind the same wall
+as a joined exec, with an exit status the kernel vouches for."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import ExecTimeout, Sandbox, Store, fastexec
+from sandbox.profile import ExecSection, load
+
+if fastexec.unsupported():
+    pytest.skip(f"fast exec needs a newer kernel: {fastexec.unsupported()}",
+                allow_module_level=True)
+
+
+def _fast_profile() -> Any:
+    return dataclasses.replace(load("default"), exec=ExecSection(fast=True))
+
+
+def _helper(box: Sandbox) -> fastexec.Helper:
+    helper = fastexec.helper(box._session)
+    assert helper is not None and helper.ready(30), helper and helper.why_off
+    return helper
+
+
+@pytest.fixture
+def fsb(workspace: Path) -> Iterator[Sandbox]:
+    box = Sandbox(_fast_profile(), workdir=workspace)
+    box.start()
+    _helper(box)
+    try:
+        yield box
+    finally:
+        box.close()
+
+
+def _joined(box: Sandbox, cmd: list[str] | str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The same exec on the joined path (one `firejail --join` of its own)."""
+    with monkeypatch.context() as m:
+        m.setattr(fastexec, "child", lambda *a: None)
+        return box.exec(cmd)
+
+
+def _inner_pid(host_pid: int) -> int:
+    """The helper's pid as the agent sees it (its PID namespace)."""
+    for line in Path(f"/proc/{host_pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    raise AssertionError("no NSpid")
+
+
+def _rules(result: Any) -> list[str]:
+    return [a["rule"] for a in result.alerts]
+
+
+def _patched_source(monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
+    """A helper the agent would want: one that lies (tests only)."""
+    src = fastexec._source().decode()
+    assert old in src
+    monkeypatch.setattr(fastexec, "_source", lambda: src.replace(old, new).encode())
+
+
+# -- it works, the same as the join -------------------------------------------------------
+
+
+def test_streams_stdin_status_and_signals_go_the_fast_way(fsb: Sandbox) -> None:
+    helper = _helper(fsb)
+    before = helper.used["fast"]
+    r = fsb.exec(["sh", "-c", "cat; echo to-err >&2; exit 7"], input="hello\n")
+    assert (r.returncode, r.stdout, r.stderr) == (7, "hello\n", "to-err\n")
+    assert fsb.exec(["sh", "-c", "kill -TERM $$"]).returncode == 143
+    assert fsb.exec(["no-such-program-xyz"]).returncode == 127
+    blob = bytes(range(256)) * 120000  # ~30 MiB through stdin and back
+    r = fsb.exec(["cat"], input=blob, max_output=64 << 20)
+    assert r.stdout_bytes == blob
+    assert helper.used["fast"] == before + 4 and helper.state == "ready"
+    assert Store().commands(fsb.id)[-1]["source"] == "exec"
+
+
+def test_timeout_kills_the_tree_with_detached_jobs(fsb: Sandbox) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(ExecTimeout) as info:
+        fsb.exec(["sh", "-c", "echo started; (sleep 301 &); (sleep 302 &); sleep 303"],
+                 timeout=1.0)
+    assert time.monotonic() - t0 < 10
+    assert info.value.result.stdout == "started\n"
+    deadline = time.monotonic() + 5
+    while fsb.run("pgrep -c sleep || true").output.strip() != "0":
+        assert time.monotonic() < deadline, fsb.run("ps -ef").output
+        time.sleep(0.1)
+    assert _helper(fsb).state == "ready"
+
+
+def test_spawn_stream_and_kill(fsb: Sandbox) -> None:
+    helper = _helper(fsb)
+    n = helper.used["fast"]
+    proc = fsb.spawn(["sh", "-c", "echo up; sleep 300"])
+    assert next(iter(proc.stdout)) == b"up\n"
+    proc.kill()
+    assert proc.wait().returncode == 137
+    assert helper.used["fast"] == n + 1 and helper.state == "ready"
+
+
+BOUNDARY = ("grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp"
+            "|Seccomp_filters|SigBlk|SigIgn):' /proc/self/status; echo ---; "
+            "cat /proc/self/mountinfo; echo ---; cat /proc/self/cgroup; echo ---; "
+            "for n in cgroup ipc mnt net pid time user uts; do readlink /proc/self/ns/$n; "
+            "done; echo ---; id; umask; ulimit -a; cat /proc/self/limits; echo ---; "
+            "env | grep -v '^_=' | sort")
+TIOCSTI = ("import errno, fcntl, termios\n"
+           "try:\n fcntl.ioctl(0, termios.TIOCSTI, b'x')\n"
+           "except OSError as e:\n print(errno.errorcode[e.errno])\n")
+
+
+def test_equal_boundary(fsb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a fast exec sees is what a joined exec sees: credentials, capabilities,
+    no-new-privs, seccomp filters, mounts, cgroup, namespaces (network included), rlimits,
+    environment; and a TIOCSTI push is refused by the filter (EPERM, not ENOTTY)."""
+    helper = _helper(fsb)
+    n = helper.used["fast"]
+    fast = fsb.exec(["sh", "-c", BOUNDARY])
+    joined = _joined(fsb, ["sh", "-c", BOUNDARY], monkeypatch)
+    assert helper.used["fast"] == n + 1
+    assert fast.returncode == joined.returncode == 0, (fast.stderr, joined.stderr)
+    assert "NoNewPrivs:\t1" in fast.stdout and "Seccomp:\t2" in fast.stdout
+    assert "CapEff:\t0000000000000000" in fast.stdout
+    for a, b in zip(fast.stdout.split("---"), joined.stdout.split("---"), strict=True):
+        assert a == b
+    for run in (fsb.exec, lambda c: _joined(fsb, c, monkeypatch)):
+        r = run(["python3", "-I", "-c", TIOCSTI])
+        assert r.stdout.strip() == "EPERM", r
+
+
+# -- the helper's word is never the result ------------------------------------------------
+
+
+def _fast_off(box: Sandbox) -> list[dict[str, Any]]:
+    return [e["detail"] for e in Store().events(box.id) if e["kind"] == "exec.fast_off"]
+
+
+def test_a_forged_exit_status_is_caught(workspace: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    """A helper that says every command passed: the result is the kernel's status, and
+    a tamper alert. (A supervisor trusting the helper would return 0 here.)"""
+    _patched_source(monkeypatch, 'sock.send(b"X" + struct.pack("<i", status))',
+                    'sock.send(b"X" + struct.pack("<i", 0))')
+    with Sandbox(_fast_profile(), workdir=workspace) as box:
+        helper = _helper(box)
+        r = box.exec(["sh", "-c", "exit 3"])
+        assert r.returncode == 3
+        assert "tamper.fastexec.status_forged" in _rules(r)
+        assert helper.state == "off" and helper.used["fast"] == 1
+        r = box.exec(["false"])  # the joined path from here on
+        assert r.returncode == 1 and helper.used["join"] == 1
+        assert [d["alert"] for d in _fast_off(box)] == ["fastexec.status_forged"]
+
+
+def test_a_forged_start_is_caught(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper that reports a start itself (its own pid, not a child's): the kernel says
+    whose pidfd it is; alert, and the exec runs on the joined path."""
+    _patched_source(monkeypatch, "        try:\n            pid = os.fork()",
+                    "        os.write(fds[0], b'S')\n        try:\n            pid = os.fork()")
+    with Sandbox(_fast_profile(), workdir=workspace) as box:
+        helper = _helper(box)
+        r = box.exec(["sh", "-c", "echo ran; exit 4"])
+        assert (r.returncode, r.stdout.count("ran")) == (4, 1)
+        assert "tamper.fastexec.start_unconfirmed" in _rules(r)
+        assert helper.state == "off" and helper.used == {"fast": 0, "join": 1}
+
+
+@pytest.mark.parametrize(("signal", "rule"), [("KILL", "tamper.fastexec.helper_dead"),
+                                              ("STOP", "tamper.fastexec.helper_stopped")])
+def test_agent_kills_or_stops_the_helper(fsb: Sandbox, signal: str, rule: str) -> None:
+    """The agent shares the helper's uid and can signal it: the next exec is an alert and
+    runs joined (never silently), and it still gets the right status."""
+    helper = _helper(fsb)
+    fsb.run(f"kill -{signal} {_inner_pid(helper.pid)}")
+    r = fsb.exec(["sh", "-c", "exit 5"])
+    assert r.returncode == 5
+    assert rule in _rules(r)
+    assert helper.state == "off" and helper.used["join"] == 1
+    assert fsb.exec(["true"]).returncode == 0 and helper.used["join"] == 2
+    assert [d["alert"] for d in _fast_off(fsb)] == [rule.removeprefix("tamper.")]
+
+
+def test_the_helper_is_not_the_agents_to_take(fsb: Sandbox) -> None:
+    """Non-dumpable: the agent (same uid) cannot read its fds or its memory, and its
+    socket is no path in the jail."""
+    pid = _inner_pid(_helper(fsb).pid)
+    r = fsb.exec(["sh", "-c", f"ls /proc/{pid}/fd; readlink /proc/{pid}/fd/0"])
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    assert "sandbox-exec" in fsb.exec(["cat", f"/proc/{pid}/comm"]).stdout
+
+
+def test_off_by_default_and_in_the_record(sb: Sandbox) -> None:
+    """The profile key decides; a plain sandbox has no helper."""
+    assert load("default").exec.fast is ExecSection().fast
+    if not ExecSection().fast:
+        assert fastexec.helper(sb._session) is None
+        assert sb.exec(["true"]).returncode == 0
