@@ -374,7 +374,7 @@ class Helper:
             return bad[1] if bad else ""
         info = pidfd_info(pidfd) if pidfd is not None else None
         if info is not None and info.exited:
-            info = None  # reaped already: its parent cannot be known
+            info = None  # reaped before its go: not a command the helper started honestly
         ok = (msg == b"S" and info is not None and info.ppid == self.pid
               and info.pid != self.pid and info.ruid == self.uid
               and info.cgroupid == self.cgroupid)
@@ -387,6 +387,11 @@ class Helper:
                     + (f"pid {info.pid}, parent {info.ppid} (helper {self.pid}), uid "
                        f"{info.ruid}, cgroup {info.cgroupid}" if info else "no pidfd"))
         assert pidfd is not None and info is not None
+        try:
+            mine.send(b"G")  # vouched for: now it may exec
+        except OSError as e:
+            os.close(pidfd)
+            return f"the command's socket failed: {e}"
         return pidfd, info
 
 

@@ -22,8 +22,8 @@ body):
   request: supervisor -> helper: a frame with four fds attached (SCM_RIGHTS): the
            command's socket, stdin, stdout, stderr; body marshal((argv, env, cwd))
   on the command's socket: the command (after fork, before exec) sends b"S" (its pidfd
-  attached by the kernel); the helper sends b"X" + status (4 bytes, little endian,
-  as waitpid says it) once it has reaped it.
+  attached by the kernel) and execs on the supervisor's b"G"; the helper sends b"X" +
+  status (4 bytes, little endian, as waitpid says it) once it has reaped it.
 """
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def _child(fds: list[int], argv: list[bytes], env: dict[bytes, bytes], cwd: byte
             os.chdir(cwd)
         # The kernel attaches this process's pidfd: what the supervisor trusts.
         os.write(sock, b"S")
+        # ...and waits for its go: until then it lives, so the kernel can still say whose
+        # child it is (a `true` would be reaped before the supervisor asked).
+        if os.read(sock, 1) != b"G":
+            os._exit(127)
         try:
             os.execvpe(argv[0], argv, env)
         except OSError as e:
