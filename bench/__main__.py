@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only ROW,...] [--sessions N] [--many N] [--out DIR]`: run the rows,
+"""`python -m bench [--quick] [--only ROW,...] [--sessions N] [--many N] [--image-live N]
+[--image-tar PATH] [--out DIR]`: run the rows,
 print the table, write latest.json and latest.md. See bench/README.md."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         row_exec,
         row_fleet,
         row_flood,
+        row_image,
         row_kill,
         row_load,
         row_pool,
@@ -45,6 +47,7 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         "pool": row_pool.run,
         "fleet": row_fleet.run,
         "ray": row_ray.run,
+        "image": row_image.run,
     }
 
 
@@ -56,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=64, help="live sessions for concurrency")
     ap.add_argument("--many", type=int, default=256,
                     help="AsyncSandboxes alive at once for the many row")
+    ap.add_argument("--image-live", type=int, default=64,
+                    help="sandboxes alive at once on one image for the image row")
+    ap.add_argument("--image-tar", type=Path, default=None,
+                    help="the rootfs tarball of the image row (default: the image tests' "
+                         "cached Debian rootfs in /var/cache/sandbox-test-images)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where latest.json/.md go")
     ap.add_argument("--install-peers", action="store_true",
                     help="install srt (npm) and SWE-ReX (bench/.peers/venv), then exit")
@@ -72,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(rows)}")
     ctx = make_ctx(quick=args.quick, sessions=max(1, args.sessions), python=sys.executable)
     ctx.extra["many"] = max(1, args.many)
+    ctx.extra["image_live"] = max(1, args.image_live)
+    ctx.extra["image_tar"] = args.image_tar
     done: list[Row] = []
     started = time.time()
     try:
@@ -92,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --quick" if args.quick else "") + (
         f" --only {','.join(chosen)}" if args.only else "") + (
         f" --sessions {args.sessions}" if args.sessions != 64 else "") + (
-        f" --many {args.many}" if args.many != 256 else "")
+        f" --many {args.many}" if args.many != 256 else "") + (
+        f" --image-live {args.image_live}" if args.image_live != 64 else "") + (
+        f" --image-tar {args.image_tar}" if args.image_tar else "")
     result = {
         "date": report.now(), "command": command, "seconds": round(time.time() - started, 1),
         "quick": args.quick, "machine": report.machine(), "versions": report.versions(),

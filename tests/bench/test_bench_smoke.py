@@ -60,3 +60,38 @@ def test_quick_framework_door_rows_write_numbers(tmp_path: Path) -> None:
     assert "all 4 ready: total wall" in names, many["notes"]
     assert any(n.startswith("exec, round robin over") for n in names), names
     assert "memory per sandbox (PSS)" in names
+
+
+@pytest.mark.slow
+def test_quick_image_row_runs_and_reports(tmp_path: Path) -> None:
+    """`--quick --only image --image-live 2`: the row runs tiny and reports. Where the host
+    cannot run images (no root, chroot off, no cached rootfs) or podman is missing, the row
+    says why instead of a number; no figure is ever compared to a speed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "image", "--image-live", "2",
+         "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert data["command"].endswith("--image-live 2")
+    (row,) = data["rows"]
+    assert row["key"] == "image" and row["num"] == 15
+    assert not any("row failed" in n for n in row["notes"]), row["notes"]
+    lines = {ln["name"]: ln for ln in row["lines"]}
+    ready = lines["cached image: start to ready"]
+    if ready["stat"] is None:  # this host cannot run images: the row says why
+        assert ready["reason"], ready
+        return
+    assert ready["stat"]["n"] > 0 and ready["met"] in (True, False)
+    for name in ("host filesystem: start to ready",
+                 "first import: `sandbox image import TAR NAME` (CLI)",
+                 "disk per sandbox: its upper (`du` of uppers/<id>), 2 live",
+                 "memory per sandbox (PSS), 2 live on the image"):
+        assert lines[name]["stat"]["median"] > 0, name
+    beyond = lines["disk per sandbox beyond its upper (image store growth / N)"]
+    assert beyond["stat"] is not None and beyond["met"] in (True, False)
+    podman = lines["`podman run --rm IMAGE true`"]
+    assert podman["stat"] is not None or podman["reason"], podman
+    docker = lines["`docker run --rm IMAGE true`"]
+    assert docker["reason"], docker
