@@ -4,7 +4,8 @@ Layout: `<mount>/sandbox/<session_id>`. With cgroup v2 (when the v2 hierarchy ha
 memory, cpu and pids controllers) that is one directory; on hybrid or v1-only hosts it is
 one directory in each v1 hierarchy we use:
 
-    memory   memory.limit_in_bytes (+ memsw), failcnt, oom_control's oom_kill counter
+    memory   memory.limit_in_bytes (+ memsw), failcnt, oom_control's oom_kill counter,
+             memory.stat shmem (tmpfs and shm pages: /dev/shm, /tmp, a fresh workspace)
     cpu      cpu.cfs_quota_us / cpu.cfs_period_us, cpu.stat (nr_periods, nr_throttled)
     cpuacct  cpuacct.usage (CPU time, for cpu_percent)
     pids     pids.max, pids.current, pids.events
@@ -26,7 +27,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,22 @@ def _read_text(path: Path) -> str:
         return ""
 
 
+def pids_max(limits: LimitsSection) -> int:
+    """The group's pids.max: `pids`, but never above `processes` (0 = no limit).
+
+    RLIMIT_NPROC (`processes`) counts the agent user's tasks and fails a fork with the
+    same EAGAIN, but leaves no counter anywhere: with `processes` below `pids` (strict:
+    128 < 256, default: 512 < 1024) a fork bomb was held by the rlimit and the session
+    recorded nothing. With pids.max below `processes` the cgroup limit binds first (the
+    group's tasks are all the agent's, firejail's included, and the kernel checks the
+    rlimit before the pids controller, so equal limits would leave it to the rlimit),
+    and pids.events `max` counts every fork it failed, readable after the session's
+    last process is gone."""
+    caps = [n for n in (limits.pids, limits.processes - 1 if limits.processes > 1 else 0)
+            if n > 0]
+    return min(caps) if caps else 0
+
+
 def _read_keyed(path: Path) -> dict[str, int]:
     """'key value' lines (memory.events, pids.events, oom_control, cpu.stat)."""
     out: dict[str, int] = {}
@@ -148,6 +165,7 @@ class SessionCgroup:
         self._procs_files = [os.fsencode(d / "cgroup.procs")
                              for d in dict.fromkeys(self.dirs.values())]
         self._last_cpu: tuple[float, int] | None = None
+        self._member: int | None = None  # a member in the jail's mount namespace
 
     # -- create / join ------------------------------------------------------------------
 
@@ -184,7 +202,7 @@ class SessionCgroup:
     def _limit(self, limits: LimitsSection) -> None:
         mem = limits.memory_mib << 20 if limits.memory_mib > 0 else 0
         quota = limits.cpu_percent * CFS_PERIOD_US // 100 if limits.cpu_percent > 0 else 0
-        pids = str(limits.pids) if limits.pids > 0 else "max"
+        pids = str(pids_max(limits)) if pids_max(limits) > 0 else "max"
         if self.version == 2:
             d = self.dirs[""]
             if mem:
@@ -237,6 +255,80 @@ class SessionCgroup:
     def exists(self) -> bool:
         return any(d.is_dir() for d in self.dirs.values())
 
+    def pids_max_hits(self) -> int:
+        """Forks the group's pids.max has failed so far (pids.events `max`)."""
+        return _read_keyed(self._dir("pids") / "pids.events").get("max", 0)
+
+    def dev_shm(self) -> dict[str, int]:
+        """The jail's /dev/shm now: {dev_shm_bytes, dev_shm_size}, or {} when no member
+        lives in another mount namespace (the jail has not started, or it has ended).
+
+        In the jail /dev/shm is a directory of firejail's private /dev (--private-dev):
+        a tmpfs of half the host's RAM, private to the jail and gone with it. What stops
+        it filling is RLIMIT_FSIZE per file and, for all of them, the memory cgroup, which
+        tmpfs pages are charged to (`shmem_bytes`); its own size binds only without a
+        memory limit. Read through /proc/PID/root of a member in the jail's namespace."""
+        pid = self._jail_member()
+        if pid is None:
+            return {}
+        try:
+            st = os.statvfs(f"/proc/{pid}/root/dev/shm")
+        except OSError:
+            self._member = None
+            return {}
+        return {"dev_shm_bytes": (st.f_blocks - st.f_bfree) * st.f_frsize,
+                "dev_shm_size": st.f_blocks * st.f_frsize}
+
+    def _jail_member(self) -> int | None:
+        """A member whose mount namespace is not ours (cached while it stays a member)."""
+        try:
+            mine = os.stat("/proc/self/ns/mnt").st_ino
+        except OSError:
+            return None
+        pids = self.pids()
+        if self._member in pids:
+            return self._member
+        self._member = None
+        for pid in pids[:64]:  # firejail's sandbox process comes second: no long scan
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{pid}/ns/mnt").st_ino != mine:
+                    self._member = pid
+                    return pid
+        return None
+
+    def memory_watch(self, fractions: Sequence[float]) -> list[int]:
+        """File descriptors that wake a poller when the group's memory nears its limit or
+        it goes out of memory, so a sample is taken then, while the jail still lives
+        (what fills memory can end the session in well under a sampling interval, and
+        its tmpfs files go with the jail's mount namespace). Caller closes them.
+
+        v1: eventfds on cgroup.event_control: every OOM (memory.oom_control), and usage
+        crossing each of `fractions` of the limit. v2: memory.events itself (POLLPRI
+        when a counter changes: `max` when usage hits the limit, then `oom_kill`)."""
+        fds: list[int] = []
+        try:
+            if self.version == 2:
+                fds.append(os.open(self.dirs[""] / "memory.events", os.O_RDONLY | os.O_CLOEXEC))
+                return fds
+            md = self.dirs["memory"]
+            limit = _read_int(md / "memory.limit_in_bytes")
+            targets = [("memory.oom_control", "")]
+            if 0 < limit < 1 << 60:
+                targets += [("memory.usage_in_bytes", f" {int(limit * f)}") for f in fractions]
+            for name, arg in targets:
+                efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                fds.append(efd)
+                cfd = os.open(md / name, os.O_RDONLY | os.O_CLOEXEC)
+                try:  # the registration keeps its own reference: cfd may close
+                    _write(md / "cgroup.event_control", f"{efd} {cfd}{arg}")
+                finally:
+                    os.close(cfd)
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return []
+        return fds
+
     def sample(self) -> dict[str, Any]:
         """Usage now: cpu_percent (since the last sample), mem_bytes, pids, limit counters.
 
@@ -255,6 +347,9 @@ class SessionCgroup:
             oom_kills, failcnt = events.get("oom_kill", 0), events.get("max", 0)
             throttled_s = cpu_stat.get("throttled_usec", 0) / 1e6
             quota_us, _, period = _read_text(d / "cpu.max").partition(" ")
+            mem_stat = _read_keyed(d / "memory.stat")
+            # swap.max is 0 (see _limit): a "max" event is a charge refused at it
+            swap = {"swap_max_hits": _read_keyed(d / "memory.swap.events").get("max", 0)}
         else:
             usage_ns = _read_int(self.dirs["cpuacct"] / "cpuacct.usage")
             md = self.dirs["memory"]
@@ -267,6 +362,14 @@ class SessionCgroup:
             throttled_s = cpu_stat.get("throttled_time", 0) / 1e9
             quota_us = _read_text(self.dirs["cpu"] / "cpu.cfs_quota_us")
             period = _read_text(self.dirs["cpu"] / "cpu.cfs_period_us")
+            mem_stat = _read_keyed(md / "memory.stat")
+            swap = {}
+            if (md / "memory.memsw.failcnt").exists():  # swap accounting is on
+                memsw_max = _read_int(md / "memory.memsw.limit_in_bytes")
+                swap = {"memsw_bytes": _read_int(md / "memory.memsw.usage_in_bytes"),
+                        "memsw_peak": _read_int(md / "memory.memsw.max_usage_in_bytes"),
+                        "memsw_limit": memsw_max if memsw_max < 1 << 60 else 0,
+                        "memsw_failcnt": _read_int(md / "memory.memsw.failcnt")}
         cpu_limit = 0.0
         with contextlib.suppress(ValueError, ZeroDivisionError):
             if quota_us.strip() not in ("", "max", "-1"):
@@ -289,6 +392,11 @@ class SessionCgroup:
             "pids_max_hits": _read_keyed(pd / "pids.events").get("max", 0),
             "oom_kills": oom_kills,
             "mem_failcnt": failcnt,
+            **swap,
+            # tmpfs and shm pages charged to the group: not reclaimable without swap, so
+            # files in /dev/shm or /tmp hold their memory until the jail ends.
+            "shmem_bytes": mem_stat.get("shmem", 0),
+            **self.dev_shm(),
             # CFS bandwidth: periods the group was runnable, and those it hit its quota in.
             "cpu_periods": cpu_stat.get("nr_periods", 0),
             "cpu_throttled": cpu_stat.get("nr_throttled", 0),

@@ -1,20 +1,33 @@
 """`ResourceSampler`: each session's cgroup usage into the store, and limit breaches.
 
-One thread per process reads every registered session's cgroup every `interval` seconds.
+One thread per process reads every registered session's cgroup every `interval` seconds,
+and at once when the kernel says memory is near its limit or ran out (`memory_watch`:
+v1 eventfds, v2 memory.events), since what fills memory can end a session in well
+under an interval. `finish` takes a last reading when the session ends, before its
+cgroup is removed: the kernel's counters (OOM kills, failed forks, CPU time) outlive
+the processes, so a limit hit that ended the session is still a breach.
 
-`resource.sample` (info), at most every `sample_every` seconds: the cgroup's counters, with
-`cpu_percent` averaged over the last `window_s` seconds (up to 300 s) and `window_s` set
-to the span it covers, so windowed guard rules (`mining.cpu_saturation`: 90 % for 300 s)
-see "sustained" in the evidence itself. `cpu_percent_now` is the last interval's figure
-(the live one on the session row); `mem_bytes` and `pids` are readings now.
+`resource.sample` (info), at most every `sample_every` seconds and once more at the end
+(`final: true`): the cgroup's counters, with `cpu_percent` averaged over the last
+`window_s` seconds (up to 300 s) and `window_s` set to the span it covers, so windowed
+guard rules (`mining.cpu_saturation`: 90 % for 300 s) see "sustained" in the evidence
+itself. `cpu_percent_now` is the last interval's figure (the live one on the session
+row); `mem_bytes` and `pids` are readings now.
 
 `resource.breach`, when a limit is hit (detail `limit`, `reason`, `value`, `max`,
-`message`; the guard judges it as a sample with source `resource.breach`):
+`message`, and `final: true` when found by the last reading; the guard judges it as a
+sample with source `resource.breach`):
 
     reason         limit   severity  when
     oom_kill       memory  alert     the kernel OOM-killed a process of the session
                                      (v1 memory.oom_control oom_kill, v2 memory.events)
                                      - every time the counter rises
+    shm            memory  alert     the memory limit was hit (an OOM kill, or v1
+                                     failcnt / v2 `max` rising) while tmpfs and shm
+                                     pages (/dev/shm, /tmp: memory.stat shmem, which no
+                                     reclaim frees) held at least `shm_share` of the
+                                     limit - once per episode; also (warning) the
+                                     jail's /dev/shm tmpfs itself full
     pids_max       pids    alert     a fork failed at pids.max (v1/v2 pids.events max),
                                      or the group sits at the limit - once per episode
                                      (it ends after `breach_every` s without either)
@@ -24,14 +37,23 @@ see "sustained" in the evidence itself. `cpu_percent_now` is the last interval's
                                      `throttle_ratio` of its CFS periods (cpu.stat
                                      nr_throttled / nr_periods) - once per episode; the
                                      next one needs the ratio to fall below half of that
+    cpu_saturated  cpu     warning   no quota below the host's cores, and the session
+                                     kept `saturation_ratio` of every core busy for
+                                     `saturation_window_s` - once per episode (the next
+                                     one needs the average to fall below half of that)
 
-memory.failcnt alone is not a breach: page-cache reclaim at the limit raises it for
-benign file I/O. It stays in every sample (`mem_failcnt`).
+The limits part adds the ones no cgroup counter sees (`file_size_limit`,
+`output_truncated`, from each finished command). memory.failcnt alone is not a breach:
+page-cache reclaim at the limit raises it for benign file I/O. It stays in every sample
+(`mem_failcnt`), with `memsw_*` (v1 swap accounting) and `swap_max_hits` (v2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import threading
 import time
 from collections import deque
@@ -44,10 +66,20 @@ from .events import Emit
 
 WINDOW_S = 300.0
 """Span of the cpu_percent average in samples (the mining pack's saturation window)."""
-THROTTLE_WINDOW_S = 60.0
+THROTTLE_WINDOW_S = 20.0
 """How long the CPU quota must stay saturated before it is a breach."""
 THROTTLE_RATIO = 0.5
 """Share of runnable CFS periods that ran out of quota, over that window."""
+SATURATION_WINDOW_S = 20.0
+"""How long every core must stay busy (no quota below them) before it is a breach."""
+SATURATION_RATIO = 0.8
+"""Share of all cores' time the session used over that window."""
+SHM_SHARE = 0.4
+"""Share of the memory limit held in tmpfs/shm pages that makes a memory hit `shm`."""
+WATCH_FRACTIONS = (0.5, 0.75, 0.9)
+"""v1: usage thresholds (of the limit) that wake the sampler at once, on the way up."""
+MIN_EVENT_GAP_S = 0.02
+"""At most one woken reading per session this often (an OOM loop signals constantly)."""
 
 log = logging.getLogger("sandbox")
 
@@ -61,7 +93,13 @@ class _State:
     last: dict[str, Any] = field(default_factory=dict)
     # (t, cpu_seconds, cpu_periods, cpu_throttled) per tick, oldest first
     history: deque[tuple[float, float, int, int]] = field(default_factory=deque)
-    throttled: bool = False  # inside a CPU-saturation episode (already reported)
+    throttled: bool = False  # inside a CPU-quota saturation episode (already reported)
+    saturated: bool = False  # inside an all-cores-busy episode (already reported)
+    shm_peak: int = 0  # most tmpfs/shm bytes seen since the last memory hit was judged
+    shm_full: bool = False  # the jail's /dev/shm tmpfs is full (already reported)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # thread vs `finish`
+    fds: list[int] = field(default_factory=list)  # memory_watch descriptors
+    woken: float = -1e18  # last reading taken because a descriptor fired
 
 
 class ResourceSampler:
@@ -71,6 +109,9 @@ class ResourceSampler:
                  breach_every: float = 5.0, *, window_s: float = WINDOW_S,
                  throttle_window_s: float = THROTTLE_WINDOW_S,
                  throttle_ratio: float = THROTTLE_RATIO,
+                 saturation_window_s: float = SATURATION_WINDOW_S,
+                 saturation_ratio: float = SATURATION_RATIO,
+                 shm_share: float = SHM_SHARE, cpus: int | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self.sample_every = sample_every
@@ -78,38 +119,136 @@ class ResourceSampler:
         self.window_s = window_s
         self.throttle_window_s = throttle_window_s
         self.throttle_ratio = throttle_ratio
+        self.saturation_window_s = saturation_window_s
+        self.saturation_ratio = saturation_ratio
+        self.shm_share = shm_share
+        # The cores the jail can run on (it inherits the supervisor's affinity).
+        self.cpus = cpus or len(os.sched_getaffinity(0)) or 1
         self._clock = clock
         self._groups: dict[str, tuple[SessionCgroup, Emit, _State]] = {}
+        self._by_fd: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._poll = select.epoll()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # stop()
+        self._poll.register(self._wake, select.EPOLLIN)
 
     def add(self, session_id: str, cgroup: SessionCgroup, emit: Emit) -> None:
+        state = _State()
         with self._lock:
-            self._groups[session_id] = (cgroup, emit, _State())
+            self._groups[session_id] = (cgroup, emit, state)
+        self._watch(session_id, cgroup, state)
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="sandbox-resources",
                                             daemon=True)
             self._thread.start()
 
+    def _watch(self, session_id: str, cgroup: SessionCgroup, state: _State) -> None:
+        for fd in cgroup.memory_watch(WATCH_FRACTIONS):
+            try:
+                self._poll.register(fd, select.EPOLLIN | select.EPOLLPRI)
+            except OSError:
+                os.close(fd)
+                continue
+            state.fds.append(fd)
+            with self._lock:
+                self._by_fd[fd] = session_id
+
+    def _unwatch(self, state: _State) -> None:
+        for fd in state.fds:
+            with self._lock:
+                self._by_fd.pop(fd, None)
+            with contextlib.suppress(OSError, ValueError):
+                self._poll.unregister(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        state.fds = []
+
     def remove(self, session_id: str) -> None:
         with self._lock:
-            self._groups.pop(session_id, None)
+            entry = self._groups.pop(session_id, None)
+        if entry is not None:
+            with entry[2].lock:
+                self._unwatch(entry[2])
+
+    def finish(self, session_id: str) -> None:
+        """The session ends: one last reading (breaches, and a final resource.sample),
+        then forget it. Call it before the cgroup is removed: its counters are the only
+        record of a hit that ended the session before the next tick."""
+        with self._lock:
+            entry = self._groups.pop(session_id, None)
+        if entry is None:
+            return
+        cgroup, emit, state = entry
+        with state.lock:
+            self._unwatch(state)
+            try:
+                reading = cgroup.sample()
+            except Exception as e:  # the cgroup went already: nothing left to read
+                log.debug("sandbox: last sample of %s: %s", cgroup, e)
+                return
+            self._check(reading, emit, state, final=True)
 
     def stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._wake, 1)
         if self._thread is not None:
             self._thread.join(timeout=2)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.tick()
+        next_tick = time.monotonic() + self.interval
+        while not self._stop.is_set():
+            try:
+                ready = self._poll.poll(max(0.0, next_tick - time.monotonic()))
+            except InterruptedError:
+                ready = []
+            woken: set[str] = set()
+            for fd, _mask in ready:
+                self._drain(fd)
+                with self._lock:
+                    sid = self._by_fd.get(fd)
+                if sid is not None:
+                    woken.add(sid)
+            if self._stop.is_set():
+                break
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self.interval
+                self.tick()
+            else:
+                for sid in woken:
+                    self.tick_one(sid, woken=True)
+
+    @staticmethod
+    def _drain(fd: int) -> None:
+        """Clear what made `fd` ready: an eventfd's count, or (v2) the file's change."""
+        with contextlib.suppress(OSError):
+            os.lseek(fd, 0, os.SEEK_SET)  # fails (ESPIPE) on an eventfd: that is fine
+        with contextlib.suppress(OSError):
+            os.read(fd, 4096)
 
     def tick(self) -> None:
         """Sample every session once (the thread calls this; tests may too)."""
         with self._lock:
-            groups = list(self._groups.values())
-        for cgroup, emit, state in groups:
+            sids = list(self._groups)
+        for sid in sids:
+            self.tick_one(sid)
+
+    def tick_one(self, session_id: str, *, woken: bool = False) -> None:
+        with self._lock:
+            entry = self._groups.get(session_id)
+        if entry is None:
+            return
+        cgroup, emit, state = entry
+        with state.lock:
+            if session_id not in self._groups:
+                return  # finished meanwhile: its last reading is taken
+            now = time.monotonic()
+            if woken and now - state.woken < MIN_EVENT_GAP_S:
+                return
+            if woken:
+                state.woken = now
             try:
                 self._check(cgroup.sample(), emit, state)
             except Exception as e:  # a vanished cgroup ends its own session
@@ -117,27 +256,32 @@ class ResourceSampler:
 
     # -- one session --------------------------------------------------------------------
 
-    def _check(self, s: dict[str, Any], emit: Emit, state: _State) -> None:
+    def _check(self, s: dict[str, Any], emit: Emit, state: _State, *,
+               final: bool = False) -> None:
         now = self._clock()
         last = state.last  # empty at first: every counter is new
         state.last = s
         hist = state.history
         hist.append((now, float(s.get("cpu_seconds", 0.0)), int(s.get("cpu_periods", 0)),
                      int(s.get("cpu_throttled", 0))))
-        span = max(self.window_s, self.throttle_window_s)
+        span = max(self.window_s, self.throttle_window_s, self.saturation_window_s)
         # Keep one reading at or before the longest window's start, so it can be covered.
         while len(hist) > 1 and hist[1][0] <= now - span:
             hist.popleft()
         for severity, detail in self._breaches(s, last, state, now):
+            if final:
+                detail = {**detail, "final": True,
+                          "message": detail["message"] + " (found at the session's end)"}
             emit("resource.breach", detail, severity=severity)
-        if now - state.sampled >= self.sample_every:
+        if final or now - state.sampled >= self.sample_every:
             state.sampled = now
             t0, cpu0, _, _ = self._since(hist, now - self.window_s)
             window = now - t0
             avg = (hist[-1][1] - cpu0) / window * 100 if window > 0 else 0.0
             emit("resource.sample", {
                 **s, "cpu_percent_now": s.get("cpu_percent", 0.0),
-                "cpu_percent": round(max(0.0, avg), 1), "window_s": round(window, 1)})
+                "cpu_percent": round(max(0.0, avg), 1), "window_s": round(window, 1),
+                **({"final": True} if final else {})})
 
     @staticmethod
     def _since(hist: deque[tuple[float, float, int, int]], start: float
@@ -177,10 +321,86 @@ class ResourceSampler:
                 "max": s.get("pids_limit", 0), "pids": s.get("pids", 0), **counters,
                 "message": f"pids limit ({s.get('pids_limit', 0)}) reached: forks fail "
                            f"(a fork bomb, or too many processes)"}))
-        cpu = self._throttling(state, now, float(s.get("cpu_limit_percent", 0)))
+        out += self._shm(s, last, state, now, new_ooms, counters)
+        quota = float(s.get("cpu_limit_percent", 0))
+        cpu = self._throttling(state, now, quota)
         if cpu is not None:
             out.append(("warning", cpu))
+        cores = self._saturation(state, now, quota)
+        if cores is not None:
+            out.append(("warning", cores))
         return out
+
+    def _shm(self, s: dict[str, Any], last: dict[str, Any], state: _State, now: float,
+             new_ooms: int, counters: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """`shm` breaches: a memory hit while tmpfs/shm pages held much of the limit, or
+        the jail's /dev/shm tmpfs full. Files there are never reclaimed (no swap) and
+        outlive the process killed for them: the limit stays hit until they go."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        shm = max(int(s.get("shmem_bytes", 0)), int(s.get("dev_shm_bytes", 0)))
+        state.shm_peak = max(state.shm_peak, shm)
+        limit = int(s.get("mem_limit", 0))
+        refused = s.get("mem_failcnt", 0) > last.get("mem_failcnt", 0)
+        if limit and (new_ooms > 0 or refused):
+            held = state.shm_peak
+            state.shm_peak = shm  # judged: the next hit needs its own evidence
+            quiet = now - state.breach.get("shm", -1e18) >= self.breach_every
+            if held >= limit * self.shm_share:
+                state.breach["shm"] = now
+                if quiet:
+                    mib = limit >> 20
+                    out.append(("alert" if new_ooms else "warning", {
+                        "limit": "memory", "reason": "shm", "value": held, "max": limit,
+                        "shmem_bytes": held,
+                        **({"dev_shm_bytes": s["dev_shm_bytes"]} if "dev_shm_bytes" in s
+                           else {}),
+                        "new_oom_kills": new_ooms, **counters,
+                        "message": f"memory limit ({mib} MiB) hit with {held >> 20} MiB in "
+                                   f"/dev/shm or another tmpfs (/tmp, a fresh workspace): "
+                                   f"files there are not reclaimed and hold the memory "
+                                   f"until they are deleted"
+                                   + (f"; {new_ooms} process(es) OOM-killed"
+                                      if new_ooms else "")}))
+        size = int(s.get("dev_shm_size", 0))
+        used = int(s.get("dev_shm_bytes", 0))
+        full = size > 0 and used >= size * 0.98
+        if full and not state.shm_full:
+            out.append(("warning", {
+                "limit": "shm", "reason": "shm", "value": used, "max": size,
+                "dev_shm_bytes": used,
+                "message": f"/dev/shm full: {used >> 20} of {size >> 20} MiB (the jail's "
+                           f"private /dev tmpfs)"}))
+        if full:
+            state.shm_full = True
+        elif used < size * 0.9:
+            state.shm_full = False  # emptied: the next fill is reported
+        return out
+
+    def _saturation(self, state: _State, now: float, quota: float) -> dict[str, Any] | None:
+        """A cpu_saturated breach when an all-cores-busy episode starts, else None. With a
+        quota below the host's cores the quota binds first: `_throttling` reports it."""
+        ceiling = self.cpus * 100.0
+        if 0 < quota < ceiling:
+            state.saturated = False
+            return None
+        hist = state.history
+        t0, cpu0, _, _ = self._since(hist, now - self.saturation_window_s)
+        t1, cpu1, _, _ = hist[-1]
+        span = t1 - t0
+        avg = (cpu1 - cpu0) / span * 100 if span > 0 else 0.0
+        if state.saturated:
+            if avg < ceiling * self.saturation_ratio / 2 or span <= 0:
+                state.saturated = False  # the episode is over: the next one is reported
+            return None
+        if span < self.saturation_window_s * 0.95 or avg < ceiling * self.saturation_ratio:
+            return None
+        state.saturated = True
+        return {
+            "limit": "cpu", "reason": "cpu_saturated", "value": round(avg, 1),
+            "max": ceiling, "cpu_percent": round(avg, 1), "window_s": round(span, 1),
+            "cpus": self.cpus,
+            "message": f"every core busy for {span:.0f}s: the session used {avg:.0f}% of "
+                       f"{self.cpus} core(s) ({ceiling:g}%), and no quota held it"}
 
     def _throttling(self, state: _State, now: float, quota: float) -> dict[str, Any] | None:
         """A cpu_throttled breach when a saturation episode starts, else None."""
