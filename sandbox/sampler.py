@@ -191,11 +191,23 @@ class ResourceSampler:
             self._check(reading, emit, state, final=True)
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return  # stopped (and closed) already: a closed fd's number may be reused
         self._stop.set()
         with contextlib.suppress(OSError):
             os.eventfd_write(self._wake, 1)
         if self._thread is not None:
             self._thread.join(timeout=2)
+            if self._thread.is_alive():
+                return  # still polling: its descriptors stay open
+        with self._lock:
+            states = [state for _, _, state in self._groups.values()]
+        for state in states:
+            with state.lock:
+                self._unwatch(state)
+        with contextlib.suppress(OSError):
+            self._poll.close()
+            os.close(self._wake)
 
     def _loop(self) -> None:
         next_tick = time.monotonic() + self.interval
