@@ -432,6 +432,9 @@ class Session:
             disk = self.hooks.part("disk")
             if disk is not None:
                 disk.check()  # type: ignore[attr-defined]
+            limits = self.hooks.part("limits")
+            if limits is not None:  # the last reading's breaches, before session.end
+                limits.final_sample()  # type: ignore[attr-defined]
             try:
                 if self.store.finish_session(self.id, state, reason, exit_code):
                     self.emit("session.end",

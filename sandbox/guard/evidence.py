@@ -117,6 +117,7 @@ class ResourceSample:
     source: str = "resource.sample"
     gpu: str = ""
     limit: str = ""  # for breaches: which limit was crossed
+    reason: str = ""  # and how (oom_kill, pids_max, shm, cpu_saturated, ...)
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ def from_event(event: Mapping[str, Any]) -> Evidence | None:
         return ResourceSample(
             cpu_percent=_num(d, "cpu_percent"), mem_bytes=_int(d, "mem_bytes"),
             pids=_int(d, "pids"), window_s=_num(d, "window_s"), source=kind,
-            limit=_str(d, "limit"),
+            limit=_str(d, "limit"), reason=_str(d, "reason"),
         )
     if kind.startswith("gpu."):
         return ResourceSample(

