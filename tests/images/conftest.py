@@ -5,6 +5,7 @@
 - `layered`: the same rootfs as an OCI layout (umoci) plus a second layer with a whiteout
   (`.wh.`) and an opaque directory (`.wh..wh..opq`), pulled through skopeo (`oci:`).
 - `bb`: busybox-static alone: no bash, no libc.
+- `py`: `deb` plus a `python` (the Deep Agents standard suite runs `python`).
 
 The mmdebstrap tarball is slow to make (about 20 s and the archive's bandwidth), so it is
 kept in /var/cache/sandbox-test-images keyed by its recipe; everything else is rebuilt for
@@ -84,6 +85,7 @@ class Images:
     deb: str = "deb"
     layered: str = "layered"
     bb: str = "bb"
+    py: str = "py"
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +104,10 @@ def images() -> Iterator[Images]:
         store.import_rootfs(deb_tar, "deb", env=["PATH=/usr/local/bin:/usr/bin:/bin",
                                                  "IMAGE_VAR=from-the-image"])
         store.import_rootfs(busybox_rootfs_tar(work / "bb.tar"), "bb")
+        # `py`: deb plus `python` (what python:3 images have and Debian's python3 lacks).
+        with tarfile.open(work / "python.tar", "w") as tar:
+            add_member(tar, "usr/bin/python", kind=tarfile.SYMTYPE, link="python3")
+        store.derive(store.get("deb"), work / "python.tar", "py", "test:python-is-python3")
         layout = work / "layout"
         run("umoci", "init", "--layout", str(layout))
         run("umoci", "new", "--image", f"{layout}:layered:1")
