@@ -96,7 +96,7 @@ class TestRingfenceSandboxStandardInAnImage(TestRingfenceSandboxStandard):
     protocol-skew xfails remain."""
 
     @pytest.fixture(scope="class")
-    def sandbox(self, images: Images) -> Iterator[SandboxBackendProtocol]:
+    def sandbox(self, images: Images) -> Iterator[SandboxBackendProtocol]:  # noqa: F811
         root = TEST_ROOT / f"deepagents-img-{uuid.uuid4().hex[:8]}"
         root.mkdir(parents=True)
         profile = root / "py.toml"
