@@ -81,10 +81,12 @@ class TestRingfenceSandboxStandard(SandboxIntegrationTests):
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
+    xfails = XFAILS  # check name -> why it is a strict xfail for this sandbox
+
     # Function-scoped and autouse: the marker goes on each check by name.
     @pytest.fixture(autouse=True)
     def _known_xfails(self, request: pytest.FixtureRequest) -> None:
-        reason = XFAILS.get(request.node.originalname)
+        reason = self.xfails.get(request.node.originalname)
         if reason is not None:
             request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True,
                                                       raises=AssertionError))
@@ -110,12 +112,7 @@ class TestRingfenceSandboxStandardInAnImage(TestRingfenceSandboxStandard):
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
-    @pytest.fixture(autouse=True)
-    def _known_xfails(self, request: pytest.FixtureRequest) -> None:
-        reason = XFAILS.get(request.node.originalname)
-        if reason is not None and reason != _PYTHON:
-            request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True,
-                                                      raises=AssertionError))
+    xfails = {name: why for name, why in XFAILS.items() if why != _PYTHON}
 
 
 def test_the_whole_suite_is_collected() -> None:
