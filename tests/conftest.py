@@ -114,3 +114,22 @@ def no_leftovers_after_module() -> Iterator[None]:
         time.sleep(0.25)
         new = _host_leftovers() - before
     assert not new, f"host resources left behind by this module: {sorted(new)}"
+
+
+# Session fixtures shared across directories live here, once: a session fixture imported
+# into a second conftest or test module is a second fixture with a second set-up (the fake
+# internet's host routes added twice: "File exists"; the image store wiped under a user).
+@pytest.fixture(scope="session")
+def fake_internet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from tests.network.conftest import fake_internet_up
+
+    with fake_internet_up(tmp_path_factory) as inet:
+        yield inet
+
+
+@pytest.fixture(scope="session")
+def images() -> Iterator[object]:
+    from tests.images.conftest import images_built
+
+    with images_built() as built:
+        yield built

@@ -31,7 +31,7 @@ from langchain_tests.integration_tests import SandboxIntegrationTests
 from sandbox.adapters.deepagents import SandboxProvider
 from tests.conftest import TEST_ROOT
 from tests.helpers import make_workspace
-from tests.images.conftest import Images, images  # noqa: F401
+from tests.images.conftest import Images
 
 # The suite's async twins are plain coroutines (its own repository runs pytest-asyncio
 # in auto mode); anyio's plugin runs them here, as for inspect's checks.
@@ -98,7 +98,7 @@ class TestRingfenceSandboxStandardInAnImage(TestRingfenceSandboxStandard):
     protocol-skew xfails remain."""
 
     @pytest.fixture(scope="class")
-    def sandbox(self, images: Images) -> Iterator[SandboxBackendProtocol]:  # noqa: F811
+    def sandbox(self, images: Images) -> Iterator[SandboxBackendProtocol]:
         root = TEST_ROOT / f"deepagents-img-{uuid.uuid4().hex[:8]}"
         root.mkdir(parents=True)
         profile = root / "py.toml"

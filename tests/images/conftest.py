@@ -14,6 +14,7 @@ each run in a store of its own (SANDBOX_IMAGE_DIR), removed at the end.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -88,8 +89,10 @@ class Images:
     py: str = "py"
 
 
-@pytest.fixture(scope="session")
-def images() -> Iterator[Images]:
+@contextlib.contextmanager
+def images_built() -> Iterator[Images]:
+    """The test images in a fresh store, until the block ends (the `images` fixture, defined
+    once in tests/conftest.py so that every directory shares one store)."""
     from sandbox.images import ImageStore
 
     shutil.rmtree(STORE, ignore_errors=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from sandbox import Sandbox, Store
 from sandbox.gpu import FakeNvml
 from sandbox.gpu.driver import parse_ldconfig
-from tests.network.conftest import DNS_IP, GOOD_IP, FakeInternet, fake_internet  # noqa: F401
+from tests.network.conftest import DNS_IP, GOOD_IP, FakeInternet
 
 from .conftest import Images
 
@@ -79,7 +79,7 @@ FETCH = textwrap.dedent("""\
 
 
 def test_allowlist_egress_in_an_image(images: Images, test_dir: Path,
-                                      fake_internet: FakeInternet) -> None:  # noqa: F811
+                                      fake_internet: FakeInternet) -> None:
     profile = test_dir / "allow.toml"
     profile.write_text(ALLOW)
     with Sandbox(profile=str(profile)) as sb:

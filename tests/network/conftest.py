@@ -151,8 +151,11 @@ class _UpstreamDNS(BaseResolver):  # type: ignore[misc]
         return reply
 
 
-@pytest.fixture(scope="session")
-def fake_internet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeInternet]:
+@contextlib.contextmanager
+def fake_internet_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeInternet]:
+    """The fake internet, up until the block ends. The `fake_internet` fixture is defined
+    once, in tests/conftest.py: a session fixture imported into a second conftest or test
+    module is a second fixture, and a second copy would add the same host routes again."""
     tag = secrets.token_hex(3)
     netns, host_if = f"tnet-{tag}", f"tnet{tag}h"
     certdir = tmp_path_factory.mktemp("certs")
