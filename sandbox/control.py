@@ -7,12 +7,13 @@ kill channel (the request is announced with NOTIFY in the transaction that recor
 so the owner hears it the moment it is committed, from any host) and still polls, every
 250 ms, in case a notification is missed (`SANDBOX_STORE_NOTIFY=0`: poll every 25 ms,
 no LISTEN). When the owner is dead, a requester on the same host ends the jail itself
-and cleans up (same as gc); on another host it can only wait for the owner's host.
+and cleans up (`reap.reap`, as gc does); on another host it can only wait for the
+owner's host.
 
 In a shared store the watcher also beats: it writes this process's row in `hosts`
 every `beat_interval()` seconds while the process has live sessions, and a host none of
-whose processes beat for `host_timeout()` seconds is lost (`gc.mark_lost_hosts`: any
-host's gc or session start marks its sessions failed). A session this process still
+whose processes beat for `reap.host_timeout()` seconds is lost (`gc.mark_lost_hosts`:
+any host's gc or session start marks its sessions failed). A session this process still
 runs but the store says ended (marked lost while this process was stalled, or reaped by
 a requester) is killed here too: the record and the jail never disagree for long.
 A watcher that cannot reach its store (a PostgreSQL store that went away) for
@@ -21,15 +22,13 @@ LOST_GRACE_S kills its sessions: a kill switch that cannot be reached fails clos
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 
 from . import owners, supervisor
+from .reap import host_timeout, reap
 from .store import FINAL_STATES, Store
 from .store_api import ControlListener, StoreUnavailable
 
@@ -38,16 +37,6 @@ POLL_S = 0.025  # polling only: kill requests are seen within 25 ms (goal: kill 
 FALLBACK_POLL_S = 0.25  # with a LISTEN channel, polling only catches a missed notification
 RELISTEN_S = 2.0  # a lost LISTEN connection is reopened this often (polling meanwhile)
 LOST_GRACE_S = 2.0  # the store unreachable this long: the sessions it watches are killed
-HOST_TIMEOUT_S = 30.0  # default SANDBOX_HOST_TIMEOUT: no heartbeat this long = host lost
-
-
-def host_timeout() -> float:
-    """Seconds without a heartbeat after which a host is lost (`SANDBOX_HOST_TIMEOUT`)."""
-    try:
-        value = float(os.environ.get("SANDBOX_HOST_TIMEOUT") or HOST_TIMEOUT_S)
-    except ValueError:
-        value = HOST_TIMEOUT_S
-    return max(0.5, value)
 
 
 def beat_interval(timeout: float | None = None) -> float:
@@ -223,28 +212,8 @@ class ControlWatcher:
             supervisor.spawn(on_kill, reason, name="sandbox-kill")
 
 
-def kill_jail(jail_pid: int | None, jail_name: str | None) -> bool:
-    """SIGKILL firejail's first process: its PID namespace, and every process in it, dies."""
-    if not jail_pid:
-        return False
-    try:
-        with open(f"/proc/{jail_pid}/cmdline", "rb") as fh:
-            cmdline = fh.read()
-    except OSError:
-        return False
-    # Only kill what is really that jail: the pid may have been reused.
-    if jail_name and f"--name={jail_name}".encode() not in cmdline:
-        return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(jail_pid, signal.SIGKILL)
-        return True
-    return False
-
-
 def kill_session(store: Store, session_id: str, requested_by: str, wait_s: float = 5.0) -> str:
     """Kill one session from any process; returns its final state (or 'pending')."""
-    from . import gc  # gc imports control; keep the cycle lazy
-
     session = store.get_session(session_id)
     if session["state"] in FINAL_STATES:
         return str(session["state"])
@@ -267,6 +236,6 @@ def kill_session(store: Store, session_id: str, requested_by: str, wait_s: float
         time.sleep(0.01)
         owner_alive = owners.alive(session["owner_pid"], session["owner_start"])
     # The owner is gone (or stuck): end the jail ourselves.
-    gc.reap(store, store.get_session(session["id"]), state="killed",
-            reason=f"killed by {requested_by} (owner not responding)")
+    reap(store, store.get_session(session["id"]), state="killed",
+         reason=f"killed by {requested_by} (owner not responding)")
     return str(store.get_session(session["id"])["state"])

@@ -71,7 +71,7 @@ def _state() -> Check:
 def _store() -> list[Check]:
     """The event store this command would use: reachable, its schema, and (a fleet's
     PostgreSQL store) which hosts beat and which are lost with sessions still live."""
-    from .control import host_timeout
+    from .reap import host_timeout
     from .store_schema import SCHEMA_VERSION
 
     try:

@@ -2,11 +2,12 @@
 
 A session's owner records every host resource it makes (jail pid, netns, veth, nft
 table, cgroup) in the store before using it, so a crashed owner leaves a list of what
-to remove. `reap` ends the jail, removes those resources, and closes the session row.
+to remove. `reap.reap` ends the jail, removes those resources, and closes the session
+row.
 
 In a fleet's shared store (PostgreSQL) each host reaps only its own sessions (their
 owner pids mean nothing elsewhere), and `mark_lost_hosts` closes the sessions of a host
-that vanished: none of its processes beat for `control.host_timeout()` seconds. Those
+that vanished: none of its processes beat for `reap.host_timeout()` seconds. Those
 are marked failed ("host X lost") but their jails and resources, on that host, are
 removed by that host's own next gc or start (`_unreleased`) if it ever comes back.
 """
@@ -16,97 +17,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-from . import control, launch, owners
+from . import launch, owners
+from .reap import cleanup_resources, host_timeout, kill_jail, reap
 from .store import FINAL_STATES, Store
 
 log = logging.getLogger("sandbox")
-
-# name -> cleanup(resources) for each kind of host resource; parts register here.
-CLEANERS: dict[str, Callable[[Any], None]] = {}
-
-
-def register_cleaner(name: str, fn: Callable[[Any], None]) -> None:
-    CLEANERS[name] = fn
-
-
-def _remove_workspace(path: str) -> None:
-    # Only fresh workspaces are recorded as resources; never anything the user passed.
-    if path.startswith("/srv/sandbox/work/"):
-        from .users import unmount_quota
-
-        unmount_quota(Path(path))
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _remove_home(path: str) -> None:
-    if "/sandbox/homes/" in path:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _remove_include(path: str) -> None:
-    if path.startswith("/run/sandbox/jail/"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-register_cleaner("workspace", _remove_workspace)
-register_cleaner("include", _remove_include)
-register_cleaner("home", _remove_home)
-
-
-def _load_cleaners() -> None:
-    # Imported here: gc runs in processes (`sandbox kill`, `sandbox gc`) that never
-    # started a session, so the parts' own registrations have not happened there.
-    from . import cgroups
-
-    CLEANERS.setdefault("cgroup", cgroups.cleanup)
-    from .images import rootfs
-
-    CLEANERS.setdefault("image_root", rootfs.cleanup)
-    try:
-        from . import network
-    except ImportError:  # pragma: no cover - network part not built
-        return
-    cleanup = getattr(network, "cleanup", None)
-    if cleanup is not None:
-        CLEANERS.setdefault("network", cleanup)
-
-
-def cleanup_resources(resources: dict[str, Any]) -> list[str]:
-    """Run every registered cleaner on a session's resource record; returns errors."""
-    _load_cleaners()
-    errors = []
-    for name, fn in CLEANERS.items():
-        if name in resources:
-            try:
-                fn(resources[name])
-            except Exception as e:  # keep going: one stuck part must not block the rest
-                errors.append(f"{name}: {e}")
-    return errors
-
-
-def reap(store: Store, session: Mapping[str, Any], *, state: str, reason: str) -> None:
-    """End a session's jail and host resources from outside its owner."""
-    control.kill_jail(session.get("jail_pid"), session.get("jail_name"))
-    errors = cleanup_resources(session.get("resources") or {})
-    if store.finish_session(session["id"], state, reason):
-        try:
-            store.add_event(
-                session["id"], "session.end",
-                {"state": state, "reason": reason, "cleanup_errors": errors},
-                severity="warning" if state == "failed" else "info",
-            )
-        except Exception as e:
-            log.warning("sandbox gc: %s: recording its end failed: %s", session["id"], e)
-    store.mark_controls_handled(session["id"])
-
 
 def collect(store: Store, *, deep: bool = False) -> list[str]:
     """Reap every live session whose owner process is gone; returns their ids.
@@ -141,12 +60,12 @@ def collect(store: Store, *, deep: bool = False) -> list[str]:
 def mark_lost_hosts(store: Store, timeout: float | None = None) -> list[str]:
     """Mark failed the live sessions of every other host that stopped beating: none of
     its supervisor processes wrote a heartbeat for `timeout` seconds (default
-    `control.host_timeout()`; never less than 3 of that host's own beat intervals), by
+    `reap.host_timeout()`; never less than 3 of that host's own beat intervals), by
     the store's clock. A session touched within the timeout is left alone, and so is a
     host that never beat (an older sandbox: nothing says it is gone). Returns the ids."""
     if not store.shared:
         return []
-    timeout = control.host_timeout() if timeout is None else timeout
+    timeout = host_timeout() if timeout is None else timeout
     marked: list[str] = []
     try:
         hosts = store.host_status()
@@ -196,7 +115,7 @@ def _unreleased(store: Store, recent: int = 200) -> None:
             continue
         if owners.alive(session["owner_pid"], session["owner_start"]):
             continue  # its owner is still tearing it down
-        control.kill_jail(session.get("jail_pid"), session.get("jail_name"))
+        kill_jail(session.get("jail_pid"), session.get("jail_name"))
         errors = cleanup_resources(res)
         store.update_session(session["id"], resources={**res, "released": True})
         if errors:

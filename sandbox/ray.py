@@ -687,7 +687,7 @@ def _death_reason(node_id: str, node: dict[str, Any]) -> str:
 def _fail_sessions(ids: list[str], reason: str) -> None:
     """The node's supervisor is gone: mark its live sessions failed with the reason, and
     where the store says they ran on this host, remove what they left (as gc would)."""
-    from . import gc, owners
+    from . import owners, reap
     from .store import Store
 
     store = Store()
@@ -709,7 +709,7 @@ def _fail_sessions(ids: list[str], reason: str) -> None:
             time.sleep(0.1)
         if owners.alive(session["owner_pid"], session["owner_start"]):
             continue  # the owner lives on (a partition): it or gc will clean up
-        gc.reap(store, session, state="failed", reason=reason)
+        reap.reap(store, session, state="failed", reason=reason)
         res = dict(session.get("resources") or {})
         if res:
             store.update_session(sid, resources={**res, "released": True})

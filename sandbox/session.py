@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import gc, jail, owners, paths, supervisor, users
+from . import gc, jail, owners, paths, reap, supervisor, users
 from .control import ControlWatcher
 from .errors import CommandBlocked, CommandTimeout, SessionClosed, SetupError
 from .hooks import Hooks
@@ -107,7 +107,7 @@ class Session:
         self.resources: dict[str, Any] = {}
         self.gpu_backend: Any = None  # a GpuBackend to use instead of NVML (tests, FakeNvml)
         self.gpu_part_backend: Any = None  # the backend the GPU part resolved (or None)
-        self.hooks = Hooks(self)
+        self.hooks: Hooks = Hooks(self)
         self._end_lock = threading.Lock()
         self._ended = threading.Event()
         self._released = threading.Event()
@@ -486,9 +486,7 @@ class Session:
         if self.shell is not None:
             self.shell.close()
         elif self.jail_pid:
-            from .control import kill_jail
-
-            kill_jail(self.jail_pid, jail.jail_name(self.id))
+            reap.kill_jail(self.jail_pid, jail.jail_name(self.id))
         from . import fastexec
 
         fastexec.stop(self)  # its join ends with the jail
@@ -509,7 +507,7 @@ class Session:
         if self.placement is not None:
             users.remove_fresh(self.placement)
         if "include" in self.resources:
-            gc.cleanup_resources({"include": self.resources["include"]})
+            reap.cleanup_resources({"include": self.resources["include"]})
         if self.resources:
             self.resources["released"] = True
             try:
