@@ -18,14 +18,13 @@ from .store import is_alert
 
 if TYPE_CHECKING:
     from .jail import JailSpec
-    from .parts import Part
+    from .parts import Part, PartSession
     from .result import CommandResult
-    from .session import Session
 
 
 log = logging.getLogger("sandbox")
 
-def _default_parts(session: Session) -> list[Part]:
+def _default_parts(session: PartSession) -> list[Part]:
     from .parts.disk import DiskPart
     from .parts.gpu import GpuPart
     from .parts.guard import GuardPart
@@ -40,7 +39,7 @@ def _default_parts(session: Session) -> list[Part]:
 class Hooks:
     """The session's extension points, fanned out to its parts."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: PartSession) -> None:
         self.session = session
         self._alerts: list[dict[str, Any]] = []  # seen while no result was open
         self._open: list[list[dict[str, Any]]] = []  # the open results' alert lists

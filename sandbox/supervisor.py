@@ -17,17 +17,26 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .session import Session
+from typing import Any, Protocol
 
 log = logging.getLogger("sandbox")
-_live: dict[str, Session] = {}
+
+
+class Tracked(Protocol):
+    """What the supervisor needs of a live session (a `Session`): its id, and a close
+    that waits for its teardown."""
+
+    @property
+    def id(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+_live: dict[str, Tracked] = {}
 _lock = threading.Lock()
 
 
-def track(session: Session) -> None:
+def track(session: Tracked) -> None:
     with _lock:
         if not _live:
             _more_fds()
@@ -47,12 +56,12 @@ def _more_fds() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def forget(session: Session) -> None:
+def forget(session: Tracked) -> None:
     with _lock:
         _live.pop(session.id, None)
 
 
-def live() -> list[Session]:
+def live() -> list[Tracked]:
     with _lock:
         return list(_live.values())
 

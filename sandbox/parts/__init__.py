@@ -3,17 +3,70 @@
 Each part is a small class with the same hook methods as `Part`; `Hooks` calls them in
 order at fixed points of the session's lifecycle. A part that cannot be set up as the
 profile asks raises SetupError from `before_jail`, and the session does not start.
+
+A part knows its session only as a `PartSession`: what the parts use of a `Session`,
+described here, below the session, so that the session imports its parts and never the
+other way round.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..jail import JailSpec
+    from ..profile import Profile
     from ..result import CommandResult
-    from ..session import Session
+    from ..store import Store
+    from ..users import Placement
+
+
+class PartHooks(Protocol):
+    """What a part asks of its session's `Hooks`: a neighbour part, and a list of its
+    own alerts (see `Hooks.own_alerts`)."""
+
+    def part(self, name: str) -> Part | None: ...
+
+    def own_alerts(self) -> AbstractContextManager[list[dict[str, Any]]]: ...
+
+
+class PartSession(Protocol):
+    """What the parts (and `Hooks`) use of their session; a `Session` is one."""
+
+    gpu_part_backend: Any  # set by the GPU part: the backend it resolved (or None)
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def profile(self) -> Profile: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def placement(self) -> Placement | None: ...
+
+    @property
+    def extra_env(self) -> dict[str, str]: ...
+
+    @property
+    def gpu_backend(self) -> Any: ...
+
+    @property
+    def hooks(self) -> PartHooks: ...
+
+    def emit(self, kind: str, detail: dict[str, Any], *, severity: str = "info",
+             action: str = "record", rule: str | None = None) -> None: ...
+
+    def add_resource(self, name: str, value: Any) -> None: ...
+
+    def kill(self, reason: str = "killed") -> None: ...
 
 
 class Part:
@@ -21,7 +74,7 @@ class Part:
 
     name = "part"
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: PartSession) -> None:
         self.session = session
 
     def before_jail(self, spec: JailSpec) -> JailSpec:

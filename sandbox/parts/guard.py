@@ -27,7 +27,7 @@ from ..guard import Engine, Token, Verdict, block_message, build_engine, plant
 from ..guard.rules import RECORDER_SHELLS
 from ..jail import JailSpec
 from ..result import CommandResult
-from . import Part
+from . import Part, PartSession
 
 _SAMPLES = ("resource.sample", "gpu.sample")  # periodic: judged on transitions
 _JAIL_HELPERS = ("/run/firejail/", "/usr/lib/x86_64-linux-gnu/firejail/", "/usr/lib/firejail/")
@@ -43,7 +43,7 @@ def _home_root() -> Path:
 class GuardPart(Part):
     name = "guard"
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: PartSession) -> None:
         super().__init__(session)
         self.tokens: list[Token] = []
         self.engine: Engine = build_engine(session.profile.guard, network=session.profile.network)
