@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from . import owners, supervisor
 from .reap import host_timeout, reap
-from .store import FINAL_STATES, Store
+from .store import FINAL_STATES, Store, open_store
 from .store_api import ControlListener, StoreUnavailable
 
 log = logging.getLogger("sandbox")
@@ -58,7 +58,7 @@ class ControlWatcher:
 
     def __init__(self, store: Store | str) -> None:
         # Its own connection: a poll never waits behind a session's writes.
-        self.store = store.reopen() if isinstance(store, Store) else Store(store)
+        self.store = store.reopen() if isinstance(store, Store) else open_store(store)
         self.sessions: dict[str, Callable[[str], None]] = {}
         self.lock = threading.Lock()
         self.beat = beat_interval()

@@ -32,7 +32,7 @@ from .hooks import Hooks
 from .profile import Profile, load
 from .result import CommandResult
 from .shell import Shell
-from .store import Store, StoreUnavailable
+from .store import Store, StoreUnavailable, open_store
 
 
 def new_id() -> str:
@@ -94,7 +94,7 @@ class Session:
         self._holder: subprocess.Popen[bytes] | None = None  # a bash-less image's jail
         self.id = new_id()
         self.kind = kind
-        self.store = store or Store()
+        self.store = store or open_store()
         self.requested_workdir = Path(workdir) if workdir is not None else None
         self.workdir = (self.requested_workdir or Path.cwd()).resolve()
         self.placement: users.Placement | None = None

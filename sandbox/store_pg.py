@@ -3,7 +3,7 @@
 `Store("postgresql://user:pass@db:5432/sandbox")`, or `SANDBOX_STORE` / `sandbox --store
 URL` set to such a URL, opens this backend (`pip install 'ringfence[postgres]'`, psycopg
 3). Same tables as SQLite (translated types), same hash chain and `verify` (the code in
-`store.Store` is shared: only the connection differs), the same versioned migrations
+`store_core.Store` is shared: only the connection differs), the same versioned migrations
 (`meta.schema_version` + `schema_migrations`, run under an advisory lock so that many
 hosts starting at once migrate once). Every row carries the host that wrote it
 (`paths.host_id()`: `SANDBOX_HOST_ID`, else the hostname).
@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import paths, supervisor
 from .errors import DependencyMissing, NotFound, StoreError
-from .store import Store, _apply_migrations
 from .store_api import StoreUnavailable, is_pg_url, redact_url
+from .store_core import Store, _apply_migrations, register_backend
 from .store_schema import PG_EXTRA, PG_TX, PG_TYPES, pg_schema
 
 if TYPE_CHECKING:
@@ -204,7 +204,8 @@ class KillListener:
 
 
 class PgStore(Store):
-    """The PostgreSQL backend (see the module doc). `Store(url)` returns one."""
+    """The PostgreSQL backend (see the module doc). `Store(url)` and `open_store(url)`
+    return one."""
 
     _for_update = " FOR UPDATE"
     _now_sql = "extract(epoch from clock_timestamp())::float8"
@@ -524,3 +525,7 @@ class PgStore(Store):
                                 {"state": "killed", "reason": reason}, severity="warning")
         finally:
             local.close()
+
+
+# `Store(url)` of a PostgreSQL URL opens this backend (the `store` module imports this one).
+register_backend("postgresql", PgStore)
