@@ -348,10 +348,10 @@ def program_started(jail_pid: int) -> bool:
 def exec_var_tmp(jail_pid: int) -> None:
     """Remount the jail's private /var/tmp executable (firejail mounts it noexec).
 
-    Done from outside, as root, in the jail's own mount namespace and root (`nsenter -m
-    -r` into its first program): the agent has no capability to do it itself. Refuses to
-    touch a process that shares the supervisor's mount namespace (that /var/tmp would be
-    the host's)."""
+    Done from outside, as root, in the jail's own mount namespace and root (those of its
+    first program), running none of the jail's files (`remount`): the agent has no
+    capability to do it itself. Refuses to touch a process that shares the supervisor's
+    mount namespace (that /var/tmp would be the host's)."""
     import psutil
 
     try:
@@ -364,13 +364,9 @@ def exec_var_tmp(jail_pid: int) -> None:
                                    == os.readlink("/proc/self/ns/mnt"))
     except OSError:
         same = True
-    if same:
+    if same or program is None:
         raise SetupError("exec_var_tmp: no program in the jail's own mount namespace yet; "
                          "set [filesystem] exec_var_tmp = false or report this")
-    proc = subprocess.run(
-        [launch.tool("nsenter"), "-t", str(program), "-m", "-r", "--",
-         launch.tool("mount"), "-o", "remount,nosuid,nodev,exec", "/var/tmp"],
-        env=launch.supervisor_env(), capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SetupError(f"exec_var_tmp: remounting the jail's /var/tmp failed: "
-                         f"{proc.stderr.strip()}")
+    from .remount import make_exec
+
+    make_exec(program, "/var/tmp")

@@ -357,3 +357,115 @@ def test_eval_cli(state_dir: Path, tmp_path: Path) -> None:
     from sandbox.profile import find
 
     _check_log(read_eval_log(info), state_dir, find("strict"))
+
+
+# -- images: the compose file's default service --------------------------------------------
+
+IMAGE_EXAMPLE = REPO / "examples" / "inspect_image" / "task.py"
+
+
+def test_compose_default_service_maps_to_the_config(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default service (x-default, else `default`, else the only one) gives image,
+    working_dir, environment (a bare KEY is the host's value) and network_mode none; the
+    config's own fields win; what cannot map is an error that says what to do."""
+    from sandbox.adapters.inspect_ai import _config
+    from sandbox.errors import SetupError
+
+    monkeypatch.setenv("FROM_HOST", "host-value")
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(
+        "services:\n"
+        "  db:\n    image: postgres:16\n"
+        "  agent:\n    x-default: true\n    image: py\n    working_dir: /srv/app\n"
+        "    environment:\n      - LEVEL=hard\n      - FROM_HOST\n      - UNSET_HERE\n"
+        "    network_mode: none\n")
+    cfg = _config(str(compose))
+    assert (cfg.image, cfg.workdir, cfg.env, cfg.network) == (
+        "py", "/srv/app", {"LEVEL": "hard", "FROM_HOST": "host-value"}, "none")
+    mine = _config(FirejailSandboxConfig(compose=str(compose), image="deb",
+                                         env={"LEVEL": "mine"}, network="allowlist"))
+    assert (mine.image, mine.workdir, mine.env["LEVEL"], mine.network) == (
+        "deb", "/srv/app", "mine", "allowlist")
+    # another network mode keeps the profile's network: never full egress by request
+    compose.write_text("services:\n  default:\n    image: py\n    network_mode: host\n")
+    assert _config(str(compose)).network is None
+    for text, says in (
+            ("services:\n  a:\n    image: x\n  b:\n    image: y\n", "none is the default"),
+            ("services:\n  default:\n    build: .\n", "has no `image:`")):
+        compose.write_text(text)
+        with pytest.raises(SetupError, match=says):
+            _config(str(compose))
+    with pytest.raises(SetupError, match=r"Dockerfile.*sandbox image pull docker-daemon:"):
+        _config(str(tmp_path / "Dockerfile"))
+
+
+async def test_an_image_not_in_the_store_fails_at_task_init(images: Any, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """Nothing is pulled during an eval: a missing image stops it before any sample, with
+    the commands that add it."""
+    from sandbox.errors import NotFound
+
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    compose = tmp_path / "compose.yaml"
+    compose.write_text("services:\n  default:\n    image: no-such-image:1\n")
+    with pytest.raises(NotFound, match=r"no-such-image:1.*sandbox image pull docker://"):
+        await FirejailSandboxEnvironment.task_init("t", str(compose))
+
+
+async def test_eval_in_an_image_from_compose(images: Any, state_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's image example with `image=py` (the suite's own Debian image with a
+    `python`): bash() ran the image's python in the compose file's working_dir with its
+    environment, in a recorded session that names the image."""
+    from inspect_ai import eval_async
+    from inspect_ai.model import ChatMessageTool
+    from inspect_ai.util._display import init_display_type
+
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    monkeypatch.syspath_prepend(str(IMAGE_EXAMPLE.parent))
+    import task as image_task
+
+    try:
+        init_display_type("none")
+        (log,) = await eval_async(image_task.ringfence_image(image="py"),
+                                  log_dir=str(tmp_path / "logs"))
+    finally:
+        sys.modules.pop("task", None)
+    assert log.status == "success", log.error
+    (sample,) = log.samples
+    (tool,) = [m for m in sample.messages if isinstance(m, ChatMessageTool)]
+    assert tool.text.splitlines() == ["Python 3.11.2", "/srv/task", "easy"], tool.text
+    assert sample.scores["python_ran"].value == "C"
+    with _store(state_dir) as store:
+        (session,) = store.list_sessions(limit=100)
+        (ev,) = store.events(session["id"], kinds=("session.image",))
+    assert (ev["detail"]["image"], ev["detail"]["workdir"]) == ("py", "/srv/task")
+
+
+def test_eval_cli_finds_compose_next_to_the_task(images: Any, state_dir: Path,
+                                                 tmp_path: Path) -> None:
+    """`sandbox="firejail"` with no config: inspect hands the provider the compose.yaml
+    beside the task file (config_files), as it does for docker."""
+    from inspect_ai.log import list_eval_logs, read_eval_log
+
+    task_dir = tmp_path / "task"
+    task_dir.mkdir()
+    shutil.copy(IMAGE_EXAMPLE, task_dir / "task.py")
+    (task_dir / "compose.yaml").write_text(
+        (IMAGE_EXAMPLE.parent / "compose.yaml").read_text().replace(
+            "image: python:3.12-slim", "image: py"))
+    logs = tmp_path / "logs"
+    r = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "inspect"), "eval", "task.py", "--display", "none",
+         "--log-dir", str(logs), "--log-format", "json"],
+        capture_output=True, text=True, timeout=300, cwd=str(task_dir),
+        env={**os.environ, "INSPECT_LOG_LEVEL": "warning",
+             "SANDBOX_IMAGE_DIR": str(images.root / "store")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    (info,) = list_eval_logs(str(logs))
+    log = read_eval_log(info)
+    assert log.status == "success", log.error
+    assert log.samples[0].scores["python_ran"].value == "C"
+    assert log.eval.sandbox.config.endswith("compose.yaml")

@@ -134,3 +134,26 @@ def test_device_nodes_seeded_into_the_workspace_are_inert(images: Images,
             assert r.stdout.strip() != "0", r.stdout
     finally:
         store.remove("hostile-dev")
+
+
+def test_remounting_var_tmp_runs_no_file_of_the_image(images: Images, test_dir: Path) -> None:
+    """`[filesystem] exec_var_tmp` (inspect's provider turns it on) remounts the jail's
+    /var/tmp as root. Done with `nsenter -r -- mount`, that ran the image's own
+    /usr/bin/mount as uid 0; an image that plants one must see it never run, and the
+    remount must still happen."""
+    from sandbox.profile import load, override
+
+    with tarfile.open(test_dir / "trap.tar", "w") as tar:
+        add_member(tar, "usr/bin/mount", mode=0o755,
+                   data=b"#!/bin/sh\nid -u > /workspace/mount-ran-as\n")
+    store = ImageStore()
+    store.derive(store.get(images.deb), test_dir / "trap.tar", "trap-mount", "test:trap")
+    profile = override(load("default"), {"filesystem": {"exec_var_tmp": True}}, "test")
+    try:
+        with Sandbox(profile, image="trap-mount") as sb:
+            r = sb.exec("printf '#!/bin/sh\\necho ran\\n' > /var/tmp/t && chmod +x /var/tmp/t"
+                        " && /var/tmp/t; ls /workspace")
+            assert r.stdout.split() == ["ran"], (r.stdout, r.stderr)
+            assert not (Path(sb.workdir) / "mount-ran-as").exists()
+    finally:
+        store.remove("trap-mount")
