@@ -429,13 +429,13 @@ class Session:
             # Processes first, then the row says so (the kill is visible as soon as it is
             # true), then the slower host clean-up (cgroup, netns, monitors).
             self._stop_jail()
-            disk = self.hooks.part("disk")
-            if disk is not None:
-                disk.check()  # type: ignore[attr-defined]
-            limits = self.hooks.part("limits")
-            if limits is not None:  # the last reading's breaches, before session.end
-                limits.final_sample()  # type: ignore[attr-defined]
-            try:
+            try:  # the last records: a store lost mid-way must not skip the clean-up
+                disk = self.hooks.part("disk")
+                if disk is not None:
+                    disk.check()  # type: ignore[attr-defined]
+                limits = self.hooks.part("limits")
+                if limits is not None:  # the last reading's breaches, before session.end
+                    limits.final_sample()  # type: ignore[attr-defined]
                 if self.store.finish_session(self.id, state, reason, exit_code):
                     self.emit("session.end",
                               {"state": state, "reason": reason, "exit_code": exit_code},
