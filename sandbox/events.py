@@ -12,8 +12,9 @@ Event kinds in use (`detail` keys in brackets):
 - shell.background_output [output (up to 64 KiB), bytes, truncated, before_command]
 - net.attempt  [dst_ip, dst_port, protocol (tls|http|ssh|mining|unknown|none), name,
                 verdict ("allow"|"deny"), reason, bytes_up, bytes_down, duration, first_bytes]
-- net.scan     [allowed_targets, distinct_targets, hosts, n_ports, ports (up to 50),
-                sample_hosts, window_s]
+- net.scan     [kind ("burst": many targets; "control_plane": a few control-plane ports
+                of one address, with services and attempts), allowed_targets,
+                distinct_targets, hosts, n_ports, ports (up to 50), sample_hosts, window_s]
 - net.dropped  [counter values from nftables: udp, icmp, ipv6, other]
 - dns.query    [name, qtype, verdict, answers]   dns.tunnel [name, reason]
 - proc.exec    [pid, ppid, argv, exe, uid; argv_truncated + argv_bytes when cut to 16 KiB,
