@@ -1,6 +1,6 @@
 """An inspect-ai task that runs in its own image, from the compose.yaml beside it.
 
-    sudo sandbox image pull docker://python:3.12-slim python:3.12-slim   # once
+    sandbox image pull docker://python:3.12-slim python:3.12-slim   # once, as root
     inspect eval examples/inspect_image/task.py --display none
 
 `sandbox="firejail"` alone finds `compose.yaml` next to the task, as inspect's docker
