@@ -3,6 +3,11 @@
     python examples/minisweagent_example.py                  # scripted model: no API key
     python examples/minisweagent_example.py --model anthropic/claude-sonnet-4-5 \\
         --task "Write fizzbuzz.py and test it"               # a real model (litellm)
+    python examples/minisweagent_example.py --image python:3.12-slim   # in a stored image
+
+`--image NAME` runs every action in that image instead of the host's filesystem (the
+environment's `image`, as mini-swe-agent's DockerEnvironment takes it); pull it once
+first: `sudo sandbox image pull docker://python:3.12-slim python:3.12-slim`.
 
 The scripted run uses mini-swe-agent's own `DeterministicModel`: it writes a buggy file,
 fixes it, tests it and submits. With `--model`, the agent and model settings come from
@@ -31,6 +36,7 @@ from sandbox import Store
 HERE = Path(__file__).resolve().parent
 
 SCRIPT = [
+    "head -1 /etc/os-release; python3 --version",
     "printf 'def add(a, b):\\n    return a - b\\n' > calc.py",
     "python3 -c 'import calc; assert calc.add(2, 3) == 5' || echo 'add is wrong'",
     "sed -i 's/a - b/a + b/' calc.py && python3 -c 'import calc; print(calc.add(2, 3))'",
@@ -43,9 +49,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a litellm model name; default: the scripted model")
     parser.add_argument("--task", default="Fix add() in calc.py so that add(2, 3) == 5.")
+    parser.add_argument("--image", help="a stored image (`sandbox image ls`) to run in")
     args = parser.parse_args()
 
     env_config = yaml.safe_load((HERE / "minisweagent.yaml").read_text())["environment"]
+    if args.image:
+        env_config["image"] = args.image
     if args.model:
         mini = yaml.safe_load((builtin_config_dir / "mini.yaml").read_text())
         model = get_model(args.model, mini["model"])
@@ -65,7 +74,8 @@ def main() -> None:
         sandbox_id = env.sandbox.id  # type: ignore[attr-defined]
         print(f"exit status: {result['exit_status']}")
         print(f"submission:\n{result['submission']}")
-        print(f"record of sandbox {sandbox_id}:")
+        where = f" in image {args.image}" if args.image else ""
+        print(f"record of sandbox {sandbox_id}{where}:")
         for row in Store().commands(sandbox_id):
             print(f"  [{row['source']}] exit={row['exit_code']} {row['text']}")
     finally:

@@ -140,8 +140,18 @@ class Handle:
 
     @property
     def workdir(self) -> str:
-        """The workspace's path (the same inside the jail and on the host)."""
+        """The workspace's path on the host (the same inside the jail, unless the sandbox
+        runs in an image: see `inside_workdir`)."""
         return str(self._session.workdir)
+
+    @property
+    def inside_workdir(self) -> str:
+        """The workspace's path as commands in the sandbox see it (where they start): in
+        an image, the image's working directory (`[image] workdir`, else its WorkingDir,
+        else /workspace), known once started; otherwise `workdir`."""
+        if self._session.image is None:
+            return self.workdir
+        return self._session.spec().inside_workdir
 
     @property
     def agent_user(self) -> str:

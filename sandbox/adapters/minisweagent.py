@@ -5,6 +5,7 @@
       profile: default          # or strict, pypi, ... (a profile name)
       network: none             # none | guarded | ["pypi.org:443", ...] | a [network] table
       timeout: 60
+      image: python:3.12-slim   # optional: a stored image as the root filesystem
 
 `SandboxEnvironment` has the semantics of mini-swe-agent's `LocalEnvironment`
 (`minisweagent.environments.local`): each action is a fresh `bash -c` (nothing persists
@@ -30,6 +31,19 @@ What differs from the local environment, on purpose:
   closed), `execute` raises `SandboxClosed`, an `InterruptAgentFlow` whose exit message ends
   the agent's run with exit_status "SandboxClosed" instead of looping on dead actions.
 
+Images: `image` names a stored image (`sandbox image ls`; pull it first, `sudo sandbox
+image pull docker://python:3.12-slim python:3.12-slim`) as the root filesystem instead of
+the host's, as `DockerEnvironment`'s `image` names the container's (the same config keys
+work: `image`, `cwd`, `env`, `forward_env`, `timeout`, `interpreter`). Without it (the
+default) actions see the host's filesystem read-only. In an image an absolute `cwd` other
+than `/` is also where the workspace goes (the profile's `[image] workdir`: seeded with
+what the image holds there, so a SWE-bench `/testbed` stays the repository and is the
+agent's to edit); `cwd: ""` is the image's WorkingDir (else /workspace), `/` runs actions
+at the image's root with the workspace at that default place. The image's `Env` comes
+first, under the profile's and `env`. `get_template_vars()["workdir"]` is the workspace
+as actions see it (`env.sandbox.inside_workdir`); `env.sandbox.workdir` stays its host
+path.
+
 Lifecycle: the sandbox starts in `__init__` (as `DockerEnvironment` starts its container)
 and ends in `close()` (alias `cleanup()`), also run by `__exit__` and, as a last resort, by
 `__del__`. Call `close()` (or use `with`) when the run is over: a fresh workspace is
@@ -41,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import posixpath
 import shlex
 from typing import Any
 
@@ -51,6 +66,7 @@ from pydantic import BaseModel
 from ..api import Sandbox
 from ..errors import SessionClosed
 from ..execute import ExecTimeout
+from ..profile import Profile, load, override
 from ..result import ExecResult
 
 SUBMIT_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
@@ -80,6 +96,10 @@ class SandboxEnvironmentConfig(BaseModel):
     """A [limits] table replacing the profile's (memory_mib, pids, ...)."""
     gpu: int | dict[str, Any] | None = None
     """GPUs to pass in: a count or a [gpu] table."""
+    image: str | None = None
+    """A stored image's name or digest (`sandbox image ls`) as the root filesystem, as
+    `DockerEnvironment`'s `image`; None: the host's filesystem (read-only). In an image an
+    absolute `cwd` (not `/`) is where the workspace is mounted (`[image] workdir`)."""
 
 
 class SandboxClosed(InterruptAgentFlow):
@@ -97,10 +117,19 @@ class SandboxEnvironment:
         env = {key: value for key in self.config.forward_env
                if (value := os.environ.get(key)) is not None}
         env.update(self.config.env)
-        self.sandbox = Sandbox(self.config.profile, self.config.workdir, env or None,
+        self.sandbox = Sandbox(self._profile(), self.config.workdir, env or None,
                                network=self.config.network, gpu=self.config.gpu,
-                               limits=self.config.limits)
+                               limits=self.config.limits, image=self.config.image)
         self.sandbox.start()
+
+    def _profile(self) -> Profile | str:
+        """The profile; in an image with an absolute `cwd` below `/`, with that as its
+        `[image] workdir` (`docker run -w`: the workspace goes there)."""
+        cwd = posixpath.normpath(self.config.cwd) if self.config.cwd else ""
+        if self.config.image is None or not cwd.startswith("/") or cwd in ("/", "//"):
+            return self.config.profile
+        return override(load(self.config.profile), {"image": {"workdir": cwd}},
+                        "mini-swe-agent environment (cwd)")
 
     def execute(self, action: dict[str, Any], cwd: str = "", *, timeout: int | None = None
                 ) -> dict[str, Any]:
@@ -157,9 +186,9 @@ class SandboxEnvironment:
             )
 
     def get_template_vars(self, **kwargs: Any) -> dict[str, Any]:
-        """The config, the kernel's uname, and the sandbox's id and workspace (not the
-        host's environment variables)."""
-        ours = {"sandbox_id": self.sandbox.id, "workdir": self.sandbox.workdir}
+        """The config, the kernel's uname, and the sandbox's id and workspace as actions
+        see it (not the host's environment variables)."""
+        ours = {"sandbox_id": self.sandbox.id, "workdir": self.sandbox.inside_workdir}
         return recursive_merge(self.config.model_dump(), platform.uname()._asdict(), ours, kwargs)
 
     def serialize(self) -> dict[str, Any]:
@@ -169,7 +198,10 @@ class SandboxEnvironment:
                     "environment": self.config.model_dump(mode="json"),
                     "environment_type": f"{self.__class__.__module__}.{self.__class__.__name__}",
                 },
-                "sandbox": {"id": self.sandbox.id, "workdir": self.sandbox.workdir},
+                "sandbox": {"id": self.sandbox.id, "workdir": self.sandbox.workdir,
+                            **({"image": self.config.image,
+                                "inside_workdir": self.sandbox.inside_workdir}
+                               if self.config.image is not None else {})},
             }
         }
 

@@ -41,6 +41,7 @@ from sandbox.adapters.minisweagent import (
     SandboxEnvironmentConfig,
 )
 from tests.helpers import procs_matching, wait_for
+from tests.images.conftest import Images
 
 CLASS_PATH = "sandbox.adapters.minisweagent.SandboxEnvironment"
 REPO = Path(__file__).resolve().parents[2]
@@ -405,6 +406,78 @@ def test_guard_blocks_an_action(env: SandboxEnvironment) -> None:
     assert result["extra"]["blocked"] is True
     assert any(a["rule"] == "recon.scanner_tools" for a in result["extra"]["alerts"])
     assert env.execute({"command": "echo still-running"})["output"] == "still-running\n"
+
+
+# -- in an image (`image`, as DockerEnvironment's) ------------------------------------------
+
+
+def test_actions_run_in_an_image(images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`image` and `cwd` as in a DockerEnvironment config (SWE-bench's `cwd: /testbed`):
+    the root is the stored image's (its Env, none of the host's programs), the workspace
+    is at `cwd`, and every action is in the store like any session's."""
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    env = get_environment({"environment_class": CLASS_PATH, "image": images.deb,
+                           "cwd": "/testbed", "env": {"MINE": "set"}})
+    try:
+        assert isinstance(env, SandboxEnvironment)
+        command = ("grep ^VERSION_CODENAME= /etc/os-release; echo $IMAGE_VAR $MINE; pwd; "
+                   "test -e /usr/bin/firejail || echo no-firejail; echo made > out.txt")
+        assert env.execute({"command": command}) == {
+            "output": "VERSION_CODENAME=bookworm\nfrom-the-image set\n/testbed\nno-firejail\n",
+            "returncode": 0, "exception_info": ""}
+        assert Path("/usr/bin/firejail").exists() and not Path("/testbed").exists()
+        # the workspace at /testbed is the sandbox's (host) workspace
+        assert (Path(env.sandbox.workdir) / "out.txt").read_text() == "made\n"
+        assert env.sandbox.inside_workdir == "/testbed"
+        assert env.get_template_vars()["workdir"] == "/testbed"
+        assert env.serialize()["info"]["sandbox"]["image"] == images.deb
+        assert env.execute({"command": "echo x > /etc/probe"})["returncode"] != 0  # not root
+        sid = env.sandbox.id
+        rows = Store().commands(sid)
+        assert [r["source"] for r in rows] == ["exec", "exec"]
+        assert rows[0]["text"] == f"bash -c {shlex.quote(command)} 2>&1"
+        assert rows[0]["output"].startswith("VERSION_CODENAME=bookworm\nfrom-the-image")
+        assert Store().get_session(sid)["resources"]["image_root"]["image"] == images.deb
+    finally:
+        env.close()  # type: ignore[attr-defined]
+    assert Store().get_session(sid)["state"] == "exited"
+
+
+def test_default_cwd_in_an_image_is_its_working_dir(
+        make_env: Any, images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cwd: ""`: the image's WorkingDir, seeded with what the image holds there (the
+    task's repository stays visible and is the agent's to edit); `cwd: /` runs at the
+    image's root, the workspace at its default place."""
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    env = make_env(image=images.layered)
+    assert env.execute({"command": "pwd; cat README; echo edit >> README"})["output"] \
+        == "/srv/task\nthe task's repository\n"
+    assert (Path(env.sandbox.workdir) / "README").read_text() \
+        == "the task's repository\nedit\n"
+    rooted = make_env(image=images.deb, cwd="/")
+    assert rooted.execute({"command": "pwd; echo $IMAGE_VAR"})["output"] \
+        == "/\nfrom-the-image\n"
+    assert rooted.sandbox.inside_workdir == "/workspace"
+
+
+def test_example_runs_in_an_image(images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's image variant: examples/minisweagent_example.py --image NAME."""
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "minisweagent_example.py"),
+         "--image", images.py],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "MSWEA_SILENT_STARTUP": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "exit status: Submitted" in proc.stdout
+    assert "return a + b" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("record of"))
+    assert header.endswith(f" in image {images.py}:")
+    sid = header.split()[3]
+    assert Store().get_session(sid)["resources"]["image_root"]["image"] == images.py
+    rows = Store().commands(sid)
+    assert [r["source"] for r in rows] == ["exec"] * 6
+    assert rows[0]["output"].startswith('PRETTY_NAME="Debian GNU/Linux 12')
 
 
 # -- DefaultAgent end to end --------------------------------------------------------------
