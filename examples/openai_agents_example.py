@@ -2,11 +2,14 @@
 
     sudo .venv/bin/python examples/openai_agents_example.py            # offline, scripted model
     sudo OPENAI_API_KEY=sk-... .venv/bin/python examples/openai_agents_example.py --model gpt-5.4
+    sudo .venv/bin/python examples/openai_agents_example.py --image python:3.12-slim  # in an image
 
 Offline it drives the agent with the SDK's `ScriptedModel` (canned tool calls, no network,
 no API key), so you can watch the jail and the record without spending a token. With
 `--model` a real model decides what to run; the model call goes out from this (host)
 process, while every command it asks for runs in the jail (`network="none"` here).
+With `--image NAME` the jail's root is that stored image instead of the host's filesystem
+(pull it once first: `sudo sandbox image pull docker://python:3.12-slim python:3.12-slim`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ PATCH = """*** Begin Patch
 def scripted_model() -> Model:
     """What a model would do for TASK, as canned responses (one list per model turn)."""
     return ScriptedModel([
-        [function_call("exec_command", {"cmd": "id; pwd; ls -la"}, call_id="c1")],
+        [function_call("exec_command", {"cmd": "id; pwd; head -1 /etc/os-release"},
+                       call_id="c1")],
         [ResponseCustomToolCall(type="custom_tool_call", name="apply_patch", input=PATCH,
                                 call_id="c2", id="c2")],
         [function_call("exec_command", {"cmd": "python3 fizzbuzz.py | tail -1"},
@@ -49,7 +53,7 @@ def scripted_model() -> Model:
     ])
 
 
-async def main(model_name: str | None) -> None:
+async def main(model_name: str | None, image: str | None = None) -> None:
     if model_name is None:
         os.environ.setdefault("OPENAI_API_KEY", "sk-offline-not-used")
         set_tracing_disabled(True)
@@ -61,7 +65,7 @@ async def main(model_name: str | None) -> None:
     client = FirejailSandboxClient()
     result = await Runner.run(agent, TASK, run_config=RunConfig(sandbox=SandboxRunConfig(
         client=client,
-        options=FirejailSandboxClientOptions(profile="default", network="none"),
+        options=FirejailSandboxClientOptions(profile="default", network="none", image=image),
         snapshot=NoopSnapshotSpec(),  # the workspace dies with the jail; see the README
     )))
 
@@ -71,7 +75,8 @@ async def main(model_name: str | None) -> None:
     print("--- final output:", result.final_output)
 
     for sandbox_id in client.sandbox_ids:
-        print(f"--- the record of jail {sandbox_id} (sandbox logs {sandbox_id})")
+        where = f" in image {image}" if image else ""
+        print(f"--- the record of jail {sandbox_id}{where} (sandbox logs {sandbox_id})")
         for c in Store().commands(sandbox_id):
             print(f"  [{c['exit_code']}] {c['text'][:100]}")
 
@@ -79,4 +84,6 @@ async def main(model_name: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a real model name (needs OPENAI_API_KEY)")
-    asyncio.run(main(parser.parse_args().model))
+    parser.add_argument("--image", help="a stored image (`sandbox image ls`) to run in")
+    args = parser.parse_args()
+    asyncio.run(main(args.model, args.image))

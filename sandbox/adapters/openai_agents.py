@@ -8,6 +8,7 @@
     result = await Runner.run(agent, "fix the tests", run_config=RunConfig(sandbox=SandboxRunConfig(
         client=FirejailSandboxClient(),
         options=FirejailSandboxClientOptions(profile="default", network="none"))))
+    # in a stored image (`sandbox image ls`): FirejailSandboxClientOptions(image="python:3.12-slim")
 
 Why this backend: on Linux the SDK's own `UnixLocalSandboxClient` adds no confinement
 at all (its docstring says so; openai-agents-python issue #5064): the model's shell
@@ -24,7 +25,7 @@ Mapping onto the SDK's contract (mirroring `UnixLocalSandboxSession` method by m
   `manifest.root` to the jail's workspace (the same path inside the jail and on the
   host). A non-default `manifest.root` is used as the workspace directory itself (it must
   exist and belong to a non-root user; it is then kept at close, like UnixLocal's
-  caller-chosen roots).
+  caller-chosen roots). In an image the root is a path inside it (see Images below).
 - `exec()` runs argv (or `sh -c` for `shell=True`, as UnixLocal) in the jail with the
   manifest's environment; HOME is the workspace. `user` may only be the jail's own agent
   user: there is no root or sudo inside, so manifest users/groups are refused, as
@@ -42,6 +43,17 @@ Mapping onto the SDK's contract (mirroring `UnixLocalSandboxSession` method by m
   allocated inside the jail from its private devpts by util-linux `script`: the line
   discipline is genuine (Ctrl-C is SIGINT to the foreground job, echo, isatty), so the
   capability is declared honestly. It needs `script` in the jail (Debian: bsdutils).
+
+Images: `FirejailSandboxClientOptions(image=NAME)` runs the jail in a stored image
+(`sudo sandbox image pull docker://python:3.12-slim python:3.12-slim` first; `sandbox
+image ls` lists them) instead of the host's filesystem, as the SDK's `DockerSandboxClient`
+takes `image`; without one (the default, or the profile's `[image] ref`) the jail sees the
+host's filesystem read-only. As in the Docker client, `manifest.root` is then a path inside
+the image: the SDK's default (`/workspace`) means the image's working directory (the
+profile's `[image] workdir`, else the image's WorkingDir, else /workspace), another
+absolute path is where the workspace goes (`[image] workdir`). The workspace is always a
+fresh one, seeded with what the image holds there, and `manifest.root` is set to its path
+inside (`AsyncSandbox.inside_workdir`).
 
 Not supported: exposed ports, manifest users/groups, host_path path grants, and cloud
 mounts (they need FUSE/rclone, which the jail does not grant).
@@ -129,7 +141,10 @@ class FirejailSandboxClientOptions(BaseSandboxClientOptions):
     `profile`: a profile name ("default", "strict", "pypi", ...); `profile_overrides`:
     tables merged over it as in a profile file (`{"filesystem": {...}}`); `network`:
     "none" | "guarded" | a list of allowed "host:port" | a [network] table; `gpu`: a
-    count or a [gpu] table; `limits`: a [limits] table; `env`: extra environment."""
+    count or a [gpu] table; `limits`: a [limits] table; `env`: extra environment;
+    `image`: a stored image's name or digest (`sandbox image ls`) as the root filesystem,
+    as `DockerSandboxClientOptions.image` (None: the profile's `[image] ref`, else the
+    host's filesystem, read-only)."""
 
     type: Literal["firejail"] = "firejail"
     profile: str = "default"
@@ -138,6 +153,7 @@ class FirejailSandboxClientOptions(BaseSandboxClientOptions):
     gpu: int | dict[str, Any] | None = None
     limits: dict[str, Any] | None = None
     env: dict[str, str] | None = None
+    image: str | None = None
 
     def resolved_profile(self) -> Profile | str:
         if not self.profile_overrides:
@@ -220,11 +236,22 @@ class FirejailSandboxSession(BaseSandboxSession):
 
     async def _start_jail(self) -> None:
         opts = self.state.options
-        owned = self.state.workspace_root_owned
-        # A caller-chosen root is used as is: it must exist, owned by a non-root user.
-        workdir = None if owned else self.state.manifest.root
-        sb = AsyncSandbox(opts.resolved_profile(), workdir, opts.env, network=opts.network,
-                          gpu=opts.gpu, limits=opts.limits, store=self._store)
+        root = self.state.manifest.root
+        profile = opts.resolved_profile()
+        workdir = None
+        if opts.image is not None:
+            # In an image the root is a path inside it, as in the Docker client: the
+            # default is the image's working directory, another one is `[image] workdir`
+            # (also what a resumed session's root, set below, says).
+            if root != _DEFAULT_MANIFEST_ROOT:
+                base = load(profile) if isinstance(profile, str) else profile
+                profile = override(base, {"image": {"workdir": root}},
+                                   where="client options (manifest.root in an image)")
+        elif not self.state.workspace_root_owned:
+            # A caller-chosen root is used as is: it must exist, owned by a non-root user.
+            workdir = root
+        sb = AsyncSandbox(profile, workdir, opts.env, network=opts.network, gpu=opts.gpu,
+                          limits=opts.limits, store=self._store, image=opts.image)
         try:
             await sb.start()
         except BaseException:
@@ -233,7 +260,7 @@ class FirejailSandboxSession(BaseSandboxSession):
         self._sandbox = sb
         self._started.append(sb.id)
         self.state.sandbox_id = sb.id
-        self.state.manifest.root = sb.workdir
+        self.state.manifest.root = sb.inside_workdir  # in an image, its path inside
 
     async def _ensure_backend_started(self) -> None:
         if self._sandbox is not None and self._sandbox.is_alive():
@@ -654,7 +681,8 @@ class FirejailSandboxClient(BaseSandboxClient[FirejailSandboxClientOptions | Non
         manifest = manifest if manifest is not None else Manifest()
         _refuse_unsupported(manifest)
         self._validate_manifest_for_create(manifest)
-        owned = manifest.root == _DEFAULT_MANIFEST_ROOT
+        # In an image the workspace is always a fresh one (the root is a path inside).
+        owned = manifest.root == _DEFAULT_MANIFEST_ROOT or resolved.image is not None
         manifest = manifest.model_copy(deep=True)
         session_id = uuid.uuid4()
         state = FirejailSandboxSessionState(

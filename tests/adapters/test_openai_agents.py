@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import signal
+import subprocess
+import sys
 import tarfile
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -46,8 +49,10 @@ from sandbox.adapters.openai_agents import (
     FirejailSandboxSession,
     FirejailSandboxSessionState,
 )
+from tests.images.conftest import Images
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -485,3 +490,102 @@ def test_stop_terminates_active_pty_sessions() -> None:
             # The killed PTY process is in the record like any exec.
             assert any("sleep 30" in c for c in commands(inner(s).sandbox.id))
     run(go())
+
+
+# -- in an image (`image`, as DockerSandboxClientOptions') ----------------------------------
+
+
+IN_IMAGE = ("grep ^VERSION_CODENAME= /etc/os-release; echo $IMAGE_VAR; pwd; "
+            "test -e /usr/bin/firejail || echo no-firejail")
+
+
+def test_sandbox_agent_runs_in_an_image(test_dir: Path, images: Images,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SandboxAgent run with `image="deb"`: the shell and apply_patch work in the stored
+    image (its Env, none of the host's programs), the root is the image's /workspace, and
+    the record holds the model's commands like any session's."""
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    model = ScriptedModel([
+        [function_call("exec_command", {"cmd": IN_IMAGE}, call_id="c1")],
+        [ResponseCustomToolCall(type="custom_tool_call", name="apply_patch", input=PATCH,
+                                call_id="c2", id="c2")],
+        [function_call("exec_command", {"cmd": "cat /workspace/notes/hello.txt"},
+                       call_id="c3")],
+        [assistant_message("done")],
+    ])
+    agent = SandboxAgent(name="dev", instructions="Work in the sandbox.", model=model)
+    client = FirejailSandboxClient()
+    result = run(Runner.run(agent, "where am i", run_config=RunConfig(
+        sandbox=SandboxRunConfig(client=client,
+                                 options=FirejailSandboxClientOptions(image=images.deb),
+                                 snapshot=LocalSnapshotSpec(base_path=test_dir / "snap")),
+        tracing_disabled=True)))
+    assert result.final_output == "done"
+    first, _, last = [str(i.output) for i in result.new_items
+                      if isinstance(i, ToolCallOutputItem)]
+    assert "VERSION_CODENAME=bookworm\nfrom-the-image\n/workspace\nno-firejail" in first
+    assert Path("/usr/bin/firejail").exists()  # the host has it; the image does not
+    assert "written through apply_patch" in last
+    (sid,) = client.sandbox_ids
+    assert IN_IMAGE in "\n".join(commands(sid))
+    row = Store().get_session(sid)
+    assert row["resources"]["image_root"]["image"] == images.deb
+    assert row["state"] == "exited"
+
+
+def test_manifest_root_in_an_image_is_a_path_inside_it(
+        test_dir: Path, images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default root is the image's WorkingDir (seeded with what the image holds
+    there); another root is where the workspace goes; resume keeps it, hydrated."""
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+
+    async def go() -> None:
+        client = FirejailSandboxClient()
+        opts = FirejailSandboxClientOptions(image=images.layered)
+        async with session_of(client, options=opts) as s:
+            assert s.state.manifest.root == "/srv/task"
+            assert (await s.read(Path("README"))).read() == b"the task's repository\n"
+            r = await s.exec("pwd; printf '%s' \"$HOME\"")
+            assert r.stdout == b"/srv/task\n/srv/task"
+        snap = LocalSnapshotSpec(base_path=test_dir / "snap")
+        opts = FirejailSandboxClientOptions(image=images.deb)
+        first = await client.create(options=opts, manifest=Manifest(root="/testbed"),
+                                    snapshot=snap)
+        try:
+            await first.start()
+            assert first.state.manifest.root == "/testbed"
+            await first.write(Path("kept.txt"), io.BytesIO(b"v1\n"))
+            r = await first.exec("pwd; cat /testbed/kept.txt; echo $IMAGE_VAR")
+            assert r.stdout == b"/testbed\nv1\nfrom-the-image\n"
+            await first.aclose()
+        finally:
+            await client.delete(first)
+        payload = client.serialize_session_state(first.state)
+        fresh = await client.resume(client.deserialize_session_state(payload))
+        try:
+            await fresh.start()
+            r = await fresh.exec("pwd; cat kept.txt; echo $IMAGE_VAR")
+            assert r.stdout == b"/testbed\nv1\nfrom-the-image\n"
+        finally:
+            await fresh.aclose()
+            await client.delete(fresh)
+        assert len(client.sandbox_ids) == 3
+        for sid in client.sandbox_ids:
+            assert Store().get_session(sid)["resources"]["image_root"]["image"] \
+                in (images.layered, images.deb)
+    run(go())
+
+
+def test_example_runs_in_an_image(images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's image variant: examples/openai_agents_example.py --image NAME."""
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "openai_agents_example.py"),
+         "--image", images.py],
+        capture_output=True, text=True, timeout=180, check=False, env={**os.environ})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "FizzBuzz" in proc.stdout and "/workspace" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if "the record of jail" in line)
+    assert f" in image {images.py} " in header
+    sid = header.split()[5]
+    assert Store().get_session(sid)["resources"]["image_root"]["image"] == images.py
