@@ -5,6 +5,11 @@ a real one, calls the `execute` and `write_file` tools, then answers from what t
 sandbox printed.
 
     sudo .venv/bin/python examples/deepagents_example.py
+    sudo .venv/bin/python examples/deepagents_example.py --image python:3.12-slim
+
+`--image NAME` runs the sandbox in that stored image instead of the host's filesystem
+(`SandboxProvider(image=NAME)`; pull it once first: `sudo sandbox image pull
+docker://python:3.12-slim python:3.12-slim`).
 
 With a real model, pass it instead of `scripted_model(...)`, e.g.
 `model="anthropic:claude-sonnet-4-5"` (needs langchain-anthropic and ANTHROPIC_API_KEY)
@@ -13,6 +18,7 @@ or `model="openai:gpt-5"` (langchain-openai, OPENAI_API_KEY); nothing else chang
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -63,8 +69,8 @@ def scripted_model(workdir: str) -> ScriptedModel:
     return ScriptedModel(messages=iter(()), steps=iter([run_uname, write_notes, answer]))
 
 
-def main() -> None:
-    with SandboxProvider(network="none") as provider:  # deleted on leaving `with`
+def main(image: str | None = None) -> None:
+    with SandboxProvider(network="none", image=image) as provider:  # deleted on leaving `with`
         backend = provider.get_or_create()
         agent = create_deep_agent(
             model=scripted_model(backend.workdir),
@@ -75,9 +81,12 @@ def main() -> None:
             {"messages": [{"role": "user", "content": "Who are you in there? Take notes."}]})
         print("agent:", result["messages"][-1].content)
         print("notes.md:", backend.download_files([f"{backend.workdir}/notes.md"])[0].content)
+        print(f"sandbox {backend.id}" + (f" in image {image}" if image else ""))
         for row in Store().commands(backend.id):
             print(f"recorded: [{row['exit_code']}] {row['text'][:100]!r}")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", help="a stored image (`sandbox image ls`) to run in")
+    main(parser.parse_args().image)

@@ -9,6 +9,8 @@
                                   system_prompt=f"Work in {backend.workdir}.")
         agent.invoke({"messages": [{"role": "user", "content": "run the tests"}]})
 
+    SandboxProvider(network="none", image="python:3.12-slim")  # in a stored image
+
 `SandboxProvider` has the shape of the Deep Agents sandbox providers (`list`,
 `get_or_create`, `delete`, each keyword-only, and their async twins);
 `RingfenceSandbox` is a `BaseSandbox`: it implements `execute`, `upload_files`,
@@ -31,6 +33,14 @@ paths only) and `write` creates or overwrites, as every backend deepagents ships
 standard suite in `langchain-tests` still expects relative glob paths and a write that
 refuses an existing file; tests/adapters/test_deepagents_standard.py marks those.
 The jail has `python3`, not `python` (unless an image brings one).
+
+Images: `SandboxProvider(image=NAME)` (or `get_or_create(image=NAME)` for one sandbox)
+runs each sandbox in that stored image (`sandbox image ls`; `sudo sandbox image pull
+docker://python:3.12-slim python:3.12-slim` first) instead of the host's filesystem; None
+(the default) is the profile's `[image] ref`, else the host's, read-only. deepagents' file
+tools need `python3` in the image. There `backend.workdir` is the workspace's path inside
+the image (the profile's `[image] workdir`, else the image's WorkingDir, else /workspace),
+seeded with what the image holds there; `backend.sandbox.workdir` stays its host path.
 """
 
 from __future__ import annotations
@@ -212,8 +222,9 @@ class RingfenceSandbox(BaseSandbox):
 
     @property
     def workdir(self) -> str:
-        """The workspace, writable by the agent (the same path inside and outside)."""
-        return self._sandbox.workdir
+        """The workspace, writable by the agent, as the agent's commands see it (the same
+        path on the host, unless the sandbox runs in an image)."""
+        return self._sandbox.inside_workdir
 
     # One implementation: the async methods drive the sandbox from the caller's loop
     # (`Sandbox.aio`), the sync ones run them on the sync door's shared loop thread.
@@ -291,7 +302,7 @@ class RingfenceSandbox(BaseSandbox):
 
 # -- the provider -----------------------------------------------------------------------
 
-_CREATE_OPTIONS = ("profile", "workdir", "env", "network", "gpu", "limits")
+_CREATE_OPTIONS = ("profile", "workdir", "env", "network", "gpu", "limits", "image")
 
 
 class SandboxProvider:
@@ -312,15 +323,18 @@ class SandboxProvider:
         network: Network = None,
         gpu: int | dict[str, Any] | None = None,
         limits: dict[str, Any] | None = None,
+        image: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         max_output: int = DEFAULT_MAX_OUTPUT,
         max_download: int = DEFAULT_MAX_DOWNLOAD,
     ) -> None:
         """The arguments of `Sandbox` for the sandboxes it creates (`workdir=None`: a
-        fresh private workspace for each, destroyed on delete), and the backend's
+        fresh private workspace for each, destroyed on delete; `image`: a stored image as
+        their root filesystem, None: the profile's, else the host's), and the backend's
         `timeout`, `max_output` and `max_download` (see `RingfenceSandbox`)."""
         self._options: dict[str, Any] = {"profile": profile, "workdir": workdir, "env": env,
-                                          "network": network, "gpu": gpu, "limits": limits}
+                                          "network": network, "gpu": gpu, "limits": limits,
+                                          "image": image}
         self._timeout = timeout
         self._max_output = max_output
         self._max_download = max_download
@@ -342,13 +356,13 @@ class SandboxProvider:
             if not sb.is_alive():
                 continue
             items.append({"sandbox_id": sid, "metadata": {
-                "workdir": sb.workdir, "profile": sb.profile.name, "state": sb.state}})
+                "workdir": sb.inside_workdir, "profile": sb.profile.name, "state": sb.state}})
         return {"items": items, "cursor": None}
 
     def get_or_create(self, *, sandbox_id: str | None = None, **kwargs: Any
                       ) -> RingfenceSandbox:
         """`sandbox_id=None`: start a new sandbox (keyword arguments `profile`,
-        `workdir`, `env`, `network`, `gpu`, `limits` replace the provider's for this
+        `workdir`, `env`, `network`, `gpu`, `limits`, `image` replace the provider's for this
         one). Otherwise the live sandbox with that id in this process; `NotFound` if
         there is none (a new one is never made in its place)."""
         unknown = sorted(k for k, v in kwargs.items()

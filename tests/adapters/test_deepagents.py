@@ -36,6 +36,7 @@ from sandbox.adapters.deepagents import (
     SandboxProvider,
     command_argv,
 )
+from tests.images.conftest import Images
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -566,3 +567,75 @@ def test_example_runs_offline() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "agent: The sandbox says: hello from" in r.stdout
     assert "recorded:" in r.stdout
+
+
+# -- in an image (`image=`) ---------------------------------------------------------------
+
+
+IN_IMAGE = ("grep ^VERSION_CODENAME= /etc/os-release; echo $IMAGE_VAR; pwd; "
+            "test -e /usr/bin/firejail || echo no-firejail")
+
+
+def test_deep_agent_runs_in_an_image(images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SandboxProvider(image="deb")`: the agent's execute and deepagents' own file tools
+    run in the stored image (its Env, none of the host's programs); `backend.workdir` is
+    the workspace inside it; the record is the store's like any session's."""
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    with SandboxProvider(network="none", image=images.deb) as provider:
+        backend = provider.get_or_create()
+        assert backend.workdir == "/workspace" != backend.sandbox.workdir
+        assert provider.list()["items"][0]["metadata"]["workdir"] == "/workspace"
+        model = ScriptedChatModel(messages=iter([
+            AIMessage(content="", tool_calls=[{
+                "name": "execute", "id": "call-exec", "args": {"command": IN_IMAGE}}]),
+            AIMessage(content="", tool_calls=[{
+                "name": "write_file", "id": "call-write",
+                "args": {"file_path": "/workspace/report.md", "content": "in the image\n"}}]),
+            AIMessage(content="done"),
+        ]))
+        result = create_deep_agent(model=model, backend=backend).invoke(
+            {"messages": [{"role": "user", "content": "where are you?"}]})
+        tools = {m.tool_call_id: m for m in result["messages"] if isinstance(m, ToolMessage)}
+        assert "VERSION_CODENAME=bookworm\nfrom-the-image\n/workspace\nno-firejail" \
+            in str(tools["call-exec"].content)
+        assert Path("/usr/bin/firejail").exists()  # the host has it; the image does not
+        assert tools["call-write"].status != "error", tools["call-write"].content
+        assert Path(backend.sandbox.workdir, "report.md").read_text() == "in the image\n"
+        assert backend.read("/workspace/report.md").file_data["content"] \
+            == "in the image"  # type: ignore[index]
+        assert [e["path"] for e in backend.ls("/workspace").entries or []] \
+            == ["/workspace/report.md"]
+        sid = backend.id
+        assert any(IN_IMAGE in row["text"] for row in Store().commands(sid))
+        assert Store().get_session(sid)["resources"]["image_root"]["image"] == images.deb
+    assert Store().get_session(sid)["state"] == "exited"
+
+
+def test_get_or_create_takes_an_image_for_one_sandbox(
+        images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    with SandboxProvider(network="none") as provider:
+        on_host = provider.get_or_create()
+        in_task = provider.get_or_create(image=images.layered)
+        assert in_task.workdir == "/srv/task"  # the image's WorkingDir, seeded from it
+        r = in_task.execute("pwd; cat README; python3 -c 'print(6 * 7)'")
+        assert r.exit_code == 0 and r.output == "/srv/task\nthe task's repository\n42\n"
+        assert on_host.execute("test -e /usr/bin/firejail && pwd").output \
+            == on_host.workdir + "\n"
+        assert "image_root" not in Store().get_session(on_host.id)["resources"]
+
+
+def test_example_runs_in_an_image(images: Images, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's image variant: examples/deepagents_example.py --image NAME."""
+    monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "deepagents_example.py"),
+                        "--image", images.py],
+                       capture_output=True, text=True, timeout=180, check=False,
+                       env={**os.environ})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "agent: The sandbox says: hello from sandbox-agent" in r.stdout
+    assert " in /workspace" in r.stdout and "notes.md: b'# Notes" in r.stdout
+    line = next(x for x in r.stdout.splitlines() if x.startswith("sandbox "))
+    assert line.endswith(f" in image {images.py}")
+    sid = line.split()[1]
+    assert Store().get_session(sid)["resources"]["image_root"]["image"] == images.py
