@@ -353,3 +353,43 @@ def test_gpus_are_placed_by_ray_and_granted_as_ray_assigned(
             await pool.close()
 
     run(main())
+
+
+def test_sandboxes_in_a_task_image_are_placed_and_warmed_per_image(
+        cluster: RayCluster, images: Any, state_dir: Path) -> None:
+    """Ray placement with an image: the node's agent starts the sandbox in the stored image
+    (its Env, its own /etc, a workspace inside it), warm sandboxes are kept per image and
+    never handed to a request for another root, and release removes the upper layer."""
+    node = cluster.add(slots=3)
+    cluster.connect()
+
+    async def main() -> None:
+        pool = SandboxPool(placement_timeout=5)
+        try:
+            await pool.start()
+            pool.warm(1, profile="default", cpus=0.25, image="deb")
+            await pool.wait_ready(timeout=120)
+            key = "default@deb/cpu=0.25/gpu=0"
+            assert pool.stats()["warm"][key]["ready"] == 1
+            sb = await pool.acquire(profile="default", cpus=0.25, image="deb")
+            assert sb.node_id == node and pool.stats()["warm"][key]["warm_hits"] == 1
+            r = await sb.exec(["sh", "-c", "echo $IMAGE_VAR; id -u; command -v python3"])
+            var, uid, py = r.stdout.split()
+            assert (var, py) == ("from-the-image", "/usr/bin/python3") and uid != "0", r
+            await sb.write_file("in-image.txt", "from the driver")
+            assert (await sb.run("cat in-image.txt")).output.strip() == "from the driver"
+            (ev,) = Store().events(sb.id, kinds=("session.image",))
+            assert ev["detail"]["image"] == "deb"
+            # A request without an image is not handed the warm image sandbox: it gets the
+            # host's root, where the image's variable does not exist.
+            host = await pool.acquire(profile="default", cpus=0.25)
+            assert (await host.exec("echo [${IMAGE_VAR:-}]")).stdout.strip() == "[]"
+            assert (state_dir / "uppers" / sb.id).is_dir()
+            await pool.release(sb)
+            assert not (state_dir / "uppers" / sb.id).exists()
+            await pool.release(host)
+        finally:
+            await pool.close()
+        assert not Store().list_sessions(live_only=True)
+
+    run(main())
