@@ -4,10 +4,12 @@
     engine = build_engine(profile.guard, honeytokens=planted)
     verdicts = engine.evaluate(CommandText("ssh -R 8080:localhost:80 203.0.113.9"))
 
-Modules: `evidence` (what rules see), `normalize` (command-text variants against
-evasion), `rules` (rule data and matchers), `packs` (the built-in TOML packs), `engine`
-(Engine, Verdict, build_engine), `honeytokens` (decoys), `sampling` (windowed samples),
-`actions` (record < flag < block < kill).
+Modules, from the bottom up: `actions` (record < flag < block < kill), `evidence` (what
+rules see), `normalize` (command-text variants against evasion), `lexer` (shell words),
+`programs` (what programs do with their arguments), `invocations` (what a command line
+runs), `honeytokens` (decoys), `matchers` (one per evidence kind), `rule` (Rule and its
+TOML), `packs` (the built-in TOML packs), `engine` (Engine, Verdict, build_engine),
+`sampling` (windowed samples).
 """
 
 from .actions import ACTIONS, at_least, rank, stronger
@@ -34,7 +36,7 @@ from .evidence import (
 )
 from .honeytokens import Token, plant, scan
 from .packs import PACKS, load_pack
-from .rules import Rule, parse_rule
+from .rule import Rule, parse_rule
 from .sampling import SampleWindow
 
 __all__ = [

@@ -26,9 +26,10 @@ from ..profile import GuardSection, NetworkSection
 from .actions import ACTIONS, rank
 from .evidence import CommandText, Evidence, ProcessExec, from_event, to_dict
 from .honeytokens import HoneytokenMatch, Token
+from .matchers import Egress
 from .normalize import variants, windows
 from .packs import PACKS, all_rules, load_pack
-from .rules import Egress, Rule, parse_rule
+from .rule import Rule, parse_rule
 
 _MEMO_SIZE = 512
 _MEMO_ARGV = 1024  # only short argv is remembered (bounded memory)

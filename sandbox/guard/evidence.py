@@ -33,6 +33,14 @@ class CommandText:
     text: str
 
 
+# The recorder's own shell (session.py starts it, API mode with --noediting; firejail
+# execs it): not the agent's hookless shell. Only the session's first exec of this argv is
+# exempt (the guard part marks it `recorder`): the agent can run nothing before it, and
+# the same argv from a script later is the hookless shell it looks like.
+RECORDER_SHELL = ("bash", "--noprofile", "--norc", "--noediting", "-i")
+RECORDER_SHELLS = frozenset({RECORDER_SHELL, ("bash", "--noprofile", "--norc", "-i")})
+
+
 @dataclass(frozen=True)
 class ProcessExec:
     """One exec in the session's process tree, as the monitor saw it from outside."""

@@ -6,7 +6,7 @@ pack name (`tunnels.ssh_forward`), so an id says where a rule lives.
 A pack rule that looks at command text with `command` (what the text mentions) has no
 other matcher and flags at most; it is capped there, so `[guard.actions] tunnels = "kill"`
 does not turn `grep -rn 'ssh -R' docs/` into a kill. What a command runs is matched with
-`invocation` (see `rules.invocations`), and those rules may block or kill.
+`invocation` (see `invocations`), and those rules may block or kill.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from importlib import resources
 
 from ..errors import ProfileError
 from .actions import rank
-from .rules import Rule, parse_rule
+from .rule import Rule, parse_rule
 
 PACKS: tuple[str, ...] = ("tunnels", "recon", "mining", "secrets", "tamper", "escape")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import supervisor
 from ..guard import Engine, Token, Verdict, block_message, build_engine, plant
-from ..guard.rules import RECORDER_SHELLS
+from ..guard.evidence import RECORDER_SHELLS
 from ..jail import JailSpec
 from ..result import CommandResult
 from . import Part, PartSession

@@ -1,6 +1,6 @@
 """What a command runs versus what it mentions, and the behaviours the guard surfaces.
 
-`rules.invocations` turns command text into one string per simple command that would
+`invocations.invocations` turns command text into one string per simple command that would
 run; rules that block or kill match those, rules over the raw text only flag.
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from sandbox.guard import CommandText, DnsQuery, NetworkAttempt, ProcessExec, build_engine
-from sandbox.guard.rules import RECORDER_SHELL, argv_invocations, invocations
+from sandbox.guard.evidence import RECORDER_SHELL
+from sandbox.guard.invocations import argv_invocations, invocations
 
 ENGINE = build_engine()
 
