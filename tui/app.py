@@ -3,6 +3,8 @@
 Screens: MainScreen (sessions + alert feed) -> SessionScreen (one session), plus modals
 for kill confirmation, export and full command output, and `?` for help. Polling,
 kills and exports run in thread workers and post messages back (see messages.py).
+This module imports the screens; they reach the app only through `host.ScreenHost`,
+which `SandboxApp` satisfies, so no screen imports this module.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -14,12 +14,10 @@ from textual.worker import get_current_worker
 
 from . import fmt
 from .alert_feed import AlertFeed
+from .host import ScreenHost
 from .messages import FleetPolled
 from .poller import FleetPoller, FleetSnapshot
 from .sessions_table import SessionsTable
-
-if TYPE_CHECKING:
-    from .app import SandboxApp
 
 
 class MainScreen(Screen[None]):
@@ -47,8 +45,9 @@ class MainScreen(Screen[None]):
         self.wake = threading.Event()
 
     @property
-    def sandbox_app(self) -> SandboxApp:
-        return self.app  # type: ignore[return-value]
+    def host(self) -> ScreenHost:
+        """The app, through the one surface a screen may use (see host.py)."""
+        return cast(ScreenHost, self.app)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="■")
@@ -63,11 +62,11 @@ class MainScreen(Screen[None]):
     def on_mount(self) -> None:
         self.sub_title = "loading…"
         self.query_one(SessionsTable).focus()
-        self.sandbox_app.register_wake(self.wake)
+        self.host.register_wake(self.wake)
         self.poll_fleet()
 
     def on_unmount(self) -> None:
-        self.sandbox_app.unregister_wake(self.wake)
+        self.host.unregister_wake(self.wake)
         self.wake.set()
 
     # -- polling ------------------------------------------------------------------------
@@ -76,13 +75,13 @@ class MainScreen(Screen[None]):
     def poll_fleet(self) -> None:
         """Poll the store forever (until cancelled); one merged snapshot per poll."""
         worker = get_current_worker()
-        poller = FleetPoller(self.sandbox_app.store)
+        poller = FleetPoller(self.host.store)
         while not worker.is_cancelled:
             try:
                 self.post_message(FleetPolled(poller.poll()))
             except Exception as e:  # a busy or broken store must not end the polling
                 self.post_message(FleetPolled(self.snapshot, error=str(e)))
-            self.wake.wait(self.sandbox_app.poll_interval)
+            self.wake.wait(self.host.poll_interval)
             self.wake.clear()
 
     def on_fleet_polled(self, message: FleetPolled) -> None:
@@ -101,7 +100,7 @@ class MainScreen(Screen[None]):
         self.sub_title = sub
 
     def refresh_view(self) -> None:
-        now = self.sandbox_app.clock()
+        now = self.host.clock()
         self.query_one(SessionsTable).show(self.snapshot.sessions, now, self.query_text)
         self.query_one(AlertFeed).show(self.snapshot.alerts, now)
 
@@ -124,13 +123,13 @@ class MainScreen(Screen[None]):
     def open_session(self, event: DataTable.RowSelected) -> None:
         sid = self.query_one(SessionsTable).selected_id
         if sid:
-            self.sandbox_app.open_session(sid)
+            self.host.open_session(sid)
 
     @on(DataTable.RowSelected, "#alerts")
     def open_alert(self, event: DataTable.RowSelected) -> None:
         alert = self.query_one(AlertFeed).selected
         if alert:
-            self.sandbox_app.open_session(alert["session_id"], tab="alerts")
+            self.host.open_session(alert["session_id"], tab="alerts")
 
     # -- actions ------------------------------------------------------------------------
 
@@ -139,18 +138,18 @@ class MainScreen(Screen[None]):
         if session is None:
             self.notify("No session selected", severity="warning")
             return
-        self.sandbox_app.confirm_kill(session)
+        self.host.confirm_kill(session)
 
     def action_kill_all(self) -> None:
         live = [s for s in self.snapshot.sessions if fmt.is_live(s)]
-        self.sandbox_app.confirm_kill_all(live)
+        self.host.confirm_kill_all(live)
 
     def action_export(self) -> None:
         session = self.selected_session()
         if session is None:
             self.notify("No session selected", severity="warning")
             return
-        self.sandbox_app.choose_export(session["id"])
+        self.host.choose_export(session["id"])
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

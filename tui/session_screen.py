@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from rich.text import Text
 from textual import on, work
@@ -18,12 +18,10 @@ from textual.worker import get_current_worker
 from sandbox.textsafe import visible
 
 from . import fmt
+from .host import ScreenHost
 from .messages import SessionPolled
 from .output_modal import OutputModal
 from .poller import SessionPoller, event_group
-
-if TYPE_CHECKING:
-    from .app import SandboxApp
 
 MAX_ROWS = 1_000  # per table: the store keeps everything, the screen keeps the tail
 
@@ -74,8 +72,9 @@ class SessionScreen(Screen[None]):
         self.wake = threading.Event()
 
     @property
-    def sandbox_app(self) -> SandboxApp:
-        return self.app  # type: ignore[return-value]
+    def host(self) -> ScreenHost:
+        """The app, through the one surface a screen may use (see host.py)."""
+        return cast(ScreenHost, self.app)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="■")
@@ -93,11 +92,11 @@ class SessionScreen(Screen[None]):
             for label, width in columns:
                 table.add_column(label, key=label, width=width)
         self.table(self.initial_tab).focus()
-        self.sandbox_app.register_wake(self.wake)
+        self.host.register_wake(self.wake)
         self.poll_session()
 
     def on_unmount(self) -> None:
-        self.sandbox_app.unregister_wake(self.wake)
+        self.host.unregister_wake(self.wake)
         self.wake.set()
 
     def table(self, name: str) -> DataTable[Any]:
@@ -108,17 +107,17 @@ class SessionScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="session-poll")
     def poll_session(self) -> None:
         worker = get_current_worker()
-        poller = SessionPoller(self.sandbox_app.store, self.session_id)
+        poller = SessionPoller(self.host.store, self.session_id)
         while not worker.is_cancelled:
             try:
                 self.post_message(SessionPolled(poller.poll()))
             except Exception as e:  # keep tailing through a busy store; say why it stalls
-                self.sandbox_app.call_from_thread(
+                self.app.call_from_thread(
                     self.notify, f"cannot read session {self.session_id}: {e}",
                     severity="error")
                 if self.session is None:
                     return
-            self.wake.wait(self.sandbox_app.poll_interval)
+            self.wake.wait(self.host.poll_interval)
             self.wake.clear()
 
     def on_session_polled(self, message: SessionPolled) -> None:
@@ -191,7 +190,7 @@ class SessionScreen(Screen[None]):
         s = self.session
         if s is None:
             return
-        now = self.sandbox_app.clock()
+        now = self.host.clock()
         text = Text()
         text.append(visible(s["id"]), "bold")
         text.append(visible(f"  profile {s['profile']}  "))
@@ -243,7 +242,7 @@ class SessionScreen(Screen[None]):
 
     def action_kill(self) -> None:
         if self.session is not None:
-            self.sandbox_app.confirm_kill(self.session)
+            self.host.confirm_kill(self.session)
 
     def action_export(self) -> None:
-        self.sandbox_app.choose_export(self.session_id)
+        self.host.choose_export(self.session_id)
