@@ -83,7 +83,7 @@ class AsyncSandbox(Handle):
         """Start a process and stream it: `await p.write(b"..")`, `p.close_stdin()`,
         `async for chunk in p.stdout`, `await p.wait()` (its recorded ExecResult),
         `p.kill()`."""
-        return execute.spawn_async(
+        return await execute.spawn_async(
             self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
             max_output=max_output, user=user)
 

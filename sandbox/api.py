@@ -86,7 +86,7 @@ class Sandbox(Handle):
         """Start a process and stream it: `p.write(b"..")`, `p.close_stdin()`,
         `for chunk in p.stdout`, `p.wait()` (its recorded ExecResult), `p.kill()`."""
         async def start() -> Process:
-            return execute.spawn_async(
+            return await execute.spawn_async(
                 self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
                 max_output=max_output, user=user)
 

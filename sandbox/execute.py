@@ -259,11 +259,11 @@ def prepare(
                 alerts=box, join_cwd=join_cwd)
 
 
-def _child(ex: Exec, on_out: Callable[[bytes], None], on_err: Callable[[bytes], None]
-           ) -> AsyncChild:
+async def _child(ex: Exec, on_out: Callable[[bytes], None],
+                 on_err: Callable[[bytes], None]) -> AsyncChild:
     """The process: forked by the session's exec helper inside the jail (`fastexec`),
     else a `firejail --join` of its own."""
-    fast = fastexec.child(ex, on_out, on_err)
+    fast = await fastexec.child(ex, on_out, on_err)
     return fast if fast is not None else AsyncChild(ex.popen(), on_out, on_err)
 
 
@@ -285,7 +285,7 @@ async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> Ex
     if isinstance(ex, ExecResult):
         return ex
     loop = asyncio.get_running_loop()
-    child = _child(ex, ex.out.add, ex.err.add)
+    child = await _child(ex, ex.out.add, ex.err.add)
     timed_out = False
     try:
         child.write(ex.preamble + ex.data)
@@ -353,7 +353,10 @@ class Process:
         self._ex = ex
         self.stdout = Stream(ex.out)
         self.stderr = Stream(ex.err)
-        self._child = _child(ex, self.stdout.feed, self.stderr.feed)
+
+    async def _start(self) -> Process:
+        ex = self._ex
+        self._child = await _child(ex, self.stdout.feed, self.stderr.feed)
         self.pid = self._child.pid
         self._timed_out = False
         if ex.preamble or ex.data:
@@ -362,6 +365,7 @@ class Process:
         # its caller is still a command the agent ran), and reaped.
         self._done = asyncio.ensure_future(self._run())
         self._done.add_done_callback(_log_failure)
+        return self
 
     async def write(self, data: str | bytes) -> None:
         raw = data.encode() if isinstance(data, str) else data
@@ -417,9 +421,9 @@ def _log_failure(task: asyncio.Future[ExecResult]) -> None:
         log.warning("sandbox: a spawned process could not be recorded: %s", task.exception())
 
 
-def spawn_async(session: Session, cmd: list[str] | str, **kw: object) -> Process:
-    """Start `cmd` in the jail and hand back its streaming handle (call on the loop)."""
+async def spawn_async(session: Session, cmd: list[str] | str, **kw: object) -> Process:
+    """Start `cmd` in the jail and hand back its streaming handle."""
     ex = prepare(session, cmd, **kw)  # type: ignore[arg-type]
     if isinstance(ex, ExecResult):
         raise PermissionError(f"spawn {cmd!r}: blocked by the guard: {ex.stderr.strip()}")
-    return Process(ex)
+    return await Process(ex)._start()

@@ -296,7 +296,7 @@ class Helper:
 
     # -- one command --------------------------------------------------------------------
 
-    def launch(self, ex: Exec) -> FastProc | None:
+    async def launch(self, ex: Exec) -> FastProc | None:
         """Start `ex` through the helper; None: use the joined path (recorded why, if
         the helper is broken)."""
         if not self.ready():
@@ -307,11 +307,11 @@ class Helper:
             self.off(bad[1], bad[0])
             self.used["join"] += 1
             return None
-        proc = self._request(ex)
+        proc = await self._request(ex)
         self.used["fast" if proc is not None else "join"] += 1
         return proc
 
-    def _request(self, ex: Exec) -> FastProc | None:
+    async def _request(self, ex: Exec) -> FastProc | None:
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -344,7 +344,13 @@ class Helper:
             os.close(fd)
         theirs.close()
         fds = (in_w, out_r, err_r)
-        started = self._started(mine)
+        try:
+            started = await self._started(mine)
+        except BaseException:  # cancelled: the unconfirmed command gets no go (EOF: 127)
+            mine.close()
+            for fd in fds:
+                os.close(fd)
+            raise
         if isinstance(started, str):
             mine.close()
             for fd in fds:
@@ -357,10 +363,11 @@ class Helper:
         pidfd, info = started
         return FastProc(self, info.pid, pidfd, mine, *fds)
 
-    def _started(self, mine: socket.socket) -> tuple[int, PidInfo] | str:
+    async def _started(self, mine: socket.socket) -> tuple[int, PidInfo] | str:
         """The command's pidfd, vouched for by the kernel; else why not ("" when the
-        helper is well and only could not fork: this one exec goes the joined way)."""
-        if not select.select([mine], [], [], START_S)[0]:
+        helper is well and only could not fork: this one exec goes the joined way).
+        Awaited, not selected: the loop runs other sandboxes' execs meanwhile."""
+        if not await _readable(mine, START_S):
             return f"no start from the exec helper within {START_S}s (stopped or stuck)"
         try:
             msg, anc, _f, _a = mine.recvmsg(1, socket.CMSG_SPACE(4))
@@ -460,10 +467,10 @@ class FastProc:
                             {"pid": self.pid, "claimed": self.claim, "kernel": self._status})
         return self.returncode
 
-    def _read_claim(self) -> None:
+    def _read_claim(self, timeout: float = CLAIM_S) -> None:
         if self.claim is not None:
             return
-        if not select.select([self.sock], [], [], CLAIM_S)[0]:
+        if not select.select([self.sock], [], [], timeout)[0]:
             return
         with contextlib.suppress(OSError):
             data = self.sock.recv(5)
@@ -483,7 +490,14 @@ class FastProc:
 
     async def confirmed(self) -> int:
         """The status, once the process has exited (its pidfd is readable)."""
-        delay, deadline = 0.0002, time.monotonic() + CONFIRM_S
+        deadline = time.monotonic() + CONFIRM_S
+        if not self._step() and self.claim is None:
+            # The kernel holds the status once the helper has reaped, and the helper's
+            # claim follows its reap: one wake-up on the claim, not a polling loop. Only
+            # a hint: a claim sent early (or never) just falls through to the polls.
+            await _readable(self.sock, REAP_S)
+            self._read_claim(0.0)
+        delay = 0.0002
         while not self._step() and time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
@@ -500,6 +514,27 @@ class FastProc:
         from .child import kill_tree
 
         kill_tree(self.pid, root=True)
+
+
+async def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Until `sock` has something to read (or EOF), at most `timeout` seconds: whether
+    it has."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = sock.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await asyncio.wait_for(ready, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
 
 
 class FastChild(AsyncChild):
@@ -574,10 +609,10 @@ def helper(session: Session) -> Helper | None:
     return _helpers.get(session.id)
 
 
-def child(ex: Exec, on_out: Sink, on_err: Sink) -> FastChild | None:
+async def child(ex: Exec, on_out: Sink, on_err: Sink) -> FastChild | None:
     """`ex` started through the session's helper, or None for the joined path."""
     found = _helpers.get(ex.session.id)
     if found is None:
         return None
-    proc = found.launch(ex)
+    proc = await found.launch(ex)
     return FastChild(proc, on_out, on_err) if proc is not None else None

@@ -39,6 +39,7 @@ import struct
 import sys
 
 _PR_SET_DUMPABLE, _PR_SET_NAME = 4, 15
+_IGNORED: list[int] = []  # signals set to SIG_IGN in the helper (see main)
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:
@@ -71,15 +72,33 @@ def _request(ctl: socket.socket) -> tuple[list[int], bytes]:
     return fds, _read_exact(ctl, int.from_bytes(head, "big"))
 
 
+def _execvpe(argv: list[bytes], env: dict[bytes, bytes]) -> None:
+    """execvp(3)'s search of PATH. Not `os.execvpe`: that imports `warnings` in the child
+    on every call (a millisecond, more than the rest of the start)."""
+    name = argv[0]
+    if b"/" in name:
+        os.execve(name, argv, env)
+    path = env.get(b"PATH", b"/usr/local/bin:/usr/bin:/bin")
+    denied: OSError | None = None
+    for d in path.split(b":"):
+        try:
+            os.execve(os.path.join(d or b".", name), argv, env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError as e:  # execvp: remember it, try the rest, then report it
+            denied = e
+    raise denied or FileNotFoundError(name)
+
+
 def _child(fds: list[int], argv: list[bytes], env: dict[bytes, bytes], cwd: bytes) -> None:
     """In the forked child: become the command (never returns)."""
     sock, stdin, stdout, stderr = fds
     try:
         signal.set_wakeup_fd(-1)
-        for sig in range(1, signal.NSIG):  # the command gets default dispositions
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                with contextlib.suppress(OSError, ValueError):
-                    signal.signal(sig, signal.SIG_DFL)
+        # The command gets default dispositions. execve resets every handled signal by
+        # itself; only the ignored ones (SIGPIPE, SIGXFSZ: Python's) would carry over.
+        for sig in _IGNORED:
+            signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()  # its own session: the supervisor kills the tree by it (detached jobs)
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
@@ -93,7 +112,7 @@ def _child(fds: list[int], argv: list[bytes], env: dict[bytes, bytes], cwd: byte
         if os.read(sock, 1) != b"G":
             os._exit(127)
         try:
-            os.execvpe(argv[0], argv, env)
+            _execvpe(argv, env)
         except OSError as e:
             name = os.fsdecode(argv[0])
             why = "command not found" if isinstance(e, FileNotFoundError) else e.strerror
@@ -123,6 +142,11 @@ def main(ctl: socket.socket) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # Looked up once, not per command: what is ignored here (inherited, or Python's own)
+    # and must not stay ignored in a command.
+    _IGNORED.extend(s for s in signal.valid_signals()
+                    if s not in (signal.SIGKILL, signal.SIGSTOP)
+                    and signal.getsignal(s) == signal.SIG_IGN)
     children: dict[int, socket.socket] = {}
     ctl.sendall(b"H")
     while True:

@@ -43,7 +43,10 @@ def fsb(workspace: Path) -> Iterator[Sandbox]:
 def _joined(box: Sandbox, cmd: list[str] | str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The same exec on the joined path (one `firejail --join` of its own)."""
     with monkeypatch.context() as m:
-        m.setattr(fastexec, "child", lambda *a: None)
+        async def joined(*_a: object) -> None:
+            return None
+
+        m.setattr(fastexec, "child", joined)
         return box.exec(cmd)
 
 
@@ -81,6 +84,24 @@ def test_streams_stdin_status_and_signals_go_the_fast_way(fsb: Sandbox) -> None:
     assert r.stdout_bytes == blob
     assert helper.used["fast"] == before + 4 and helper.state == "ready"
     assert Store().commands(fsb.id)[-1]["source"] == "exec"
+
+
+def test_path_search_and_errors_are_execvps(fsb: Sandbox) -> None:
+    """The helper searches PATH itself (not `os.execvpe`): the command's own PATH, in
+    order, past missing and non-directory entries; a file that is not executable is
+    126 (PermissionError), a name found nowhere 127, as the joined path says."""
+    helper = _helper(fsb)
+    fsb.write_file("bin/hello", "#!/bin/sh\necho from-bin\n")
+    fsb.write_file("bin/plain", "echo never\n")
+    fsb.write_file("afile", "")
+    fsb.exec(["chmod", "+x", "bin/hello"])
+    before = helper.used["fast"]
+    path = f"/no/such:{fsb.workdir}/afile:{fsb.workdir}/bin:/usr/bin:/bin"
+    assert fsb.exec(["hello"], env={"PATH": path}).stdout == "from-bin\n"
+    with pytest.raises(PermissionError, match="not executable"):
+        fsb.exec(["plain"], env={"PATH": path})
+    assert fsb.exec(["no-such-program-xyz"], env={"PATH": path}).returncode == 127
+    assert helper.used["fast"] == before + 3 and helper.state == "ready"
 
 
 def test_timeout_kills_the_tree_with_detached_jobs(fsb: Sandbox) -> None:
