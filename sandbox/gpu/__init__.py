@@ -3,7 +3,8 @@
 - `backend`: the four-call `GpuBackend` interface, `Device`, `GpuProcess`, `NvmlUnavailable`.
 - `nvml`: the real backend (nvidia-ml-py); `fake`: `FakeNvml` for tests, shipped for users.
 - `visibility`: a profile's [gpu] -> granted devices -> firejail args and env (pure).
-- `monitor`: `GpuMonitor`, poll-and-kill quota enforcement and evidence events.
+- `monitor`: `GpuMonitor`, the poll loop: NVML readings -> `attribution` (which session
+  owns each GPU process) -> `quota` (poll-and-kill enforcement and evidence events).
 
 `get_backend()` gives the real backend or raises NvmlUnavailable with the fix. For tests
 that run the CLI in a subprocess, `SANDBOX_FAKE_NVML=/path/scenario.json` makes it return a
@@ -18,17 +19,11 @@ import logging
 import os
 import threading
 
+from .attribution import DeviceUsage, SessionGpu, SessionsProvider, SessionUsage
 from .backend import Device, GpuBackend, GpuProcess, NvmlUnavailable, ProcessType
 from .fake import FakeNvml, FakeProcess, FakeStep, fake_device
-from .monitor import (
-    DeviceUsage,
-    EmitFor,
-    GpuMonitor,
-    KillSession,
-    SessionGpu,
-    SessionsProvider,
-    SessionUsage,
-)
+from .monitor import GpuMonitor
+from .quota import EmitFor, KillSession
 from .visibility import (
     ALWAYS_HIDDEN,
     CONTROL_NODES,
