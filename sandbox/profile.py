@@ -7,20 +7,24 @@ names the file that holds the bad key, the key, and what is allowed there.
 
 Search order for a name: the shipped profiles, then the user dir (see `paths`), then, for
 anything that looks like a path (`./x.toml`, `/etc/x.toml`), that file.
+
+This module is the schema (the section dataclasses, with their docs and defaults) and the
+loading (files, search path, `extends`, overrides); checking a table against the schema
+and building the dataclasses is `profile_check`.
 """
 
 from __future__ import annotations
 
 import copy
 import sys
-import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from . import paths
 from .errors import NotFound, ProfileError
+from .profile_check import build, validate_table
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - the owner asked for tomli below 3.11
     import tomllib
@@ -69,6 +73,13 @@ class EnvSection:
 class LimitsSection:
     """Resource limits: rlimits through firejail, cgroup limits through the supervisor."""
 
+    # The smallest value each key accepts (0 means "no limit" where the doc says so); a
+    # negative or zero rlimit would only fail later, inside firejail, as a failed command.
+    MINIMUM: ClassVar[dict[str, float]] = {
+        "processes": 1, "open_files": 1, "file_size_mib": 1, "address_space_mib": 0,
+        "memory_mib": 0, "cpu_percent": 1, "pids": 1, "command_timeout_s": 0.001,
+        "disk_mib": 0,
+    }
     processes: int = _doc("RLIMIT_NPROC for the agent user (fork bombs).", 512)
     open_files: int = _doc("RLIMIT_NOFILE.", 1024)
     file_size_mib: int = _doc("RLIMIT_FSIZE: the largest file a command may write.", 4096)
@@ -215,6 +226,8 @@ class ExecSection:
 class Profile:
     """A resolved profile: every section filled, every value checked."""
 
+    NOT_IN_FILES: ClassVar[frozenset[str]] = frozenset({"name", "sources"})
+    """Set by `load` (the name asked for, the files read), never by a file."""
     name: str = _doc("The profile's name (its file name without .toml).", "default")
     description: str = _doc("One line shown by `sandbox profiles`.", "")
     extends: str = _doc("Parent profile name or path.", "")
@@ -232,94 +245,7 @@ class Profile:
     exec: ExecSection = field(default_factory=ExecSection)
 
 
-_TOP_KEYS_NOT_IN_FILES = {"name", "sources"}
-
 MAX_PROFILE_BYTES = 1 << 20  # a profile is a page of TOML; anything bigger is a mistake
-
-# The smallest value each [limits] key accepts (0 means "no limit" where the doc says so);
-# a negative or zero rlimit would only fail later, inside firejail, as a failed command.
-_LIMITS_MIN: dict[str, float] = {
-    "processes": 1, "open_files": 1, "file_size_mib": 1, "address_space_mib": 0,
-    "memory_mib": 0, "cpu_percent": 1, "pids": 1, "command_timeout_s": 0.001, "disk_mib": 0,
-}
-
-
-def _check_limits(values: dict[str, Any], file: str) -> None:
-    for key, value in values.items():
-        low = _LIMITS_MIN.get(key)
-        if low is not None and value < low:
-            need = ("0 (no limit) or more" if low == 0 else
-                    "more than 0" if isinstance(low, float) else f"at least {low:g}")
-            raise ProfileError(f"{file}: limits.{key} = {value!r} is not allowed: it must be "
-                               f"{need}")
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (list, dict):
-        return str(tp).replace("typing.", "")
-    return getattr(tp, "__name__", str(tp))
-
-
-def _check_value(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Literal:
-        if value not in args:
-            raise ProfileError(f"{where}: {value!r} is not allowed; use one of {_type_name(tp)}")
-        return value
-    if tp is Any:
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ProfileError(f"{where}: expected a number, got {type(value).__name__}")
-        return float(value)
-    if tp in (int, str, bool):
-        if type(value) is not tp:
-            raise ProfileError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ProfileError(f"{where}: expected a list, got {type(value).__name__}")
-        return [_check_value(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ProfileError(f"{where}: expected a table, got {type(value).__name__}")
-        return {k: _check_value(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    raise ProfileError(f"{where}: unsupported type {tp}")  # pragma: no cover
-
-
-def _section_type(tp: Any) -> type | None:
-    if isinstance(tp, types.UnionType):
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-    return tp if isinstance(tp, type) and is_dataclass(tp) else None
-
-
-def _validate_table(data: dict[str, Any], cls: type, where: str, file: str) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    allowed = {f.name for f in fields(cls)} - (_TOP_KEYS_NOT_IN_FILES if cls is Profile else set())
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{where}.{key}" if where else key
-        if key not in allowed:
-            raise ProfileError(
-                f"{file}: unknown key {name!r}; allowed here: {', '.join(sorted(allowed))}"
-            )
-        section = _section_type(hints[key])
-        if section is not None:
-            if not isinstance(value, dict):
-                raise ProfileError(f"{file}: {name!r} must be a table ([{name}])")
-            out[key] = _validate_table(value, section, name, file)
-            if section is LimitsSection:
-                _check_limits(out[key], file)
-        else:
-            try:
-                out[key] = _check_value(value, hints[key], name)
-            except ProfileError as e:
-                raise ProfileError(f"{file}: {e}") from None
-    return out
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -334,15 +260,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        section = _section_type(hints[key])
-        kwargs[key] = _build(section, value) if section is not None else value
-    return cls(**kwargs)
 
 
 _CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
@@ -374,7 +291,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ProfileError(f"{path}: invalid TOML: {e}") from e
     except UnicodeDecodeError as e:
         raise ProfileError(f"{path}: not UTF-8: {e}") from e
-    return _validate_table(raw, Profile, "", str(path))
+    return validate_table(raw, Profile, "", str(path))
 
 
 def search_path() -> list[Path]:
@@ -437,7 +354,7 @@ def load(ref: str = "default") -> Profile:
     data["name"] = Path(ref).stem if _looks_like_path(ref) else ref
     data["sources"] = [str(p) for p in reversed(chain)]
     data["extends"] = data.get("extends", "") if len(chain) > 1 else ""
-    return typing.cast(Profile, _build(Profile, data))
+    return typing.cast(Profile, build(Profile, data))
 
 
 def to_dict(obj: Any) -> Any:
@@ -455,6 +372,6 @@ def override(profile: Profile, changes: dict[str, Any], where: str = "code") -> 
     """`profile` with `changes` (tables as in a profile file, e.g. {"network": {"mode":
     "guarded"}}) merged over it and checked like a file: the per-sandbox settings of the
     API. `where` names the source in error messages."""
-    checked = _validate_table(changes, Profile, "", where)
+    checked = validate_table(changes, Profile, "", where)
     data = _merge({k: v for k, v in to_dict(profile).items() if v is not None}, checked)
-    return typing.cast(Profile, _build(Profile, data))
+    return typing.cast(Profile, build(Profile, data))
