@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import Sandbox, Store
-from sandbox.store_schema import SEALED_FIELDS
+from sandbox.record.schema import SEALED_FIELDS
 from tests.helpers import sandbox_cli
 
 
@@ -156,7 +156,7 @@ def test_a_schema_1_store_is_migrated_and_its_sessions_still_verify(test_dir: Pa
     st = Store(path)
     cols = {r[1] for r in st._db.execute("PRAGMA table_info(commands)")}
     assert "output_raw" in cols
-    from sandbox.store import SCHEMA_VERSION
+    from sandbox.record import SCHEMA_VERSION
 
     assert st._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] \
         == str(SCHEMA_VERSION)  # 3 since `host` on every row

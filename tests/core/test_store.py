@@ -7,6 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from sandbox import Store
 
 
@@ -116,3 +118,21 @@ def test_in_memory_store_for_users_tests() -> None:
     _session(st, "m")
     st.add_command("m", text="true", output="", exit_code=0, started=1.0, duration=0.0)
     assert st.verify("m")[0] and st.get_session("m")["n_commands"] == 1
+
+
+def test_open_store_hands_the_backend_the_url_it_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`open_store()` with no URL opens what `SANDBOX_STORE` names, and gives the backend
+    that URL: the choice it made, not the None it was called with."""
+    import sandbox.record as record
+
+    opened: list[object] = []
+
+    class Backend:
+        def __init__(self, url: object) -> None:
+            opened.append(url)
+
+    url = "postgresql://agent@db.invalid:5432/sandbox"
+    monkeypatch.setenv("SANDBOX_STORE", url)
+    monkeypatch.setattr(record, "PgStore", Backend)
+    record.open_store()
+    assert opened == [url]

@@ -28,7 +28,8 @@ import pytest
 
 from sandbox import Store, gc
 from sandbox.paths import acting_as_host
-from sandbox.store_pg import PgStore, _Pool
+from sandbox.record.pg import PgStore
+from sandbox.record.pg_pool import Pool
 from tests.helpers import make_workspace, sandbox_cli, wait_for
 
 # One supervisor process: starts N sandboxes (each with a small process tree), prints
@@ -400,7 +401,7 @@ def test_a_lost_connections_end_is_replayed_once_the_store_is_back(
                    duration=0.1)
     head = st.get_session("cafe000001")
     reason = "lost the event store: server closed the connection"
-    st._record_locally("cafe000001", reason, created, head.last_seq, head.head_hash)
+    st._losses.record_locally("cafe000001", reason, created, head.last_seq, head.head_hash)
     assert st.get_session("cafe000001").state == "running"
     assert "cafe000001" in gc.collect(st)
     s = st.get_session("cafe000001")
@@ -420,7 +421,7 @@ def test_a_schema_3_postgres_store_gains_heartbeats_and_the_watermark(store_url:
         conn.execute("DELETE FROM schema_migrations")
         conn.execute("INSERT INTO schema_migrations VALUES(3, 'old', 0)")
         conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
-    _Pool._migrated.discard((store_url, os.getpid()))
+    Pool._migrated.discard((store_url, os.getpid()))
     again = Store(store_url)
     versions = [r["version"] for r in again._query(
         "SELECT version FROM schema_migrations ORDER BY version")]

@@ -19,8 +19,8 @@ import pytest
 from sandbox import Sandbox, SessionClosed, SetupError, Store, gc, paths, profile
 from sandbox.errors import NotFound
 from sandbox.pgserver import PgServer
-from sandbox.store import StoreUnavailable
-from sandbox.store_pg import PgStore
+from sandbox.record import StoreUnavailable
+from sandbox.record.pg import PgStore
 from tests.helpers import gone, make_workspace, sandbox_cli, wait_for
 
 

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from sandbox import Store
-from sandbox.store import SCHEMA_VERSION, StoreBackend, StoreUnavailable
-from sandbox.store_pg import PgStore
-from sandbox.store_rows import CommandRow, ControlRow, EventRow, SessionRow
+from sandbox.record import SCHEMA_VERSION, StoreBackend, StoreUnavailable
+from sandbox.record.pg import PgStore
+from sandbox.record.rows import CommandRow, ControlRow, EventRow, SessionRow
 
 Raw = Callable[[str, tuple[Any, ...]], None]
 

@@ -85,7 +85,7 @@ def test_surfaced_behaviours_get_verdicts_in_a_real_session(test_dir: Path) -> N
     for rule in {rule for _, rule in SURFACED}:
         assert rule in show.stdout, rule
     # The per-episode report (RL pipelines) lists them as violations.
-    from sandbox.export import report
+    from sandbox.record.export import report
 
     rep = report(Store(), sid)
     assert {rule for _, rule in SURFACED} <= {v["rule"] for v in rep["violations"]}

@@ -257,6 +257,6 @@ def test_first_steps_surface_in_a_real_session(test_dir: Path,
     show = sandbox_cli("show", sid).stdout
     for rule in NEW:
         assert rule in show, rule
-    from sandbox.export import report
+    from sandbox.record.export import report
 
     assert {v["rule"] for v in report(Store(), sid)["violations"]} >= NEW

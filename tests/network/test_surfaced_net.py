@@ -176,6 +176,6 @@ def test_dns_and_proxy_behaviours_surface_in_a_real_session(
     show = sandbox_cli("show", sid).stdout
     for rule in want:
         assert rule in show, rule
-    from sandbox.export import report
+    from sandbox.record.export import report
 
     assert want <= {v["rule"] for v in report(Store(), sid)["violations"]}
