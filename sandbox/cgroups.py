@@ -18,111 +18,37 @@ tree, stays in the group: `kill()` ends them all and `pids()` still finds them.
 Groups live at the root of each hierarchy, not under the supervisor's own group, so a
 `sandbox gc` started from any shell finds them (`leftovers`). `resources` is what the
 session stores for crash cleanup; `cleanup(resources)` removes it from any process.
+
+Finding the hierarchies (`detect`, `available`) and the file helpers are in
+`cgroup_layout`; reading the counters into a sample is `cgroup_usage`. This module is
+the group's life: create, limit, join, observe, freeze, kill, remove.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import cgroup_usage
+from .cgroup_layout import (
+    CFS_PERIOD_US,
+    FIX,
+    PARENT,
+    SESSION_ID,
+    V2_CONTROLLERS,
+    Layout,
+    available,
+    detect,
+    read_keyed,
+    write,
+)
 from .errors import SetupError
 from .profile import LimitsSection
-
-PARENT = "sandbox"
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
-V2_CONTROLLERS = ("memory", "cpu", "pids")
-CFS_PERIOD_US = 100_000
-_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_FIX = "run the supervisor as root on a host with cgroups (see `sandbox doctor`)"
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the cgroup hierarchies are mounted: v2 `{"": dir}` or v1 controller -> dir."""
-
-    version: int
-    mounts: dict[str, Path] = field(default_factory=dict)
-
-
-def _mountinfo() -> list[tuple[str, str, list[str]]]:
-    """(fstype, mount point, super options) of every cgroup mount."""
-    out: list[tuple[str, str, list[str]]] = []
-    try:
-        text = Path("/proc/self/mountinfo").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        fstype, _source, opts = [*post.split(), "", ""][:3]
-        if fstype in ("cgroup", "cgroup2"):
-            point = pre.split()[4].replace("\\040", " ")
-            out.append((fstype, point, opts.split(",")))
-    return out
-
-
-def detect() -> Layout | None:
-    """v2 when a cgroup2 mount has memory, cpu and pids; else the v1 hierarchies; else None."""
-    mounts = _mountinfo()
-    for fstype, point, _opts in mounts:
-        if fstype != "cgroup2":
-            continue
-        try:
-            have = Path(point, "cgroup.controllers").read_text().split()
-        except OSError:
-            continue
-        if all(c in have for c in V2_CONTROLLERS):
-            return Layout(2, {"": Path(point)})
-    v1 = {c: Path(point) for fstype, point, opts in mounts if fstype == "cgroup"
-          for c in opts if c in V1_CONTROLLERS}
-    return Layout(1, v1) if v1 else None
-
-
-def available() -> tuple[bool, str]:
-    """(True, what will be used) or (False, what is missing and how to fix it)."""
-    if os.geteuid() != 0:
-        return False, f"cgroup limits need root (running as uid {os.geteuid()}): {_FIX}"
-    layout = detect()
-    if layout is None:
-        return False, f"no cgroup hierarchy is mounted: mount cgroup2 at /sys/fs/cgroup; {_FIX}"
-    if layout.version == 1:
-        missing = [c for c in V1_CONTROLLERS if c not in layout.mounts]
-        if missing:
-            return False, f"cgroup v1 controllers not mounted: {', '.join(missing)}; {_FIX}"
-    unwritable = [str(p) for p in layout.mounts.values() if not os.access(p, os.W_OK)]
-    if unwritable:
-        return False, f"cgroup hierarchy read-only: {', '.join(unwritable)}; {_FIX}"
-    if layout.version == 1:
-        return True, "cgroup v1 (" + ", ".join(V1_CONTROLLERS) + ")"
-    return True, f"cgroup v2 at {layout.mounts['']}"
-
-
-def _write(path: Path, value: str) -> None:
-    with open(path, "w") as fh:
-        fh.write(value)
-
-
-def _read_int(path: Path, default: int = 0) -> int:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return default
-    return default if text in ("", "max") else int(text)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
 
 
 def pids_max(limits: LimitsSection) -> int:
@@ -139,17 +65,6 @@ def pids_max(limits: LimitsSection) -> int:
     caps = [n for n in (limits.pids, limits.processes - 1 if limits.processes > 1 else 0)
             if n > 0]
     return min(caps) if caps else 0
-
-
-def _read_keyed(path: Path) -> dict[str, int]:
-    """'key value' lines (memory.events, pids.events, oom_control, cpu.stat)."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
-            key, _, value = line.partition(" ")
-            with contextlib.suppress(ValueError):
-                out[key] = int(value)
-    return out
 
 
 class SessionCgroup:
@@ -172,7 +87,7 @@ class SessionCgroup:
     @classmethod
     def create(cls, session_id: str, limits: LimitsSection) -> SessionCgroup:
         """Make `sandbox/<session_id>` with the profile's limits; SetupError when impossible."""
-        if not _SESSION_ID.match(session_id):
+        if not SESSION_ID.match(session_id):
             raise SetupError(f"session id {session_id!r} cannot name a cgroup")
         ok, reason = available()
         layout = detect()
@@ -185,16 +100,16 @@ class SessionCgroup:
             group._limit(limits)
         except OSError as e:
             group.remove()
-            raise SetupError(f"cannot set up cgroup {group.rel_path}: {e}; {_FIX}") from e
+            raise SetupError(f"cannot set up cgroup {group.rel_path}: {e}; {FIX}") from e
         return group
 
     def _make(self, layout: Layout) -> None:
         if self.version == 2:
             root = layout.mounts[""]
             want = " ".join(f"+{c}" for c in V2_CONTROLLERS)
-            _write(root / "cgroup.subtree_control", want)
+            write(root / "cgroup.subtree_control", want)
             (root / PARENT).mkdir(exist_ok=True)
-            _write(root / PARENT / "cgroup.subtree_control", want)
+            write(root / PARENT / "cgroup.subtree_control", want)
         for d in dict.fromkeys(self.dirs.values()):
             d.parent.mkdir(exist_ok=True)
             d.mkdir(exist_ok=False)
@@ -206,20 +121,20 @@ class SessionCgroup:
         if self.version == 2:
             d = self.dirs[""]
             if mem:
-                _write(d / "memory.max", str(mem))
+                write(d / "memory.max", str(mem))
                 if (d / "memory.swap.max").exists():
-                    _write(d / "memory.swap.max", "0")  # swap would make the limit soft
-            _write(d / "cpu.max", f"{quota or 'max'} {CFS_PERIOD_US}")
-            _write(d / "pids.max", pids)
+                    write(d / "memory.swap.max", "0")  # swap would make the limit soft
+            write(d / "cpu.max", f"{quota or 'max'} {CFS_PERIOD_US}")
+            write(d / "pids.max", pids)
             return
         if mem:
-            _write(self.dirs["memory"] / "memory.limit_in_bytes", str(mem))
+            write(self.dirs["memory"] / "memory.limit_in_bytes", str(mem))
             memsw = self.dirs["memory"] / "memory.memsw.limit_in_bytes"
             if memsw.exists():  # swap accounting on: cap memory+swap too
-                _write(memsw, str(mem))
-        _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
-        _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(quota or -1))
-        _write(self.dirs["pids"] / "pids.max", pids)
+                write(memsw, str(mem))
+        write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(quota or -1))
+        write(self.dirs["pids"] / "pids.max", pids)
 
     def enter_current_process(self) -> None:
         """Move the calling process into the group. Safe in a preexec_fn: os calls only.
@@ -237,7 +152,7 @@ class SessionCgroup:
     def add(self, pid: int) -> None:
         """Move an existing process into the group (every hierarchy)."""
         for path in self._procs_files:
-            _write(Path(os.fsdecode(path)), str(pid))
+            write(Path(os.fsdecode(path)), str(pid))
 
     # -- observe ------------------------------------------------------------------------
 
@@ -257,7 +172,7 @@ class SessionCgroup:
 
     def pids_max_hits(self) -> int:
         """Forks the group's pids.max has failed so far (pids.events `max`)."""
-        return _read_keyed(self._dir("pids") / "pids.events").get("max", 0)
+        return read_keyed(self._dir("pids") / "pids.events").get("max", 0)
 
     def dev_shm(self) -> dict[str, int]:
         """The jail's /dev/shm now: {dev_shm_bytes, dev_shm_size}, or {} when no member
@@ -297,37 +212,9 @@ class SessionCgroup:
         return None
 
     def memory_watch(self, fractions: Sequence[float]) -> list[int]:
-        """File descriptors that wake a poller when the group's memory nears its limit or
-        it goes out of memory, so a sample is taken then, while the jail still lives
-        (what fills memory can end the session in well under a sampling interval, and
-        its tmpfs files go with the jail's mount namespace). Caller closes them.
-
-        v1: eventfds on cgroup.event_control: every OOM (memory.oom_control), and usage
-        crossing each of `fractions` of the limit. v2: memory.events itself (POLLPRI
-        when a counter changes: `max` when usage hits the limit, then `oom_kill`)."""
-        fds: list[int] = []
-        try:
-            if self.version == 2:
-                fds.append(os.open(self.dirs[""] / "memory.events", os.O_RDONLY | os.O_CLOEXEC))
-                return fds
-            md = self.dirs["memory"]
-            limit = _read_int(md / "memory.limit_in_bytes")
-            targets = [("memory.oom_control", "")]
-            if 0 < limit < 1 << 60:
-                targets += [("memory.usage_in_bytes", f" {int(limit * f)}") for f in fractions]
-            for name, arg in targets:
-                efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-                fds.append(efd)
-                cfd = os.open(md / name, os.O_RDONLY | os.O_CLOEXEC)
-                try:  # the registration keeps its own reference: cfd may close
-                    _write(md / "cgroup.event_control", f"{efd} {cfd}{arg}")
-                finally:
-                    os.close(cfd)
-        except OSError:
-            for fd in fds:
-                os.close(fd)
-            return []
-        return fds
+        """Descriptors that wake the sampler when memory nears the limit (see
+        `cgroup_usage.memory_watch`); the caller closes them."""
+        return cgroup_usage.memory_watch(self.version, self.dirs, fractions)
 
     def sample(self) -> dict[str, Any]:
         """Usage now: cpu_percent (since the last sample), mem_bytes, pids, limit counters.
@@ -336,73 +223,14 @@ class SessionCgroup:
         (usage reached the limit; page-cache reclaim counts too), pids_max_hits (a fork
         failed at pids.max), cpu_periods / cpu_throttled (CFS periods runnable / out of
         quota)."""
-        if self.version == 2:
-            d = self.dirs[""]
-            cpu_stat = _read_keyed(d / "cpu.stat")
-            usage_ns = cpu_stat.get("usage_usec", 0) * 1000
-            events = _read_keyed(d / "memory.events")
-            mem = _read_int(d / "memory.current")
-            peak = _read_int(d / "memory.peak", mem)
-            mem_max = _read_int(d / "memory.max")
-            oom_kills, failcnt = events.get("oom_kill", 0), events.get("max", 0)
-            throttled_s = cpu_stat.get("throttled_usec", 0) / 1e6
-            quota_us, _, period = _read_text(d / "cpu.max").partition(" ")
-            mem_stat = _read_keyed(d / "memory.stat")
-            # swap.max is 0 (see _limit): a "max" event is a charge refused at it
-            swap = {"swap_max_hits": _read_keyed(d / "memory.swap.events").get("max", 0)}
-        else:
-            usage_ns = _read_int(self.dirs["cpuacct"] / "cpuacct.usage")
-            md = self.dirs["memory"]
-            mem = _read_int(md / "memory.usage_in_bytes")
-            peak = _read_int(md / "memory.max_usage_in_bytes", mem)
-            mem_max = _read_int(md / "memory.limit_in_bytes")
-            oom_kills = _read_keyed(md / "memory.oom_control").get("oom_kill", 0)
-            failcnt = _read_int(md / "memory.failcnt")
-            cpu_stat = _read_keyed(self.dirs["cpu"] / "cpu.stat")
-            throttled_s = cpu_stat.get("throttled_time", 0) / 1e9
-            quota_us = _read_text(self.dirs["cpu"] / "cpu.cfs_quota_us")
-            period = _read_text(self.dirs["cpu"] / "cpu.cfs_period_us")
-            mem_stat = _read_keyed(md / "memory.stat")
-            swap = {}
-            if (md / "memory.memsw.failcnt").exists():  # swap accounting is on
-                memsw_max = _read_int(md / "memory.memsw.limit_in_bytes")
-                swap = {"memsw_bytes": _read_int(md / "memory.memsw.usage_in_bytes"),
-                        "memsw_peak": _read_int(md / "memory.memsw.max_usage_in_bytes"),
-                        "memsw_limit": memsw_max if memsw_max < 1 << 60 else 0,
-                        "memsw_failcnt": _read_int(md / "memory.memsw.failcnt")}
-        cpu_limit = 0.0
-        with contextlib.suppress(ValueError, ZeroDivisionError):
-            if quota_us.strip() not in ("", "max", "-1"):
-                cpu_limit = int(quota_us) / int(period) * 100
-        pd = self._dir("pids")
+        counters = cgroup_usage.read(self.version, self.dirs)
         now = time.monotonic()
         last = self._last_cpu
-        self._last_cpu = (now, usage_ns)
+        self._last_cpu = (now, counters.usage_ns)
         cpu = 0.0
         if last is not None and now > last[0]:
-            cpu = max(0.0, (usage_ns - last[1]) / 1e9 / (now - last[0]) * 100)
-        return {
-            "cpu_percent": round(cpu, 1),
-            "cpu_seconds": round(usage_ns / 1e9, 3),
-            "mem_bytes": mem,
-            "mem_peak": peak,
-            "mem_limit": mem_max if mem_max < 1 << 60 else 0,
-            "pids": _read_int(pd / "pids.current"),
-            "pids_limit": _read_int(pd / "pids.max"),
-            "pids_max_hits": _read_keyed(pd / "pids.events").get("max", 0),
-            "oom_kills": oom_kills,
-            "mem_failcnt": failcnt,
-            **swap,
-            # tmpfs and shm pages charged to the group: not reclaimable without swap, so
-            # files in /dev/shm or /tmp hold their memory until the jail ends.
-            "shmem_bytes": mem_stat.get("shmem", 0),
-            **self.dev_shm(),
-            # CFS bandwidth: periods the group was runnable, and those it hit its quota in.
-            "cpu_periods": cpu_stat.get("nr_periods", 0),
-            "cpu_throttled": cpu_stat.get("nr_throttled", 0),
-            "cpu_throttled_s": round(throttled_s, 3),
-            "cpu_limit_percent": round(cpu_limit, 1),  # 0 = no quota
-        }
+            cpu = max(0.0, (counters.usage_ns - last[1]) / 1e9 / (now - last[0]) * 100)
+        return cgroup_usage.as_sample(counters, cpu, self._dir("pids"), self.dev_shm())
 
     # -- end ----------------------------------------------------------------------------
 
@@ -417,7 +245,7 @@ class SessionCgroup:
         if self.version == 2 and (self.dirs[""] / "cgroup.kill").exists():
             n = len(self.pids())
             with contextlib.suppress(OSError):
-                _write(self.dirs[""] / "cgroup.kill", "1")
+                write(self.dirs[""] / "cgroup.kill", "1")
             self._wait_empty(deadline)
             return n
         killed: set[int] = set()
@@ -447,9 +275,9 @@ class SessionCgroup:
         want = "FROZEN" if frozen else "THAWED"
         try:
             if self.version == 2:
-                _write(self.dirs[""] / "cgroup.freeze", "1" if frozen else "0")
+                write(self.dirs[""] / "cgroup.freeze", "1" if frozen else "0")
             else:
-                _write(self.dirs["freezer"] / "freezer.state", want)
+                write(self.dirs["freezer"] / "freezer.state", want)
         except OSError:
             return False
         while time.monotonic() < deadline:
@@ -460,7 +288,7 @@ class SessionCgroup:
 
     def _freezer_state(self) -> str | None:
         if self.version == 2:
-            ev = _read_keyed(self.dirs[""] / "cgroup.events")
+            ev = read_keyed(self.dirs[""] / "cgroup.events")
             if "frozen" not in ev:
                 return None
             return "FROZEN" if ev["frozen"] else "THAWED"
@@ -515,7 +343,7 @@ class SessionCgroup:
         for c, raw in dict(resources["dirs"]).items():
             d = Path(raw)
             if (d.name != sid or d.parent.name != PARENT or ".." in d.parts
-                    or str(d.parent.parent) not in mounts or not _SESSION_ID.match(sid)):
+                    or str(d.parent.parent) not in mounts or not SESSION_ID.match(sid)):
                 raise SetupError(f"refusing to clean up {raw!r}: not a sandbox cgroup")
             dirs[str(c)] = d
         return cls(sid, int(resources["version"]), dirs)
@@ -536,7 +364,7 @@ def leftovers(live: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
     for c, mount in layout.mounts.items():
         with contextlib.suppress(OSError):
             for d in (mount / PARENT).iterdir():
-                if d.is_dir() and d.name not in skip and _SESSION_ID.match(d.name):
+                if d.is_dir() and d.name not in skip and SESSION_ID.match(d.name):
                     found.setdefault(d.name, {})[c] = d
     return {sid: SessionCgroup(sid, layout.version, dirs).resources
             for sid, dirs in sorted(found.items())}

@@ -35,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import cgroups, supervisor
+from .. import cgroup_layout, supervisor
 from ..gpu import (
     GpuMonitor,
     NvmlUnavailable,
@@ -127,7 +127,7 @@ def _cgroup_session(pid: int) -> str | None:
         return None
     for line in text.splitlines():
         parts = line.split(":", 2)[-1].strip("/").split("/")
-        if len(parts) >= 2 and parts[0] == cgroups.PARENT:
+        if len(parts) >= 2 and parts[0] == cgroup_layout.PARENT:
             return parts[1]
     return None
 

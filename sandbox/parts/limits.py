@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import cgroups, supervisor
+from .. import cgroup_layout, supervisor
 from ..cgroups import SessionCgroup
 from ..jail import JailSpec
 from ..sampler import ResourceSampler
@@ -97,7 +97,7 @@ class LimitsPart(Part):
     cgroup: SessionCgroup | None = None
 
     def before_jail(self, spec: JailSpec) -> JailSpec:
-        ok, reason = cgroups.available()
+        ok, reason = cgroup_layout.available()
         if not ok and os.geteuid() != 0:
             self.session.emit("session.warning", {
                 "reason": f"no cgroup limits ({reason}); rlimits only"}, severity="warning")

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.cgroups import SessionCgroup, available
+from sandbox.cgroup_layout import available
+from sandbox.cgroups import SessionCgroup
 from sandbox.events import ListEmit
 from sandbox.procmon import ProcessMonitor
 from sandbox.profile import LimitsSection

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import cgroups, proctree
+from sandbox import cgroup_layout, cgroups, proctree
 from sandbox.errors import SetupError
 from sandbox.events import ListEmit
 from sandbox.profile import LimitsSection
@@ -24,7 +24,7 @@ from tests.procs.conftest import new_id
 
 def test_layout_on_this_host_is_usable() -> None:
     """available() says yes as root and names the hierarchy it will use."""
-    ok, reason = cgroups.available()
+    ok, reason = cgroup_layout.available()
     assert ok, reason
     assert "cgroup" in reason
 
@@ -124,7 +124,7 @@ def test_cleanup_after_crash_and_leftovers() -> None:
 
 def test_cleanup_refuses_paths_that_are_not_sandbox_groups() -> None:
     """Resources come from a database; cleanup must not rmdir anything it did not make."""
-    mount = next(iter(cgroups.detect().mounts.values()))  # type: ignore[union-attr]
+    mount = next(iter(cgroup_layout.detect().mounts.values()))  # type: ignore[union-attr]
     for bad in (str(mount / "process_api" / "x"), "/etc/x", str(mount / "sandbox" / ".." / "x")):
         with pytest.raises(SetupError):
             cgroups.cleanup({"session_id": "x", "version": 1, "dirs": {"memory": bad}})

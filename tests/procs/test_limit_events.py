@@ -18,7 +18,8 @@ from sandbox.guard import build_engine
 from sandbox.guard.packs import all_rules
 from sandbox.parts import limits
 from sandbox.profile import GuardSection
-from sandbox.sampler import ResourceSampler, _State
+from sandbox.resource_rules import Readings
+from sandbox.sampler import ResourceSampler
 from tests.helpers import make_workspace, procs_matching, sandbox_cli, wait_for
 
 # The verdict on a breach comes from a guard rule over `resource.breach` samples. Until a
@@ -138,12 +139,12 @@ def test_mining_saturation_rule_fires_on_the_samplers_window() -> None:
     sampler = ResourceSampler(interval=1.0, sample_every=5.0, clock=lambda: clock[0])
     emit = ListEmit()
     engine = build_engine(GuardSection())
-    st = _State()
+    st = Readings()
     for t in range(0, 330):
         clock[0] = float(t)
         sample = {"cpu_seconds": 0.95 * t, "cpu_percent": 95.0, "mem_bytes": 1 << 20,
                   "pids": 3, "pids_limit": 1024, "cpu_periods": 0, "cpu_throttled": 0}
-        sampler._check(sample, emit, st)
+        sampler.rules.check(sample, emit, st)
     fired = []
     for e in emit.of_kind("resource.sample"):
         if any(v.rule_id == "mining.cpu_saturation" for v in engine.evaluate_event(e)):
@@ -156,9 +157,9 @@ def test_mining_saturation_rule_fires_on_the_samplers_window() -> None:
 def _drive(sampler: ResourceSampler, clock: list[float], readings: list[dict[str, Any]]
            ) -> ListEmit:
     """Feed readings one second apart through the sampler's per-session check."""
-    emit, st = ListEmit(), _State()
+    emit, st = ListEmit(), Readings()
     for reading in readings:
-        sampler._check({"pids_limit": 40, **reading}, emit, st)
+        sampler.rules.check({"pids_limit": 40, **reading}, emit, st)
         clock[0] += 1.0
     return emit
 

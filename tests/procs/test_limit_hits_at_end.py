@@ -24,7 +24,8 @@ from sandbox.cgroups import SessionCgroup, pids_max
 from sandbox.events import ListEmit
 from sandbox.parts import limits
 from sandbox.profile import LimitsSection
-from sandbox.sampler import ResourceSampler, _State
+from sandbox.resource_rules import Readings
+from sandbox.sampler import ResourceSampler
 from sandbox.store import SEVERITIES
 from tests.helpers import sandbox_cli
 from tests.procs.test_limit_events import _breaches, _profile, _verdicts
@@ -210,9 +211,9 @@ def test_process_limit_binds_below_the_rlimit() -> None:
 
 def _feed(sampler: ResourceSampler, clock: list[float], readings: list[dict[str, Any]]
           ) -> ListEmit:
-    emit, st = ListEmit(), _State()
+    emit, st = ListEmit(), Readings()
     for reading in readings:
-        sampler._check(reading, emit, st)
+        sampler.rules.check(reading, emit, st)
         clock[0] += 1.0
     return emit
 
