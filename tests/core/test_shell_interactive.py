@@ -57,7 +57,7 @@ def _c(num: int, text: str) -> bytes:
 
 
 def _parser() -> tuple[object, list[tuple[str, bytes, int | None]], list[dict]]:
-    from sandbox.shell import InteractiveParser
+    from sandbox.shell.relay import InteractiveParser
 
     rows: list[tuple[str, bytes, int | None]] = []
     tampers: list[dict] = []
