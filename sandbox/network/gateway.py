@@ -20,62 +20,37 @@ A connection that names an allowed host (TLS SNI, HTTP Host) but dials an addres
 resolver never gave for it is fronting by IP (`curl --resolve good:443:OTHER`, a forged
 Host): its reason says `domain fronting: ...`, whichever check denied it first.
 
-A few denied connections to control-plane ports of one address (Docker 2375, kubelet
-10250, kube-apiserver 6443, etcd 2379, Elasticsearch 9200, Redis 6379) are one
-`net.scan` of kind `control_plane`: the first steps of probing internal services, long
-before a burst is big enough to be a scan.
-
 In guarded mode the same path relays TLS and HTTP to any destination the denies leave
 open, so "denied" no longer covers a sweep: the scan detector also counts allowed
 connections that look like fan-out rather than use, i.e. to an IP the resolver never
 handed out (an IP literal) or to a port other than 80/443.
+
+The detectors are `scans`; the socket plumbing (original destination, reset, the splice
+relay) is `relay`. This module is the per-connection path: peek, decide, relay, record.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import os
 import socket
-import struct
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..events import Emit
-from .policy import UNRESOLVED, Decision, Policy, fronting, normalize_name
+from .entries import normalize_name
+from .policy import UNRESOLVED, Decision, Policy, fronting
+from .relay import original_dst, pump, reset
+from .scans import ControlPlaneDetector, ScanDetector
 from .sniff import MAX_SNIFF, Sniffed, sniff
 
-SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h, level SOL_IP
 SNIFF_TIMEOUT_S = 2.0
 PEEK_TIMEOUT_S = 0.3  # after an IP pre-check deny: classify for the record, decide nothing
 CONNECT_TIMEOUT_S = 10.0
-RELAY_BUFFER = 256 * 1024
 FIRST_BYTES_KEPT = 1024
 MAX_CONNECTIONS = 512
 CLOSE_WAIT_S = 1.0
-SCAN_TARGETS = 15  # distinct denied (ip, port) pairs within SCAN_WINDOW_S make a scan
-SCAN_WINDOW_S = 10.0
-SCAN_COOLDOWN_S = 30.0
 WEB_PORTS = frozenset({80, 443})  # guarded: allowed connections elsewhere count as fan-out
-# Services whose API on the network is a way into a host or cluster, and that an agent has
-# no business dialling unless an allow entry names them: what probing "internal network
-# resources" tries first (the Docker API, kubelet, kube-apiserver, etcd, Elasticsearch,
-# Redis, plus their usual siblings).
-CONTROL_PLANE_PORTS: dict[int, str] = {
-    2375: "docker", 2376: "docker-tls", 2379: "etcd", 2380: "etcd-peer",
-    6443: "kube-apiserver", 10250: "kubelet", 10255: "kubelet-ro", 10257: "kube-controller",
-    10259: "kube-scheduler", 9200: "elasticsearch", 6379: "redis",
-}
-# Two distinct control-plane ports of one address: one client never needs both (a single
-# refused Redis or retries to one port stay quiet). The window is long because an agent
-# probes one command per turn, not in a burst.
-CONTROL_PLANE_MIN_PORTS = 2
-CONTROL_PLANE_WINDOW_S = 600.0
-CONTROL_PLANE_MAX_HITS = 256  # memory bound over the window
 
 
 class Names(Protocol):
@@ -84,94 +59,6 @@ class Names(Protocol):
     def ips_for(self, name: str) -> set[str]: ...
     def names_for(self, ip: str) -> set[str]: ...
     def known_ips(self) -> set[str]: ...
-
-
-def original_dst(conn: socket.socket) -> tuple[str, int]:
-    """The address the sandbox asked for, before the nftables redirect."""
-    raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-    port, packed = struct.unpack_from("!2xH4s", raw)
-    return socket.inet_ntoa(packed), port
-
-
-def reset(conn: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0): the client sees 'connection reset', not a clean EOF."""
-    with contextlib.suppress(OSError):
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
-
-
-class ScanDetector:
-    """Many distinct targets in a short window -> one `net.scan`, then a cooldown.
-
-    A target is a denied (ip, port), or, in guarded mode, an allowed one that looks like
-    fan-out (`Gateway._fans_out`); `allowed_targets` in the event counts the latter."""
-
-    def __init__(self, emit: Emit, clock: Callable[[], float] = time.monotonic) -> None:
-        self.emit = emit
-        self.clock = clock
-        self._hits: deque[tuple[float, str, int, bool]] = deque()
-        self._quiet_until = 0.0
-        self._lock = threading.Lock()
-
-    def denied(self, ip: str, port: int) -> None:
-        self.target(ip, port, allowed=False)
-
-    def target(self, ip: str, port: int, *, allowed: bool) -> None:
-        with self._lock:
-            now = self.clock()
-            self._hits.append((now, ip, port, allowed))
-            while self._hits and now - self._hits[0][0] > SCAN_WINDOW_S:
-                self._hits.popleft()
-            targets = {(i, p) for _, i, p, _ in self._hits}
-            if len(targets) < SCAN_TARGETS or now < self._quiet_until:
-                return
-            self._quiet_until = now + SCAN_COOLDOWN_S
-            hosts = sorted({i for i, _ in targets})
-            ports = sorted({p for _, p in targets})
-            allowed_targets = len({(i, p) for _, i, p, a in self._hits if a})
-        self.emit("net.scan", {
-            "kind": "burst", "distinct_targets": len(targets), "hosts": len(hosts),
-            "n_ports": len(ports),
-            "sample_hosts": hosts[:10], "ports": ports[:50], "window_s": SCAN_WINDOW_S,
-            "allowed_targets": allowed_targets,
-        }, severity="alert", action="flag")
-
-
-class ControlPlaneDetector:
-    """A few control-plane ports of one address -> one `net.scan` (kind control_plane)
-    per address and window. Counts what `ScanDetector` counts (denied connections, and in
-    guarded mode allowed fan-out), on `CONTROL_PLANE_PORTS` only."""
-
-    def __init__(self, emit: Emit, clock: Callable[[], float] = time.monotonic) -> None:
-        self.emit = emit
-        self.clock = clock
-        self._hits: deque[tuple[float, str, int, bool]] = deque(maxlen=CONTROL_PLANE_MAX_HITS)
-        self._flagged: dict[str, float] = {}  # ip -> when its event was emitted
-        self._lock = threading.Lock()
-
-    def target(self, ip: str, port: int, *, allowed: bool) -> None:
-        if port not in CONTROL_PLANE_PORTS:
-            return
-        with self._lock:
-            now = self.clock()
-            self._hits.append((now, ip, port, allowed))
-            while self._hits and now - self._hits[0][0] > CONTROL_PLANE_WINDOW_S:
-                self._hits.popleft()
-            for old in [i for i, t in self._flagged.items()
-                        if now - t > CONTROL_PLANE_WINDOW_S]:
-                del self._flagged[old]
-            mine = [(p, a) for _, i, p, a in self._hits if i == ip]
-            ports = sorted({p for p, _ in mine})
-            if len(ports) < CONTROL_PLANE_MIN_PORTS or ip in self._flagged:
-                return
-            self._flagged[ip] = now
-            allowed_targets = len({p for p, a in mine if a})
-        self.emit("net.scan", {
-            "kind": "control_plane", "distinct_targets": len(ports), "hosts": 1,
-            "n_ports": len(ports), "sample_hosts": [ip], "ports": ports,
-            "services": [CONTROL_PLANE_PORTS[p] for p in ports], "attempts": len(mine),
-            "window_s": CONTROL_PLANE_WINDOW_S, "allowed_targets": allowed_targets,
-        }, severity="alert", action="flag")
 
 
 class Gateway:
@@ -369,9 +256,9 @@ class Gateway:
         counts = [len(first), 0]
         with contextlib.suppress(OSError):  # a failed send shows up in the pumps
             upstream.sendall(first)
-        down = threading.Thread(target=_pump, args=(upstream, conn, counts, 1), daemon=True)
+        down = threading.Thread(target=pump, args=(upstream, conn, counts, 1), daemon=True)
         down.start()
-        _pump(conn, upstream, counts, 0)
+        pump(conn, upstream, counts, 0)
         down.join()
         for s in (conn, upstream):
             s.close()
@@ -385,65 +272,3 @@ class Gateway:
             "bytes_down": down, "duration": round(time.monotonic() - t0, 4),
         }, severity="info" if d.allowed else ("alert" if mining else "warning"),
            action="record" if d.allowed else "block")
-
-
-def _pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int) -> None:
-    """Copy src -> dst until EOF or error, then half-close dst so the peer sees EOF.
-
-    The bytes move with splice(2) through a pipe, kernel to kernel: a Python read/write
-    loop reached ~40 % of direct throughput, splice reaches most of it. The first bytes
-    (what the decision read) were already inspected; the rest is relayed unseen.
-    """
-    try:
-        try:
-            _splice_pump(src, dst, counts, slot)
-        except _NoSplice:
-            _copy_pump(src, dst, counts, slot)
-    except OSError:
-        # One side broke (reset, teardown): end both directions, so the other pump wakes.
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-        return
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
-
-
-class _NoSplice(Exception):
-    """splice(2) is not available for these sockets: fall back to a copy loop."""
-
-
-def _splice_pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int) -> None:
-    r, w = os.pipe()
-    try:
-        with contextlib.suppress(OSError, AttributeError):
-            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, RELAY_BUFFER)
-        first = True
-        while True:
-            try:
-                n = os.splice(src.fileno(), w, RELAY_BUFFER)
-            except OSError as e:
-                if first and e.errno in (errno.EINVAL, errno.ENOSYS):
-                    raise _NoSplice from e
-                raise
-            first = False
-            if not n:
-                return
-            left = n
-            while left:
-                left -= os.splice(r, dst.fileno(), left)
-            counts[slot] += n
-    finally:
-        os.close(r)
-        os.close(w)
-
-
-def _copy_pump(src: socket.socket, dst: socket.socket, counts: list[int], slot: int) -> None:
-    buf = bytearray(RELAY_BUFFER)
-    view = memoryview(buf)
-    while True:
-        n = src.recv_into(buf)
-        if not n:
-            return
-        dst.sendall(view[:n])
-        counts[slot] += n

@@ -18,18 +18,28 @@ Two modes share everything but the last step. Order of a decision, first match w
 5. `allowlist`: nothing else. `guarded`: TLS and HTTP to any other name, IP and port;
    SSH (a tunnel protocol) only where step 4 allowed it, i.e. an allow entry lifts it
    for a named host and port.
+
+Parsing one entry (`parse_rule`) and matching a name against it are in `entries`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+from .entries import (
+    PROTOCOLS,
+    IPAddr,
+    IPNet,
+    Rule,
+    default_protocols,
+    in_any,
+    name_matches,
+    normalize_name,
+    parse_rule,
+)
 
-PROTOCOLS = frozenset({"tls", "http", "ssh"})
 MODES = ("allowlist", "guarded")
 # Security choice: what guarded mode relays without an allow entry. TLS and HTTP are what
 # "the open internet" means to package managers, git over https, APIs and browsers, and
@@ -50,13 +60,6 @@ BUILTIN_DENY: dict[str, tuple[str, ...]] = {
 }
 
 
-def default_protocols(port: int) -> frozenset[str]:
-    """What a port implies when the profile does not say: 443 tls, 80 http, 22 ssh."""
-    return {443: frozenset({"tls"}), 80: frozenset({"http"}), 22: frozenset({"ssh"})}.get(
-        port, frozenset({"tls", "http"})
-    )
-
-
 @dataclass(frozen=True)
 class Decision:
     """A verdict ("allow" or "deny") and the reason recorded with it."""
@@ -70,99 +73,6 @@ class Decision:
         return self.verdict == "allow"
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One parsed entry: a host pattern or an IP network, ports (empty = any), protocols."""
-
-    text: str
-    pattern: str | None = None
-    network: IPNet | None = None
-    ports: frozenset[int] = frozenset()
-    protocols: Mapping[int, frozenset[str]] = field(default_factory=dict)
-    any_protocols: frozenset[str] = frozenset()
-
-    def port_ok(self, port: int) -> bool:
-        return not self.ports or port in self.ports
-
-    def protocols_for(self, port: int) -> frozenset[str]:
-        return self.protocols.get(port, self.any_protocols)
-
-
-def normalize_name(name: str) -> str:
-    return name.strip().rstrip(".").lower()
-
-
-def name_matches(pattern: str, name: str) -> bool:
-    """`*.example.org` matches any subdomain (any depth) but not the apex; others exactly."""
-    name = normalize_name(name)
-    if pattern.startswith("*."):
-        return name.endswith(pattern[1:]) and len(name) > len(pattern) - 1
-    return name == pattern
-
-
-def _parse_ports(text: str, entry: str) -> frozenset[int]:
-    ports = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part.isdigit() or not 0 < int(part) < 65536:
-            raise ValueError(f"network entry {entry!r}: bad port {part!r}")
-        ports.add(int(part))
-    return frozenset(ports)
-
-
-def _split(entry: str) -> tuple[str, str | None]:
-    """'host:443,22' -> ('host', '443,22'); '[2001:db8::1]:443' and bare IPv6 handled."""
-    entry = entry.strip()
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        return host, rest[1:] if rest.startswith(":") else None
-    if entry.count(":") > 1:  # bare IPv6 address or network, no port
-        return entry, None
-    host, sep, ports = entry.partition(":")
-    return host, ports if sep else None
-
-
-def _as_network(host: str) -> IPNet | None:
-    try:
-        return ipaddress.ip_network(host, strict=False)
-    except ValueError:
-        return None
-
-
-def _check_pattern(host: str, entry: str) -> str:
-    host = normalize_name(host)
-    label_chars = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
-    bare = host[2:] if host.startswith("*.") else host
-    if not bare or not set(bare) <= label_chars or "*" in bare or ".." in bare:
-        raise ValueError(f"network entry {entry!r}: {host!r} is not a host name or *.domain")
-    return host
-
-
-def parse_rule(
-    entry: str, protocols: Mapping[str, Iterable[str]] | None = None, *, need_port: bool = True
-) -> Rule:
-    """Parse one allow (need_port) or deny entry; `protocols` is NetworkSection.protocols."""
-    host, port_text = _split(entry)
-    if port_text is None and need_port:
-        raise ValueError(f"network allow entry {entry!r} needs a port, e.g. {host}:443")
-    ports = _parse_ports(port_text, entry) if port_text is not None else frozenset()
-    net = _as_network(host)
-    pattern = None if net is not None else _check_pattern(host, entry)
-    chosen: frozenset[str] | None = None
-    for key in (entry.strip(), host, pattern or host):
-        if protocols and key in protocols:
-            chosen = frozenset(p.lower() for p in protocols[key])
-            if not chosen <= PROTOCOLS:
-                bad = ", ".join(sorted(chosen - PROTOCOLS))
-                raise ValueError(f"network protocols for {key!r}: unknown {bad} (tls, http, ssh)")
-            break
-    per_port = {p: chosen if chosen is not None else default_protocols(p) for p in ports}
-    return Rule(
-        text=entry, pattern=pattern, network=net, ports=ports, protocols=per_port,
-        any_protocols=chosen if chosen is not None else PROTOCOLS,
-    )
-
-
 UNRESOLVED = "destination IP was not resolved for an allowed name"
 FRONTING = "domain fronting: "  # reason prefix the guard's fronting rule keys on
 
@@ -171,10 +81,6 @@ def fronting(name: str, dst_ip: str) -> Decision:
     """The deny for an allowed name on an address the resolver never gave for it."""
     return Decision("deny", f"{FRONTING}{dst_ip} was not resolved for {normalize_name(name)}",
                     name)
-
-
-def _in(ip: IPAddr, nets: Iterable[IPNet]) -> bool:
-    return any(ip.version == n.version and ip in n for n in nets)
 
 
 class Policy:
@@ -210,7 +116,7 @@ class Policy:
     def builtin_denied(self, ip: IPAddr) -> str | None:
         """The built-in category that denies `ip`, or None."""
         for category, nets in self.builtin.items():
-            if _in(ip, nets):
+            if in_any(ip, nets):
                 if category == "lan" and self._explicit_ip_rule(ip) is not None:
                     continue
                 return category
@@ -218,7 +124,7 @@ class Policy:
 
     def _explicit_ip_rule(self, ip: IPAddr, port: int | None = None) -> Rule | None:
         for rule in self.allow:
-            if rule.network is not None and _in(ip, [rule.network]) and (
+            if rule.network is not None and in_any(ip, [rule.network]) and (
                 port is None or rule.port_ok(port)
             ):
                 return rule
@@ -277,7 +183,7 @@ class Policy:
             return True
         if self.builtin_denied(ip) is not None:
             return False
-        if any(r.network is not None and _in(ip, [r.network]) and r.port_ok(port)
+        if any(r.network is not None and in_any(ip, [r.network]) and r.port_ok(port)
                for r in self.deny):
             return False
         return self.guarded or self._explicit_ip_rule(ip, port) is not None
@@ -294,7 +200,7 @@ class Policy:
         if category:
             return f"built-in deny: {category}"
         for rule in self.deny:
-            if rule.network is not None and not rule.ports and _in(ip, [rule.network]):
+            if rule.network is not None and not rule.ports and in_any(ip, [rule.network]):
                 return f"deny entry {rule.text}"
         return None
 
@@ -329,7 +235,7 @@ class Policy:
         if category:
             return Decision("deny", f"built-in deny: {category}")
         for rule in self.deny:
-            if rule.network is not None and _in(ip, [rule.network]) and rule.port_ok(dst_port):
+            if rule.network is not None and in_any(ip, [rule.network]) and rule.port_ok(dst_port):
                 return Decision("deny", f"deny entry {rule.text}")
         if self.guarded:  # any other IP may be fine: the first bytes decide
             return None
@@ -352,7 +258,7 @@ class Policy:
         if category:
             return Decision("deny", f"built-in deny: {category}", name)
         for rule in self.deny:
-            if rule.network is not None and _in(ip, [rule.network]) and rule.port_ok(dst_port):
+            if rule.network is not None and in_any(ip, [rule.network]) and rule.port_ok(dst_port):
                 return Decision("deny", f"deny entry {rule.text}", name)
         if name:
             denied = self.name_denied(name, dst_port)

@@ -37,7 +37,9 @@ from dnslib import QTYPE, RCODE, DNSRecord
 from dnslib.server import DNSHandler, DNSLogger, DNSServer, TCPServer, UDPServer
 
 from ..events import Emit
-from .policy import Policy, normalize_name
+from .entries import normalize_name
+from .policy import Policy
+from .relay import original_dst
 
 LONG_LABEL = 40  # chars; real host labels are rarely this long, base32/hex payloads are
 LONG_NAME = 120
@@ -270,8 +272,6 @@ class Resolver:
     def asked_resolver(self, handler: Any) -> tuple[str, int] | None:
         """The address the client sent this query to, when nftables redirected it here."""
         if getattr(handler, "protocol", "udp") == "tcp":
-            from .gateway import original_dst
-
             with contextlib.suppress(OSError):
                 return original_dst(handler.request)
             return None

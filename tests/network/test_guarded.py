@@ -32,7 +32,7 @@ from sandbox import Sandbox, Store, load_profile, network
 from sandbox.errors import SetupError
 from sandbox.events import ListEmit
 from sandbox.guard import build_engine
-from sandbox.network.gateway import SCAN_TARGETS
+from sandbox.network.scans import SCAN_TARGETS
 from sandbox.profile import NetworkSection
 from tests.helpers import make_workspace, wait_for
 from tests.network.conftest import (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.network.policy import Policy, default_protocols, name_matches, parse_rule
+from sandbox.network.entries import default_protocols, name_matches, parse_rule
+from sandbox.network.policy import Policy
 
 HOST_NETS = ["198.51.100.253", "198.51.100.252/30"]
 

@@ -6,8 +6,8 @@ import re
 
 from sandbox.events import ListEmit
 from sandbox.network import nft
-from sandbox.network.gateway import SCAN_TARGETS, ScanDetector
 from sandbox.network.resolver import TunnelDetector
+from sandbox.network.scans import SCAN_TARGETS, ScanDetector
 
 SPEC = nft.RulesetSpec(table="sbx_abc123", host_if="sbxabc123h", host_ip="100.96.0.1",
                        gateway_port=40001, dns_udp_port=40002, dns_tcp_port=40003)
