@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, overload
+from typing import Literal, Unpack, overload
 
 from . import execute, files
+from .exec_options import ExecOptions
 from .execute import MAX_OUTPUT, Process
 from .options import Handle
 from .result import CommandResult, ExecResult
@@ -53,39 +54,17 @@ class AsyncSandbox(Handle):
         return await asyncio.get_running_loop().run_in_executor(
             RUNS, lambda: self._session.run(command, timeout, check=check))
 
-    async def exec(
-        self,
-        cmd: list[str] | str,
-        *,
-        input: str | bytes | None = None,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float | None = None,
-        max_output: int = MAX_OUTPUT,
-        user: str | None = None,
-    ) -> ExecResult:
-        """A fresh process in the live jail: see `Sandbox.exec`."""
-        return await execute.exec_async(
-            self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
-            max_output=max_output, user=user)
+    async def exec(self, cmd: list[str] | str, /, **options: Unpack[ExecOptions]
+                   ) -> ExecResult:
+        """A fresh process in the live jail: see `Sandbox.exec` (options: `ExecOptions`)."""
+        return await execute.exec_async(self._session, cmd, **options)
 
-    async def spawn(
-        self,
-        cmd: list[str] | str,
-        *,
-        input: str | bytes | None = None,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float | None = None,
-        max_output: int = MAX_OUTPUT,
-        user: str | None = None,
-    ) -> Process:
+    async def spawn(self, cmd: list[str] | str, /, **options: Unpack[ExecOptions]
+                    ) -> Process:
         """Start a process and stream it: `await p.write(b"..")`, `p.close_stdin()`,
         `async for chunk in p.stdout`, `await p.wait()` (its recorded ExecResult),
-        `p.kill()`."""
-        return await execute.spawn_async(
-            self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
-            max_output=max_output, user=user)
+        `p.kill()`. Options: as `exec`."""
+        return await execute.spawn_async(self._session, cmd, **options)
 
     @overload
     async def read_file(self, path: str, text: Literal[True] = ..., *,

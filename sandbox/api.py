@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 from . import execute, files, loop
+from .exec_options import ExecOptions
 from .execute import MAX_OUTPUT, Process
 from .options import Handle
 from .result import CommandResult, ExecResult
@@ -51,44 +52,21 @@ class Sandbox(Handle):
         """
         return self._session.run(command, timeout, check=check)
 
-    def exec(
-        self,
-        cmd: list[str] | str,
-        *,
-        input: str | bytes | None = None,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float | None = None,
-        max_output: int = MAX_OUTPUT,
-        user: str | None = None,
-    ) -> ExecResult:
-        """Run a fresh process in the live jail: argv (or a `sh -c` string), stdin fed in
-        full, stdout and stderr apart, the exit status as the supervisor saw it (128+N
-        for signal N; 127 for a missing program). A relative `cwd` is under the
-        workspace. Raises `ExecTimeout` (a `TimeoutError`) with the partial output when
-        `timeout` passes; the whole process tree is killed first. A non-executable
-        target raises PermissionError; `user` may only name the sandbox's agent user."""
-        return loop.call(execute.exec_async(
-            self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
-            max_output=max_output, user=user))
+    def exec(self, cmd: list[str] | str, /, **options: Unpack[ExecOptions]) -> ExecResult:
+        """Run a fresh process in the live jail: argv (or a `sh -c` string), stdout and
+        stderr apart, the exit status as the supervisor saw it (128+N for signal N; 127
+        for a missing program). Options (`input`, `cwd`, `env`, `timeout`,
+        `max_output`, `user`): see `ExecOptions`. Raises `ExecTimeout` (a
+        `TimeoutError`) with the partial output when `timeout` passes; the whole process
+        tree is killed first. A non-executable target raises PermissionError."""
+        return loop.call(execute.exec_async(self._session, cmd, **options))
 
-    def spawn(
-        self,
-        cmd: list[str] | str,
-        *,
-        input: str | bytes | None = None,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float | None = None,
-        max_output: int = MAX_OUTPUT,
-        user: str | None = None,
-    ) -> SyncProcess:
+    def spawn(self, cmd: list[str] | str, /, **options: Unpack[ExecOptions]) -> SyncProcess:
         """Start a process and stream it: `p.write(b"..")`, `p.close_stdin()`,
-        `for chunk in p.stdout`, `p.wait()` (its recorded ExecResult), `p.kill()`."""
+        `for chunk in p.stdout`, `p.wait()` (its recorded ExecResult), `p.kill()`.
+        Options: as `exec`."""
         async def start() -> Process:
-            return await execute.spawn_async(
-                self._session, cmd, input=input, cwd=cwd, env=env, timeout=timeout,
-                max_output=max_output, user=user)
+            return await execute.spawn_async(self._session, cmd, **options)
 
         return SyncProcess(loop.call(start()))
 

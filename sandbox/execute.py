@@ -28,11 +28,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from . import fastexec, launch
 from .child import AsyncChild, end, kill_tree
 from .errors import CommandTimeout, SessionClosed
+from .exec_options import ExecOptions
 from .jail import image_env_flags
 from .result import ExecResult
 from .shell import Capture
@@ -204,20 +205,13 @@ class Exec:
         return result
 
 
-def prepare(
-    session: Session,
-    cmd: list[str] | str,
-    *,
-    input: str | bytes | None = None,
-    cwd: str | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float | None = None,
-    max_output: int = MAX_OUTPUT,
-    user: str | None = None,
-    record_output: bool = True,
-) -> Exec | ExecResult:
+def prepare(session: Session, cmd: list[str] | str, *, record_output: bool = True,
+            **options: Unpack[ExecOptions]) -> Exec | ExecResult:
     """The checks before any process: state, user, guard on the text, the environment.
     An ExecResult means the guard blocked it (recorded already)."""
+    input, cwd, env = options.get("input"), options.get("cwd"), options.get("env")
+    timeout, user = options.get("timeout"), options.get("user")
+    max_output = options.get("max_output", MAX_OUTPUT)
     if session.state != "running" or session.jail_pid is None:
         raise SessionClosed(f"session {session.id} is {session.state}")
     _check_user(session, user)
@@ -279,9 +273,10 @@ async def _end(child: AsyncChild) -> int:
     return await end(child)
 
 
-async def exec_async(session: Session, cmd: list[str] | str, **kw: object) -> ExecResult:
+async def exec_async(session: Session, cmd: list[str] | str, *, record_output: bool = True,
+                     **options: Unpack[ExecOptions]) -> ExecResult:
     """`Sandbox.exec` on the running loop (see `AsyncSandbox.exec`)."""
-    ex = prepare(session, cmd, **kw)  # type: ignore[arg-type]
+    ex = prepare(session, cmd, record_output=record_output, **options)
     if isinstance(ex, ExecResult):
         return ex
     loop = asyncio.get_running_loop()
@@ -421,9 +416,10 @@ def _log_failure(task: asyncio.Future[ExecResult]) -> None:
         log.warning("sandbox: a spawned process could not be recorded: %s", task.exception())
 
 
-async def spawn_async(session: Session, cmd: list[str] | str, **kw: object) -> Process:
+async def spawn_async(session: Session, cmd: list[str] | str,
+                      **options: Unpack[ExecOptions]) -> Process:
     """Start `cmd` in the jail and hand back its streaming handle."""
-    ex = prepare(session, cmd, **kw)  # type: ignore[arg-type]
+    ex = prepare(session, cmd, **options)
     if isinstance(ex, ExecResult):
         raise PermissionError(f"spawn {cmd!r}: blocked by the guard: {ex.stderr.strip()}")
     return await Process(ex)._start()

@@ -167,6 +167,9 @@ def _pidfd_from(anc: list[tuple[int, int, bytes]]) -> int | None:
     return pidfd
 
 
+_FORGED = "the command's start is not the kernel's: "
+
+
 class Helper:
     """One session's exec helper: the join that runs it, its socket, its health."""
 
@@ -355,7 +358,9 @@ class Helper:
             mine.close()
             for fd in fds:
                 os.close(fd)
-            if started:  # no helper, or one that lies about its start
+            if started.startswith(_FORGED):  # the kernel names another process
+                self.off(started, "fastexec.start_unconfirmed", {"argv": ex.argv[:20]})
+            elif started:  # no helper, or one that stalls
                 bad = self.health()
                 self.off(started, bad[0] if bad else "fastexec.start_unconfirmed",
                          {"argv": ex.argv[:20]})
@@ -390,7 +395,7 @@ class Helper:
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 os.close(pidfd)
-            return ("the command's start is not the kernel's: "
+            return (_FORGED
                     + (f"pid {info.pid}, parent {info.ppid} (helper {self.pid}), uid "
                        f"{info.ruid}, cgroup {info.cgroupid}" if info else "no pidfd"))
         assert pidfd is not None and info is not None
