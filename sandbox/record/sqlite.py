@@ -29,6 +29,7 @@ from .controls import Controls
 from .db import Db, SqliteDb
 from .reads import Reads
 from .schema import SCHEMA, apply_migrations
+from .sessions import Sessions
 from .verify import Verify
 
 # Backends other than SQLite, by the URL scheme they open ("postgresql"; see `pg`).
@@ -48,7 +49,7 @@ def _backend(scheme: str) -> type[Store]:
                          "sandbox.record (or sandbox.store), where the backends meet") from None
 
 
-class Store(Verify, Appends, Reads, Controls):
+class Store(Verify, Sessions, Appends, Reads, Controls):
     """The event store. `Store()` opens the default store: the SQLite file under the state
     dir, or what `SANDBOX_STORE` names; `Store(path)` a SQLite file, `Store(":memory:")` a
     private in-memory one (tests), `Store("postgresql://...")` a PostgreSQL database
