@@ -128,6 +128,57 @@ def test_spawn_stream_and_kill(fsb: Sandbox) -> None:
     assert helper.used["fast"] == n + 1 and helper.state == "ready"
 
 
+def _in_ns_of(pid: int) -> set[int]:
+    """Host pids of every process in `pid`'s PID namespace."""
+    import os
+
+    ns = os.readlink(f"/proc/{pid}/ns/pid")
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                    out.add(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def test_a_kill_ends_fast_path_processes_and_their_detached_jobs(workspace: Path) -> None:
+    """A sandbox killed while helper-forked commands run (one spawned with a detached
+    job, one exec in flight on another thread) leaves none of them alive: they are in
+    the jail's PID namespace, which dies with it."""
+    import threading
+
+    from tests.helpers import gone
+
+    box = Sandbox(_fast_profile(), workdir=workspace)
+    box.start()
+    try:
+        helper = _helper(box)
+        proc = box.spawn(["sh", "-c", "(setsid sleep 311 &); echo up; sleep 312"])
+        assert next(iter(proc.stdout)) == b"up\n"
+        waiter = threading.Thread(target=lambda: box.exec(["sleep", "313"]), daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while helper.used["fast"] < 2 or "313" not in box.run("pgrep -a sleep").output:
+            assert time.monotonic() < deadline, box.run("ps -ef").output
+            time.sleep(0.05)
+        sleeps = {f"sleep\0{n}\0".encode() for n in (311, 312, 313)}
+        pids = {p for p in _in_ns_of(helper.pid)
+                if Path(f"/proc/{p}/cmdline").read_bytes() in sleeps}
+        assert len(pids) == 3, pids
+        box.kill("test")
+        deadline = time.monotonic() + 10
+        while not all(gone(p) for p in pids):
+            assert time.monotonic() < deadline, [p for p in pids if not gone(p)]
+            time.sleep(0.02)
+        waiter.join(10)
+        assert Store().get_session(box.id)["state"] == "killed"
+    finally:
+        box.close()
+
+
 BOUNDARY = ("grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp"
             "|Seccomp_filters|SigBlk|SigIgn):' /proc/self/status; echo ---; "
             "cat /proc/self/mountinfo; echo ---; cat /proc/self/cgroup; echo ---; "
