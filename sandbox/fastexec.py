@@ -142,11 +142,12 @@ def _frame(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def _state(pid: int) -> str:
-    """The process's state letter in /proc (R, S, T, Z, ...), "" when it is gone."""
+def _state(stat_fd: int) -> str:
+    """The state letter (R, S, T, Z, ...) of the process whose /proc/PID/stat `stat_fd`
+    is open on, "" when it is gone. One pread per exec: an open fd reads the live file
+    again, without the path walk (which was most of this check's cost)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
+        stat = os.pread(stat_fd, 512, 0)
     except OSError:
         return ""
     return stat[stat.rfind(b")") + 2:][:1].decode()
@@ -179,6 +180,7 @@ class Helper:
         self.why_off = ""
         self.pid = 0  # the helper's host pid, from the kernel (its hello's pidfd)
         self.pidfd = -1
+        self._stat_fd = -1
         self.cgroupid = 0
         agent = session.spec().agent
         self.uid = agent.uid if agent is not None else os.getuid()
@@ -239,6 +241,11 @@ class Helper:
                                  alert=None if not msg else "fastexec.hello_forged")
                 return False
             self.pidfd, self.pid, self.cgroupid = pidfd, info.pid, info.cgroupid
+            try:  # opened while the pidfd pins it: this is the helper's /proc entry
+                self._stat_fd = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                self._off_locked(f"the helper's /proc entry cannot be read: {e}", alert=None)
+                return False
             if self.uid != 0 and _owner(self.pid) != 0:  # non-dumpable: /proc/PID is root's
                 self._off_locked("the helper could not make itself non-dumpable (the agent "
                                  "could take its socket)", alert=None)
@@ -256,7 +263,7 @@ class Helper:
 
     def health(self) -> tuple[str, str] | None:
         """(tamper kind, why) when the helper is dead or stopped."""
-        state = _state(self.pid)
+        state = _state(self._stat_fd)
         if state in ("", "Z", "X") or self.join.poll() is not None:
             return "fastexec.helper_dead", "the exec helper is gone (killed in the jail?)"
         if state in ("T", "t"):
@@ -296,6 +303,9 @@ class Helper:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
+        if self._stat_fd >= 0:
+            os.close(self._stat_fd)
+            self._stat_fd = -1
 
     # -- one command --------------------------------------------------------------------
 
