@@ -278,7 +278,7 @@ def test_kernel_overrun_is_told_to_every_live_session(
             p = subprocess.Popen(["sleep", "30"])
             procs.append(p)
             mon.register(sid, p.pid, emit=emit)
-        mon._overrun()  # what the reader does on ENOBUFS
+        mon.overrun()  # what the reader does on ENOBUFS
         assert wait_for(lambda: all(e.of_kind("proc.lost") for e in emits.values()), 5)
     finally:
         mon.stop()
@@ -297,7 +297,7 @@ def test_short_lived_execs_keep_their_argv(procs: list[subprocess.Popen[bytes]])
         p = _burst(100, tag)
         procs.append(p)
         mon.register("s-quick", p.pid, emit=emit)
-        assert mon.mode == "netlink" and mon._child is not None  # the reader process
+        assert mon.mode == "netlink" and mon.reader.child is not None  # the reader process
         assert p.stdin is not None
         p.stdin.write(b"go\n")
         p.stdin.close()
