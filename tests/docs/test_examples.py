@@ -4,7 +4,8 @@ Each fenced block is one test, named by its page and line:
 - ```python runs as a script (the venv's Python, a fresh root-owned directory as the cwd,
   so `Sandbox()` gets a fresh workspace as the docs say, a store of the test's own, a
   bounded time), unless an HTML comment right above it says why it cannot run here:
-  `<!-- example: calls a real model -->`. The marker must give a reason.
+  `<!-- example: calls a real model -->`. The marker must give a reason; such a block
+  must still compile and its imports from `sandbox` must exist.
 - ```toml is a profile fragment: the project's profile loader must accept it as a file.
 - ```sh lines that run `sandbox` (or `scripts/sandbox`, `.venv/bin/sandbox`) are parsed
   by the real CLI parser without running, so a renamed flag or verb fails here; a few
@@ -18,6 +19,7 @@ start's). A fenced block in another language fails until this file learns it.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import importlib.util
@@ -109,6 +111,7 @@ def test_markers_give_a_reason_and_are_few() -> None:
 def test_python_example_runs(block: Block, test_dir: Path) -> None:
     """A Python example runs to the end, as pasted, in a root-owned directory."""
     if block.skip:
+        _check_imports(block)
         pytest.skip(block.skip)
     cwd = test_dir / f"example-{uuid.uuid4().hex[:6]}"
     cwd.mkdir()
@@ -118,6 +121,19 @@ def test_python_example_runs(block: Block, test_dir: Path) -> None:
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{block.name} ran past {RUN_TIMEOUT_S} s:\n{block.code}\n{e.stderr!r}")
     assert r.returncode == 0, f"{block.name} failed:\n{block.code}\n{r.stdout}\n{r.stderr}"
+
+
+def _check_imports(block: Block) -> None:
+    """What a block excused from running can still be checked: it compiles (top-level
+    `await` allowed, as in a notebook) and every name it imports from `sandbox` exists."""
+    tree = ast.parse(block.code)
+    compile(block.code, block.name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    ours = [f"from {n.module} import {', '.join(a.name for a in n.names)}"
+            for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+            and (n.module or "").split(".")[0] == "sandbox"]
+    r = subprocess.run([sys.executable, "-c", "\n".join(ours)], capture_output=True,
+                       text=True, timeout=RUN_TIMEOUT_S, check=False)
+    assert r.returncode == 0, f"{block.name}: its imports fail:\n{r.stderr}"
 
 
 @pytest.mark.parametrize("block", _of("toml"))
