@@ -41,7 +41,7 @@ def run(ctx: Ctx) -> Row:
         sb_join.start()
         aloop.run(asb.start())
         for box in (sb_fast._session, asb._session):
-            helper = fastexec.helper(box)
+            helper = box.hooks.fast.helper if box.hooks.fast else None
             if helper is None or not helper.ready(30):
                 raise RuntimeError(f"no exec helper: {helper.why_off if helper else 'none'}")
         variants: list[tuple[str, Callable[[], float]]] = [
@@ -59,7 +59,8 @@ def run(ctx: Ctx) -> Row:
                 took = once()
                 if i >= 0:
                     got[name].append(took * MS)
-        helper = fastexec.helper(sb_fast._session)
+        part = sb_fast._session.hooks.fast
+        helper = part.helper if part is not None else None
         assert helper is not None
         used = f"{helper.used['fast']} fast, {helper.used['join']} joined"
         if helper.state != "ready":

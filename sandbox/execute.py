@@ -136,9 +136,9 @@ class Exec:
         self.started, self.t0 = time.time(), time.monotonic()
         # The exec monitor must see what the join runs (process rules, the record): it
         # is our child, not the jail's, so tell the monitor it is coming.
-        procs = self.session.hooks.part("procs")
+        procs = self.session.hooks.procs
         if procs is not None:
-            procs.joining(1)  # type: ignore[attr-defined]
+            procs.joining(1)
         proc = None
         try:
             proc = subprocess.Popen(
@@ -151,7 +151,7 @@ class Exec:
             raise
         finally:
             if procs is not None:
-                procs.joining(-1, proc.pid if proc is not None else None)  # type: ignore[attr-defined]
+                procs.joining(-1, proc.pid if proc is not None else None)
         return proc
 
     def finish(self, status: int | None, timed_out: bool) -> ExecResult:
@@ -173,9 +173,9 @@ class Exec:
             "stderr_bytes": self.err.total,
             # the command row's output is stdout then stderr: this is where they meet
             "stdout_recorded": None if cut else len(stdout)})
-        procs = session.hooks.part("procs")
+        procs = session.hooks.procs
         if procs is not None:
-            procs.settle()  # type: ignore[attr-defined]
+            procs.settle()
         return ExecResult(code, stdout, stderr, duration, timed_out, cut_out or cut_err,
                           alerts=session.hooks.close_alerts(self.alerts))
 
@@ -257,7 +257,8 @@ async def _child(ex: Exec, on_out: Callable[[bytes], None],
                  on_err: Callable[[bytes], None]) -> AsyncChild:
     """The process: forked by the session's exec helper inside the jail (`fastexec`),
     else a `firejail --join` of its own."""
-    fast = await fastexec.child(ex, on_out, on_err)
+    part = ex.session.hooks.fast
+    fast = await part.child(ex, on_out, on_err) if part is not None else None
     return fast if fast is not None else AsyncChild(ex.popen(), on_out, on_err)
 
 

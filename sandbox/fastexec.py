@@ -43,14 +43,23 @@ import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from . import launch
 from .child import AsyncChild, Sink
 
 if TYPE_CHECKING:
-    from .execute import Exec
-    from .session import Session
+    from .parts import PartSession
+
+
+class ExecRequest(Protocol):
+    """What the helper needs of one exec (an `execute.Exec` is one)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    join_cwd: str  # in an image: where it starts; "" for the workspace
+    started: float
+    t0: float
 
 log = logging.getLogger("sandbox")
 
@@ -174,7 +183,7 @@ _FORGED = "the command's start is not the kernel's: "
 class Helper:
     """One session's exec helper: the join that runs it, its socket, its health."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: PartSession) -> None:
         self.session = session
         self.state = "starting"  # -> ready -> off
         self.why_off = ""
@@ -192,9 +201,9 @@ class Helper:
         argv = [launch.tool("firejail"), "--quiet", f"--join=sbx-{session.id}", "--",
                 launch.tool("python3"), "-I", "-S", "-c", BOOT]
         # As `Exec.popen`: the monitor is told a join is coming, so it sees the helper.
-        procs = session.hooks.part("procs")
+        procs = session.hooks.procs
         if procs is not None:
-            procs.joining(1)  # type: ignore[attr-defined]
+            procs.joining(1)
         proc = None
         try:
             proc = subprocess.Popen(
@@ -204,7 +213,7 @@ class Helper:
         finally:
             theirs.close()
             if procs is not None:
-                procs.joining(-1, proc.pid if proc is not None else None)  # type: ignore[attr-defined]
+                procs.joining(-1, proc.pid if proc is not None else None)
         assert proc is not None
         self.join: subprocess.Popen[bytes] = proc
         # Queued in the socket now; the helper reads it when it runs (nothing waits here).
@@ -309,7 +318,7 @@ class Helper:
 
     # -- one command --------------------------------------------------------------------
 
-    async def launch(self, ex: Exec) -> FastProc | None:
+    async def launch(self, ex: ExecRequest) -> FastProc | None:
         """Start `ex` through the helper; None: use the joined path (recorded why, if
         the helper is broken)."""
         if not self.ready():
@@ -324,7 +333,7 @@ class Helper:
         self.used["fast" if proc is not None else "join"] += 1
         return proc
 
-    async def _request(self, ex: Exec) -> FastProc | None:
+    async def _request(self, ex: ExecRequest) -> FastProc | None:
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -583,51 +592,3 @@ class FastChild(AsyncChild):
     def close(self) -> None:
         super().close()
         self.fast.close()
-
-
-# -- the session's side ---------------------------------------------------------------
-
-_helpers: dict[str, Helper] = {}
-_lock = threading.Lock()
-
-
-def start(session: Session) -> None:
-    """At session start: the helper's join, if the profile asks for fast exec."""
-    if not session.profile.exec.fast or session.kind != "api":
-        return
-    why = None
-    if session.image is not None:
-        why = "a sandbox in an image: its python3 is the image's (or none)"
-    else:
-        why = unsupported()
-    if why is not None:
-        session.emit("exec.fast_off", {"reason": why, "alert": None})
-        return
-    try:
-        helper = Helper(session)
-    except (OSError, subprocess.SubprocessError) as e:
-        session.emit("exec.fast_off", {"reason": f"the helper could not start: {e}",
-                                       "alert": None})
-        return
-    with _lock:
-        _helpers[session.id] = helper
-
-
-def stop(session: Session) -> None:
-    with _lock:
-        helper = _helpers.pop(session.id, None)
-    if helper is not None:
-        helper.stop()
-
-
-def helper(session: Session) -> Helper | None:
-    return _helpers.get(session.id)
-
-
-async def child(ex: Exec, on_out: Sink, on_err: Sink) -> FastChild | None:
-    """`ex` started through the session's helper, or None for the joined path."""
-    found = _helpers.get(ex.session.id)
-    if found is None:
-        return None
-    proc = await found.launch(ex)
-    return FastChild(proc, on_out, on_err) if proc is not None else None

@@ -3,7 +3,9 @@
 `Session` calls these at fixed points of its lifecycle; each part stays in its own module
 under `sandbox/parts/` and the session module stays small. Parts run in a fixed order:
 limits first (the cgroup must exist before anything joins it), then the process
-monitor, network, GPU, and the guard last (it sees what the others produce).
+monitor, network, GPU, disk, the exec helper, and the guard last (it sees what the
+others produce). A neighbour is reached by what it is (`hooks.procs`, `hooks.limits`),
+never by a name.
 """
 
 from __future__ import annotations
@@ -19,21 +21,15 @@ from .store import is_alert
 if TYPE_CHECKING:
     from .jail import JailSpec
     from .parts import Part, PartSession
+    from .parts.disk import DiskPart
+    from .parts.fast import FastExecPart
+    from .parts.guard import GuardPart
+    from .parts.limits import LimitsPart
+    from .parts.procs import ProcsPart
     from .result import CommandResult
 
 
 log = logging.getLogger("sandbox")
-
-def _default_parts(session: PartSession) -> list[Part]:
-    from .parts.disk import DiskPart
-    from .parts.gpu import GpuPart
-    from .parts.guard import GuardPart
-    from .parts.limits import LimitsPart
-    from .parts.network import NetworkPart
-    from .parts.procs import ProcsPart
-
-    return [LimitsPart(session), ProcsPart(session), NetworkPart(session), GpuPart(session),
-            DiskPart(session), GuardPart(session)]
 
 
 class Hooks:
@@ -46,12 +42,29 @@ class Hooks:
         self._lock = threading.Lock()
         self._local = threading.local()  # `own_alerts`: this thread's verdicts' result
         self.parts: list[Part] = []
+        # The parts a neighbour may ask for, by what they are (None until `load`, or when
+        # a session runs without one): typed, so a call to a part is checked, not a
+        # string lookup and a `type: ignore`.
+        self.limits: LimitsPart | None = None
+        self.procs: ProcsPart | None = None
+        self.disk: DiskPart | None = None
+        self.fast: FastExecPart | None = None
+        self.guard: GuardPart | None = None
 
     def load(self) -> None:
-        self.parts = _default_parts(self.session)
+        from .parts.disk import DiskPart
+        from .parts.fast import FastExecPart
+        from .parts.gpu import GpuPart
+        from .parts.guard import GuardPart
+        from .parts.limits import LimitsPart
+        from .parts.network import NetworkPart
+        from .parts.procs import ProcsPart
 
-    def part(self, name: str) -> Part | None:
-        return next((p for p in self.parts if p.name == name), None)
+        s = self.session
+        self.limits, self.procs, self.disk = LimitsPart(s), ProcsPart(s), DiskPart(s)
+        self.fast, self.guard = FastExecPart(s), GuardPart(s)
+        self.parts = [self.limits, self.procs, NetworkPart(s), GpuPart(s), self.disk,
+                      self.fast, self.guard]
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -77,6 +90,10 @@ class Hooks:
     def jail_started(self, jail_pid: int) -> None:
         for part in self.parts:
             part.jail_started(jail_pid)
+
+    def jail_ready(self) -> None:
+        for part in self.parts:
+            part.jail_ready()
 
     def teardown(self) -> None:
         """Remove host resources, in reverse order (idempotent)."""

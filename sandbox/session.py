@@ -225,9 +225,7 @@ class Session:
         elif self.kind == "api":
             self._start_holder()
         ControlWatcher.watch(self.store, self.id, self.kill)
-        from . import fastexec
-
-        fastexec.start(self)  # the exec helper's join, if the profile asks for it
+        self.hooks.jail_ready()  # e.g. the exec helper's join, if the profile asks for it
 
     def env(self) -> dict[str, str]:
         """The jail's environment: the profile's allowlist plus the caller's `env`."""
@@ -356,9 +354,9 @@ class Session:
             # The shell ended without an end marker on a command that is not `exit`.
             self.hooks.tamper("shell.marker_missing", {"command": command[:500]})
         self._limits_finished(command, raw.exit_code, output, raw.truncated, raw.output_bytes)
-        procs = self.hooks.part("procs")
+        procs = self.hooks.procs
         if procs is not None:  # L6: this command's exec verdicts belong to its result
-            procs.settle()  # type: ignore[attr-defined]
+            procs.settle()
         alerts = self.hooks.close_alerts(box)
         result = CommandResult(
             exit_code=raw.exit_code, output=output, duration=raw.duration,
@@ -389,10 +387,9 @@ class Session:
     def _limits_finished(self, command: str, exit_code: int | None, output: str,
                          truncated: bool, output_bytes: int) -> None:
         """Limits no cgroup counter sees (file size, output cap), from the result."""
-        limits = self.hooks.part("limits")
+        limits = self.hooks.limits
         if limits is not None:
-            limits.command_finished(  # type: ignore[attr-defined]
-                command, exit_code, output, truncated, output_bytes)
+            limits.command_finished(command, exit_code, output, truncated, output_bytes)
 
     # -- end --------------------------------------------------------------------------
 
@@ -430,12 +427,12 @@ class Session:
             # true), then the slower host clean-up (cgroup, netns, monitors).
             self._stop_jail()
             try:  # the last records: a store lost mid-way must not skip the clean-up
-                disk = self.hooks.part("disk")
+                disk = self.hooks.disk
                 if disk is not None:
-                    disk.check()  # type: ignore[attr-defined]
-                limits = self.hooks.part("limits")
+                    disk.check()
+                limits = self.hooks.limits
                 if limits is not None:  # the last reading's breaches, before session.end
-                    limits.final_sample()  # type: ignore[attr-defined]
+                    limits.final_sample()
                 if self.store.finish_session(self.id, state, reason, exit_code):
                     self.emit("session.end",
                               {"state": state, "reason": reason, "exit_code": exit_code},
@@ -480,16 +477,13 @@ class Session:
 
     def _stop_jail(self) -> None:
         """SIGKILL firejail's first process: the jail's PID namespace dies with it."""
-        procs = self.hooks.part("procs")
+        procs = self.hooks.procs
         if procs is not None:  # a session held by backpressure must thaw to die
-            procs.release()  # type: ignore[attr-defined]
+            procs.release()
         if self.shell is not None:
             self.shell.close()
         elif self.jail_pid:
             reap.kill_jail(self.jail_pid, jail.jail_name(self.id))
-        from . import fastexec
-
-        fastexec.stop(self)  # its join ends with the jail
         holder = self._holder
         if holder is not None:  # reap it, and close the pipe it was blocked on
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -171,8 +171,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
           file=sys.stderr)
     shell = session.shell
     assert shell is not None
-    guard = session.hooks.part("guard")
-    engine = getattr(guard, "engine", None)
+    guard = session.hooks.guard
+    engine = guard.engine if guard is not None else None
 
     def on_command(text: str, output: bytes, code: int | None, started: float,
                    duration: float) -> None:

@@ -16,20 +16,72 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..cgroups import SessionCgroup
+    from ..guard import Engine
     from ..jail import JailSpec
+    from ..proctree import ProcInfo
     from ..profile import Profile
     from ..result import CommandResult
     from ..store import Store
     from ..users import Placement
 
 
-class PartHooks(Protocol):
-    """What a part asks of its session's `Hooks`: a neighbour part, and a list of its
-    own alerts (see `Hooks.own_alerts`)."""
+class LimitsApi(Protocol):
+    """What the rest of a session uses of the limits part (`parts.limits`)."""
 
-    def part(self, name: str) -> Part | None: ...
+    @property
+    def cgroup(self) -> SessionCgroup | None: ...
+
+    def command_finished(self, command: str, exit_code: int | None, output: str,
+                         truncated: bool, output_bytes: int) -> None: ...
+
+    def final_sample(self) -> None: ...
+
+
+class ProcsApi(Protocol):
+    """What the rest of a session uses of the process monitor part (`parts.procs`)."""
+
+    def on_exec(self, fn: Callable[[ProcInfo], None],
+                urgent: frozenset[str] = frozenset()) -> None: ...
+
+    def joining(self, delta: int, pid: int | None = None) -> None: ...
+
+    def settle(self) -> None: ...
+
+    def known_pids(self) -> set[int]: ...
+
+    def release(self) -> None: ...
+
+
+class DiskApi(Protocol):
+    """What the session uses of the disk part (`parts.disk`)."""
+
+    def check(self) -> None: ...
+
+
+class GuardApi(Protocol):
+    """What the wrapper uses of the guard part (`parts.guard`)."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+
+class PartHooks(Protocol):
+    """What a part asks of its session's `Hooks`: its neighbour parts, each by what it
+    offers (none: the profile or the host has it off), and a list of its own alerts
+    (see `Hooks.own_alerts`)."""
+
+    @property
+    def limits(self) -> LimitsApi | None: ...
+
+    @property
+    def procs(self) -> ProcsApi | None: ...
 
     def own_alerts(self) -> AbstractContextManager[list[dict[str, Any]]]: ...
+
+    def tamper(self, kind: str, detail: dict[str, Any]) -> None: ...
 
 
 class PartSession(Protocol):
@@ -64,6 +116,18 @@ class PartSession(Protocol):
     def emit(self, kind: str, detail: dict[str, Any], *, severity: str = "info",
              action: str = "record", rule: str | None = None) -> None: ...
 
+    @property
+    def workdir(self) -> Path: ...
+
+    @property
+    def image(self) -> Any: ...  # images.attach.Attached while the jail lives, or None
+
+    def spec(self) -> JailSpec: ...
+
+    def env(self) -> dict[str, str]: ...
+
+    def launcher(self, ctty_fd: int | None = None) -> Callable[[], None]: ...
+
     def add_resource(self, name: str, value: Any) -> None: ...
 
     def kill(self, reason: str = "killed") -> None: ...
@@ -85,6 +149,9 @@ class Part:
 
     def jail_started(self, jail_pid: int) -> None:
         pass
+
+    def jail_ready(self) -> None:
+        """The session runs: its jail can be joined (its shell answered)."""
 
     def check_command(self, text: str) -> CommandResult | None:
         return None

@@ -153,11 +153,11 @@ def _provider_for(backend: Any) -> Any:
             # Every pid the exec monitor saw, and every member of the session's cgroup:
             # a process that left the jail's tree is still the session's.
             extra: set[int] = set()
-            procs = session.hooks.part("procs")
+            procs = session.hooks.procs
             if procs is not None:
                 extra |= set(procs.known_pids())
-            limits = session.hooks.part("limits")
-            group = getattr(limits, "cgroup", None)
+            limits = session.hooks.limits
+            group = limits.cgroup if limits is not None else None
             if group is not None:
                 extra |= set(group.pids())
             out[sid] = replace(entry, extra_pids=frozenset(extra))

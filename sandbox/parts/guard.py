@@ -61,10 +61,9 @@ class GuardPart(Part):
             spec = self._plant(spec)
         self.engine = build_engine(self.session.profile.guard, honeytokens=self.tokens,
                                    network=self.session.profile.network)
-        procs = self.session.hooks.part("procs")
+        procs = self.session.hooks.procs
         if procs is not None:
-            procs.on_exec(  # type: ignore[attr-defined]
-                self._on_exec, urgent=self.engine.process_names())
+            procs.on_exec(self._on_exec, urgent=self.engine.process_names())
         return spec
 
     def _plant(self, spec: JailSpec) -> JailSpec:

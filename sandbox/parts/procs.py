@@ -39,8 +39,8 @@ class ProcsPart(Part):
     name = "procs"
 
     def before_jail(self, spec: JailSpec) -> JailSpec:
-        limits = self.session.hooks.part("limits")
-        cgroup = getattr(limits, "cgroup", None)
+        limits = self.session.hooks.limits
+        cgroup = limits.cgroup if limits is not None else None
         rec = self.session.profile.recording
         budget = Budget(events_per_s=rec.max_events_per_s,
                         bytes_per_s=rec.max_event_bytes_per_s,

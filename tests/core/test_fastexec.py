@@ -24,7 +24,8 @@ def _fast_profile() -> Any:
 
 
 def _helper(box: Sandbox) -> fastexec.Helper:
-    helper = fastexec.helper(box._session)
+    part = box._session.hooks.fast
+    helper = part.helper if part is not None else None
     assert helper is not None and helper.ready(30), helper and helper.why_off
     return helper
 
@@ -46,7 +47,7 @@ def _joined(box: Sandbox, cmd: list[str] | str, monkeypatch: pytest.MonkeyPatch)
         async def joined(*_a: object) -> None:
             return None
 
-        m.setattr(fastexec, "child", joined)
+        m.setattr(box._session.hooks.fast, "child", joined)
         return box.exec(cmd)
 
 
@@ -274,5 +275,6 @@ def test_off_by_default_and_in_the_record(sb: Sandbox) -> None:
     """The profile key decides; a plain sandbox has no helper."""
     assert load("default").exec.fast is ExecSection().fast
     if not ExecSection().fast:
-        assert fastexec.helper(sb._session) is None
+        part = sb._session.hooks.fast
+        assert part is not None and part.helper is None
         assert sb.exec(["true"]).returncode == 0

@@ -55,7 +55,7 @@ def test_renamed_miner_is_killed_from_exec_evidence(test_dir: Path) -> None:
         cmd = ("cp /usr/bin/python3 ./kworker && "
                "./kworker -c 'import time; time.sleep(20)' \"$(printf '\\055\\055don%s' 'ate-level')\" 1 "
                "-o \"$(printf 'stra%s' 'tum+tcp')://203.0.113.5:3333\" -u wallet")
-        engine = box._session.hooks.part("guard").engine  # type: ignore[union-attr]
+        engine = box._session.hooks.guard.engine  # type: ignore[union-attr]
         assert not any(v.stops for v in engine.check_command(cmd)), "text alone must not stop it"
         with contextlib.suppress(SessionClosed):
             box.run(cmd, timeout=30)

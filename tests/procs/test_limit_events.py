@@ -203,7 +203,7 @@ def test_file_size_limit_and_output_cap_become_breaches(test_dir: Path) -> None:
     prof = _profile(test_dir, "file_size_mib = 1",
                     "[recording]\nmax_output_bytes = 4096\n")
     with Sandbox(profile=prof, workdir=make_workspace(test_dir / "w")) as box:
-        part: Any = box._session.hooks.part("limits")
+        part: Any = box._session.hooks.limits
         results = [box.run("head -c 3M /dev/zero > big"),
                    box.run("python3 -c 'open(\"big2\", \"wb\").write(bytes(3 << 20))'"),
                    box.run("seq 1 100000")]
