@@ -1,11 +1,18 @@
-"""What both API doors share: per-sandbox settings over a profile, the handle's
-constructor and read-only surface, and lookup by id."""
+"""What both API doors share: the settings a sandbox is made with (`SandboxSpec`, the
+one list of them), per-sandbox settings over a profile, the handle's constructor and
+read-only surface, and lookup by id.
+
+Everything that makes sandboxes for someone else (the adapters, the warm pool, the Ray
+pool) builds a `SandboxSpec` and passes it on as `Sandbox(profile, **spec)`, so an option
+added to `SandboxOptions` reaches all of them without touching each.
+"""
 
 from __future__ import annotations
 
 import os
 import weakref
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypedDict, TypeVar, Unpack, cast
 
 from .profile import Profile, load, override
 from .session import Session
@@ -13,10 +20,56 @@ from .store import Store
 
 # `network=`: a mode name, an allowlist, or a [network] table.
 Network = str | list[str] | dict[str, Any] | None
+# `gpu=`: a device count or a [gpu] table.
+Gpu = int | dict[str, Any] | None
 
 
-def settings(profile: Profile | str, *, network: Network = None,
-             gpu: int | dict[str, Any] | None = None,
+class SandboxOptions(TypedDict, total=False):
+    """The keyword-only settings of `Sandbox(...)` and `AsyncSandbox(...)` (see `Handle`
+    for each); a key left out is its default (None; `keep`: False)."""
+
+    network: Network
+    gpu: Gpu
+    limits: dict[str, Any] | None
+    store: Store | None
+    gpu_backend: Any
+    image: str | None
+    keep: bool
+
+
+class SandboxSpec(SandboxOptions, total=False):
+    """Everything a sandbox is made with but its profile, by name:
+    `Sandbox(profile, **spec)`. A plain dict at run time (it pickles, compares and
+    travels to a Ray node as one)."""
+
+    workdir: str | os.PathLike[str] | None
+    env: dict[str, str] | None
+
+
+SPEC_NAMES: frozenset[str] = SandboxSpec.__optional_keys__
+
+
+def spec_of(source: object, **given: Any) -> SandboxSpec:
+    """The spec an adapter's config sets: each spec field `source` has an attribute of
+    that name for, then `given` over them; None values are left out (None is every
+    field's default). A config field of the same name but another meaning must be
+    overridden in `given` (None drops it)."""
+    found = {k: getattr(source, k) for k in SPEC_NAMES if hasattr(source, k)}
+    merged = {k: v for k, v in {**found, **given}.items() if v is not None}
+    check_names(merged)
+    return cast(SandboxSpec, merged)
+
+
+def check_names(options: Mapping[str, object]) -> None:
+    """TypeError naming what a spec does not know (a typo, or an option this version
+    lacks)."""
+    bad = set(options) - SPEC_NAMES
+    if bad:
+        raise TypeError(f"unknown sandbox option(s) {sorted(bad)}; "
+                        f"accepted: {sorted(SPEC_NAMES)}")
+
+
+def settings(profile: Profile | str, *, network: Network = None, gpu: Gpu = None,
              limits: dict[str, Any] | None = None) -> Profile:
     """The profile with this sandbox's own network policy, GPU grant and limits, checked
     like a profile file (a bad value raises ProfileError naming it)."""
@@ -37,12 +90,15 @@ def settings(profile: Profile | str, *, network: Network = None,
     return override(base, changes, "Sandbox(...)") if changes else base
 
 
-def new_session(profile: Profile | str, workdir: str | os.PathLike[str] | None,
-                env: dict[str, str] | None, store: Store | None, gpu_backend: Any,
-                image: str | None = None, keep: bool = False, **kw: Any) -> Session:
-    session = Session(settings(profile, **kw), workdir=workdir, env=env, kind="api",
-                      store=store, image=image, keep=keep)
-    session.gpu_backend = gpu_backend
+def new_session(profile: Profile | str, spec: SandboxSpec) -> Session:
+    """The session a handle of this spec drives (not started)."""
+    check_names(spec)
+    session = Session(settings(profile, network=spec.get("network"), gpu=spec.get("gpu"),
+                               limits=spec.get("limits")),
+                      workdir=spec.get("workdir"), env=spec.get("env"), kind="api",
+                      store=spec.get("store"), image=spec.get("image"),
+                      keep=spec.get("keep", False))
+    session.gpu_backend = spec.get("gpu_backend")
     return session
 
 
@@ -99,17 +155,9 @@ class Handle:
         profile: Profile | str = "default",
         workdir: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
-        *,
-        network: Network = None,
-        gpu: int | dict[str, Any] | None = None,
-        limits: dict[str, Any] | None = None,
-        store: Store | None = None,
-        gpu_backend: Any = None,
-        image: str | None = None,
-        keep: bool = False,
+        **options: Unpack[SandboxOptions],
     ) -> None:
-        self._session = new_session(profile, workdir, env, store, gpu_backend, image, keep,
-                                    network=network, gpu=gpu, limits=limits)
+        self._session = new_session(profile, SandboxSpec(workdir=workdir, env=env, **options))
 
     @classmethod
     def over(cls: type[H], session: Session) -> H:

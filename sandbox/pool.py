@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 from .aio import AsyncSandbox
+from .options import SPEC_NAMES, SandboxSpec
 from .profile import Profile
 from .refill import Refill
 
-# Sandbox options a warm pool may pass on (`workdir` is refused: warm sandboxes always
-# get a fresh workspace, or an episode could see the last one's files).
-SANDBOX_OPTIONS = frozenset({"env", "network", "gpu", "limits", "store", "gpu_backend",
-                             "image"})
+# The sandbox options a warm pool (and the Ray pool) passes on: the spec's, but not
+# `workdir` (warm sandboxes always get a fresh workspace, or an episode could see the last
+# one's files) nor `keep` (a released sandbox is destroyed: nobody commits its upper).
+SANDBOX_OPTIONS = SPEC_NAMES - {"workdir", "keep"}
 
 
 def pool_key(profile: Profile | str, image: str | None = None) -> str:
@@ -42,7 +43,9 @@ def pool_key(profile: Profile | str, image: str | None = None) -> str:
     return f"{name}@{image}" if image else name
 
 
-def _check_options(kwargs: dict[str, Any]) -> None:
+def check_options(kwargs: dict[str, Any]) -> SandboxSpec:
+    """A pool's sandbox options as the spec it passes on (a copy); refuses `workdir`
+    and names it does not pass on."""
     if "workdir" in kwargs:
         raise ValueError("a pooled sandbox always gets a fresh workspace: workdir is not "
                          "accepted (an episode must never see another's files)")
@@ -50,13 +53,14 @@ def _check_options(kwargs: dict[str, Any]) -> None:
     if bad:
         raise TypeError(f"unknown sandbox option(s) {sorted(bad)}; "
                         f"accepted: {sorted(SANDBOX_OPTIONS)}")
+    return cast(SandboxSpec, dict(kwargs))
 
 
 class _Slot(Refill[AsyncSandbox]):
     """One profile's warm sandboxes and their counters."""
 
     def __init__(self, pool: WarmPool, key: str, profile: Profile | str,
-                 kwargs: dict[str, Any]) -> None:
+                 kwargs: SandboxSpec) -> None:
         super().__init__(key, pool.parallel)
         self.pool, self.key, self.profile, self.kwargs = pool, key, profile, kwargs
 
@@ -104,13 +108,13 @@ class WarmPool:
             raise RuntimeError("the pool is closed")
         if n < 0:
             raise ValueError("n must be >= 0")
-        _check_options(sandbox_kwargs)
-        key = pool_key(profile, sandbox_kwargs.get("image"))
+        spec = check_options(sandbox_kwargs)
+        key = pool_key(profile, spec.get("image"))
         slot = self._slots.get(key)
         if slot is None:
-            slot = self._slots[key] = _Slot(self, key, profile, dict(sandbox_kwargs))
+            slot = self._slots[key] = _Slot(self, key, profile, spec)
         else:
-            slot.profile, slot.kwargs = profile, dict(sandbox_kwargs)
+            slot.profile, slot.kwargs = profile, spec
         slot.target = n
         try:
             asyncio.get_running_loop()
@@ -140,14 +144,13 @@ class WarmPool:
         other than the ones the profile was warmed with always mean a cold start with
         them. The caller owns the sandbox until `release`."""
         self._check_open()
-        key = pool_key(profile, sandbox_kwargs.get("image"))
+        spec = check_options(sandbox_kwargs)
+        key = pool_key(profile, spec.get("image"))
         slot = self._slots.get(key)
-        if sandbox_kwargs:
-            _check_options(sandbox_kwargs)
         if slot is None:  # never warmed: a slot for its counters, with no options of its own
             slot = self._slots[key] = _Slot(self, key, profile, {})
         # Options other than the warm ones' need a sandbox of their own.
-        while slot.ready and (not sandbox_kwargs or sandbox_kwargs == slot.kwargs):
+        while slot.ready and (not spec or spec == slot.kwargs):
             sb = slot.ready.popleft()
             if sb.is_alive():
                 slot.warm_hits += 1
@@ -158,7 +161,7 @@ class WarmPool:
             self._destroy_later(sb)
         self._kick(slot)
         # Explicit options make a sandbox of their own; else it is one like the warm ones.
-        sb = (AsyncSandbox(profile, **sandbox_kwargs) if sandbox_kwargs
+        sb = (AsyncSandbox(profile, **spec) if spec
               else AsyncSandbox(slot.profile, **slot.kwargs))
         slot.cold_starts += 1
         await sb.start()
