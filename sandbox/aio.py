@@ -16,19 +16,25 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Unpack, overload
 
-from . import execute, files
+from . import execute, files, supervisor
 from .exec_options import ExecOptions
 from .execute import MAX_OUTPUT, Process
 from .options import Handle
 from .result import CommandResult, ExecResult
 
-# Start, close and kill block for ~0.1 s each (fork, cgroup, firejail); their own threads,
-# so a burst of starts never queues behind (or ahead of) the caller's executor work.
-LIFECYCLE = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sandbox-lifecycle")
-# `run` (pexpect's persistent bash) holds a thread for the command's whole duration: a
-# pool wide enough that hundreds of sandboxes each running one never queue (threads are
-# made on demand).
-RUNS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="sandbox-run")
+
+def _lifecycle() -> ThreadPoolExecutor:
+    """Start, close and kill block for ~0.1 s each (fork, cgroup, firejail): threads of
+    their own, so a burst of starts never queues behind (or ahead of) the caller's
+    executor work."""
+    return supervisor.current().executor("lifecycle", 4)
+
+
+def _runs() -> ThreadPoolExecutor:
+    """`run` (pexpect's persistent bash) holds a thread for the command's whole
+    duration: a pool wide enough that hundreds of sandboxes each running one never queue
+    (threads are made on demand)."""
+    return supervisor.current().executor("run", 512)
 
 
 class AsyncSandbox(Handle):
@@ -36,23 +42,23 @@ class AsyncSandbox(Handle):
     its constructor's settings (see `Handle`)."""
 
     async def start(self) -> AsyncSandbox:
-        await asyncio.get_running_loop().run_in_executor(LIFECYCLE, self._session.start)
+        await asyncio.get_running_loop().run_in_executor(_lifecycle(), self._session.start)
         self._started()
         return self
 
     async def close(self) -> None:
         """End the sandbox (idempotent); its whole process tree dies."""
-        await asyncio.get_running_loop().run_in_executor(LIFECYCLE, self._session.close)
+        await asyncio.get_running_loop().run_in_executor(_lifecycle(), self._session.close)
 
     async def kill(self, reason: str = "killed by API") -> None:
         await asyncio.get_running_loop().run_in_executor(
-            LIFECYCLE, self._session.kill, reason)
+            _lifecycle(), self._session.kill, reason)
 
     async def run(self, command: str, timeout: float | None = None, *, check: bool = False
                   ) -> CommandResult:
         """The persistent bash (`cd` and variables persist), as `Sandbox.run`."""
         return await asyncio.get_running_loop().run_in_executor(
-            RUNS, lambda: self._session.run(command, timeout, check=check))
+            _runs(), lambda: self._session.run(command, timeout, check=check))
 
     async def exec(self, cmd: list[str] | str, /, **options: Unpack[ExecOptions]
                    ) -> ExecResult:

@@ -93,16 +93,8 @@ class HoneyWatch:
                                     entry[0], e)
 
 
-_instance: HoneyWatch | None = None
-_guard = threading.Lock()
-
-
 def watcher() -> HoneyWatch:
-    global _instance
-    with _guard:
-        if _instance is None:
-            from . import supervisor
+    """The process's one honeytoken watcher (a shared service of the supervisor)."""
+    from . import supervisor
 
-            _instance = HoneyWatch()
-            supervisor.service("honeytoken watcher", _instance.stop)
-        return _instance
+    return supervisor.current().shared("honeytoken watcher", HoneyWatch, HoneyWatch.stop)

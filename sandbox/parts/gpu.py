@@ -49,18 +49,35 @@ from ..jail import JailSpec
 from . import Part
 
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_grant_lock = threading.Lock()
-_monitors: dict[int, GpuMonitor] = {}  # id(backend) -> its monitor
-_sessions: dict[str, tuple[Any, SessionGpu]] = {}  # session id -> (Session, entry)
-_granted: dict[str, tuple[int, tuple[int, ...]]] = {}  # sid -> (id(backend), GPU indices)
-_no_backend = False  # NVML probed once per process and absent: do not probe per session
+
+
+class _Gpus:
+    """This process's GPU bookkeeping (a shared service of the supervisor): the grants,
+    the sessions on each backend, one monitor per backend."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.grant_lock = threading.Lock()
+        self.monitors: dict[int, GpuMonitor] = {}  # id(backend) -> its monitor
+        self.sessions: dict[str, tuple[Any, SessionGpu]] = {}  # session id -> (Session, entry)
+        self.granted: dict[str, tuple[int, tuple[int, ...]]] = {}  # sid -> (id(backend), GPUs)
+        self.no_backend = False  # NVML probed once and absent: do not probe per session
+
+    def stop(self) -> None:
+        with self.lock:
+            monitors, self.monitors = list(self.monitors.values()), {}
+        for mon in monitors:
+            mon.stop()
+
+
+def _gpus() -> _Gpus:
+    return supervisor.current().shared("gpu grants", _Gpus, _Gpus.stop)
 
 
 @contextlib.contextmanager
 def _grant_guard(session: Any) -> Iterator[None]:
     """Serialise choosing + recording grants: threads here, processes through an flock."""
-    with _grant_lock:
+    with _gpus().grant_lock:
         path = session.store.path.parent / "gpu-grants.lock"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -77,8 +94,9 @@ def _grant_guard(session: Any) -> Iterator[None]:
 def _in_use(session: Any, backend: Any) -> dict[int, str]:
     """GPU index -> id of another live session holding it (this process's, and the store's)."""
     out: dict[int, str] = {}
-    with _lock:
-        for sid, (bid, indices) in _granted.items():
+    gpus = _gpus()
+    with gpus.lock:
+        for sid, (bid, indices) in gpus.granted.items():
             if bid == id(backend) and sid != session.id:
                 for i in indices:
                     out.setdefault(i, sid)
@@ -99,8 +117,9 @@ def _host_emit(backend: Any) -> Any:
 
     def emit(kind: str, detail: dict[str, Any], *, severity: str = "info",
              action: str = "record", rule: str | None = None) -> None:
-        with _lock:
-            targets = [s for s, _ in _sessions.values() if s.gpu_part_backend is backend]
+        gpus = _gpus()
+        with gpus.lock:
+            targets = [s for s, _ in gpus.sessions.values() if s.gpu_part_backend is backend]
         owner = _cgroup_session(int(detail.get("pid") or 0))
         if owner is not None and targets and _live_elsewhere(targets[0].store, owner):
             return  # a live session of another supervisor process: its own monitor's
@@ -134,8 +153,9 @@ def _cgroup_session(pid: int) -> str | None:
 
 def _live_elsewhere(store: Any, sid: str) -> bool:
     """`sid` is live in the store but not a session of this process."""
-    with _lock:
-        if sid in _sessions:
+    gpus = _gpus()
+    with gpus.lock:
+        if sid in gpus.sessions:
             return False
     try:
         return store.get_session(sid)["state"] in ("starting", "running")
@@ -145,8 +165,9 @@ def _live_elsewhere(store: Any, sid: str) -> bool:
 
 def _provider_for(backend: Any) -> Any:
     def provider() -> dict[str, SessionGpu]:
-        with _lock:
-            items = [(sid, session, entry) for sid, (session, entry) in _sessions.items()
+        gpus = _gpus()
+        with gpus.lock:
+            items = [(sid, session, entry) for sid, (session, entry) in gpus.sessions.items()
                      if session.gpu_part_backend is backend]
         out = {}
         for sid, session, entry in items:
@@ -166,25 +187,25 @@ def _provider_for(backend: Any) -> Any:
 
 
 def _emit_for(sid: str) -> Any:
-    item = _sessions.get(sid)
+    item = _gpus().sessions.get(sid)
     return item[0].emit if item else None
 
 
 def _kill(sid: str, reason: str) -> None:
-    item = _sessions.get(sid)
+    item = _gpus().sessions.get(sid)
     if item is not None:
         supervisor.spawn(item[0].kill, reason, name="sandbox-gpu-kill")
 
 
 def _monitor(backend: Any, interval: float) -> GpuMonitor:
-    with _lock:
-        mon = _monitors.get(id(backend))
+    gpus = _gpus()
+    with gpus.lock:
+        mon = gpus.monitors.get(id(backend))
         if mon is None:
             mon = GpuMonitor(backend, interval, _emit_for, _kill, _provider_for(backend),
                              emit_host=_host_emit(backend))
             mon.start()
-            _monitors[id(backend)] = mon
-            supervisor.service("gpu monitor", mon.stop)
+            gpus.monitors[id(backend)] = mon
         return mon
 
 
@@ -192,15 +213,14 @@ class GpuPart(Part):
     name = "gpu"
 
     def before_jail(self, spec: JailSpec) -> JailSpec:
-        global _no_backend
         section = self.session.profile.gpu
         fake = self.session.gpu_backend
         backend: Any = None
-        if fake is not None or section is not None or not _no_backend:
+        if fake is not None or section is not None or not _gpus().no_backend:
             try:
                 backend = get_backend(fake)
             except NvmlUnavailable:
-                _no_backend = fake is None
+                _gpus().no_backend = fake is None
         with _grant_guard(self.session):
             grant = self._grant(section, backend, fake)
         if grant.warning:
@@ -223,8 +243,9 @@ class GpuPart(Part):
         grant = resolve_grant(section, backend if backend is not None else
                               (lambda: get_backend(fake)), in_use=in_use)
         if grant.devices:
-            with _lock:
-                _granted[self.session.id] = (id(backend), grant.indices)
+            gpus = _gpus()
+            with gpus.lock:
+                gpus.granted[self.session.id] = (id(backend), grant.indices)
             self.session.emit("gpu.grant", {"devices": [d.uuid for d in grant.devices],
                                             "indices": list(grant.indices)})
         return grant
@@ -235,8 +256,9 @@ class GpuPart(Part):
             return
         section = self.session.profile.gpu
         interval = section.poll_interval_s if section is not None else 1.0
-        with _lock:
-            _sessions[self.session.id] = (self.session, replace(self.entry, root_pid=jail_pid))
+        gpus = _gpus()
+        with gpus.lock:
+            gpus.sessions[self.session.id] = (self.session, replace(self.entry, root_pid=jail_pid))
         _monitor(backend, interval)
 
     def on_event(self, row: dict[str, Any]) -> None:
@@ -248,11 +270,12 @@ class GpuPart(Part):
 
     def teardown(self) -> None:
         backend = self.session.gpu_part_backend
-        with _lock:
-            _sessions.pop(self.session.id, None)
-            _granted.pop(self.session.id, None)
+        gpus = _gpus()
+        with gpus.lock:
+            gpus.sessions.pop(self.session.id, None)
+            gpus.granted.pop(self.session.id, None)
             idle = backend is not None and not any(
-                s.gpu_part_backend is backend for s, _ in _sessions.values())
-            mon = _monitors.pop(id(backend), None) if idle else None
+                s.gpu_part_backend is backend for s, _ in gpus.sessions.values())
+            mon = gpus.monitors.pop(id(backend), None) if idle else None
         if mon is not None:
             mon.stop()  # no session left on this backend: no thread polling it

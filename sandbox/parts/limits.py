@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +24,6 @@ from ..cgroups import SessionCgroup
 from ..jail import JailSpec
 from ..sampler import ResourceSampler
 from . import Part
-
-_sampler: ResourceSampler | None = None
-_lock = threading.Lock()
-
 
 SIGXFSZ_STATUS = 128 + signal.SIGXFSZ
 """bash's status for a command killed by SIGXFSZ (the RLIMIT_FSIZE signal): 153."""
@@ -84,12 +79,10 @@ def command_breaches(*, exit_code: int | None, output: str, truncated: bool,
 
 
 def sampler() -> ResourceSampler:
-    global _sampler
-    with _lock:
-        if _sampler is None:
-            _sampler = ResourceSampler(interval=1.0, sample_every=5.0)
-            supervisor.service("resource sampler", _sampler.stop)
-        return _sampler
+    """The process's one resource sampler (a shared service of the supervisor)."""
+    return supervisor.current().shared(
+        "resource sampler", lambda: ResourceSampler(interval=1.0, sample_every=5.0),
+        ResourceSampler.stop)
 
 
 class LimitsPart(Part):

@@ -5,7 +5,6 @@ share of the delivery threads and its budget from the profile's `[recording]`.""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from .. import supervisor
@@ -14,25 +13,30 @@ from ..procmon import Budget, ProcessMonitor
 from ..proctree import ProcInfo
 from . import Part
 
-_monitor: ProcessMonitor | None = None
-_lock = threading.Lock()
-# session id -> exec callback (the guard); the one monitor serves every session.
-_on_exec: dict[str, Callable[[ProcInfo], None]] = {}
+
+class _Monitor:
+    """The process's one exec monitor and the exec callback of each session it serves
+    (the guard's): a shared service of the supervisor."""
+
+    def __init__(self) -> None:
+        self.on_exec: dict[str, Callable[[ProcInfo], None]] = {}  # session id -> callback
+        self.monitor = ProcessMonitor(on_exec=self._dispatch).start()
+
+    def _dispatch(self, session_id: str, info: ProcInfo) -> None:
+        fn = self.on_exec.get(session_id)
+        if fn is not None:
+            fn(info)
+
+    def stop(self) -> None:
+        self.monitor.stop()
 
 
-def _dispatch(session_id: str, info: ProcInfo) -> None:
-    fn = _on_exec.get(session_id)
-    if fn is not None:
-        fn(info)
+def _shared() -> _Monitor:
+    return supervisor.current().shared("exec monitor", _Monitor, _Monitor.stop)
 
 
 def monitor() -> ProcessMonitor:
-    global _monitor
-    with _lock:
-        if _monitor is None:
-            _monitor = ProcessMonitor(on_exec=_dispatch).start()
-            supervisor.service("exec monitor", _monitor.stop)
-        return _monitor
+    return _shared().monitor
 
 
 class ProcsPart(Part):
@@ -56,7 +60,7 @@ class ProcsPart(Part):
     def on_exec(self, fn: Callable[[ProcInfo], None],
                 urgent: frozenset[str] = frozenset()) -> None:
         """`fn` judges every exec; execs of the `urgent` program names go first."""
-        _on_exec[self.session.id] = fn
+        _shared().on_exec[self.session.id] = fn
         monitor().set_urgent(self.session.id, urgent)
 
     def joining(self, delta: int, pid: int | None = None) -> None:
@@ -78,4 +82,4 @@ class ProcsPart(Part):
         # Unregister first: what is still queued is delivered (and judged) before the
         # guard's callback goes.
         monitor().unregister(self.session.id)
-        _on_exec.pop(self.session.id, None)
+        _shared().on_exec.pop(self.session.id, None)

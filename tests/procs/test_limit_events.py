@@ -76,7 +76,7 @@ def fast_sampler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ResourceSampler]:
     """The product's sampler with short windows (the defaults are 60 s and 300 s)."""
     sampler = ResourceSampler(interval=0.2, sample_every=0.5, breach_every=1.0,
                               window_s=3.0, throttle_window_s=2.0)
-    monkeypatch.setattr(limits, "_sampler", sampler)
+    monkeypatch.setattr(limits, "sampler", lambda: sampler)
     yield sampler
     sampler.stop()
 

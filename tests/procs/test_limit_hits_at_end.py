@@ -141,7 +141,7 @@ def short_windows(monkeypatch: pytest.MonkeyPatch) -> Iterator[ResourceSampler]:
     `yes` per core gets of both varies; of one core's worth it always gets most."""
     sampler = ResourceSampler(interval=0.2, sample_every=1.0, saturation_window_s=3.0,
                               cpus=1)
-    monkeypatch.setattr(limits, "_sampler", sampler)
+    monkeypatch.setattr(limits, "sampler", lambda: sampler)
     yield sampler
     sampler.stop()
 
