@@ -66,6 +66,7 @@ from pydantic import BaseModel
 from ..api import Sandbox
 from ..errors import SessionClosed
 from ..execute import ExecTimeout
+from ..options import spec_of
 from ..profile import Profile, load, override
 from ..result import ExecResult
 
@@ -73,7 +74,9 @@ SUBMIT_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
 
 
 class SandboxEnvironmentConfig(BaseModel):
-    """Keyword arguments of `SandboxEnvironment` (the `environment:` table of a config)."""
+    """Keyword arguments of `SandboxEnvironment` (the `environment:` table of a config).
+    Each field named as a `sandbox.options.SandboxSpec` field is passed on to the
+    sandbox as is (`env` with `forward_env` added)."""
 
     cwd: str = ""
     """Working directory of each action; "" is the sandbox workspace, relative is under it."""
@@ -117,9 +120,7 @@ class SandboxEnvironment:
         env = {key: value for key in self.config.forward_env
                if (value := os.environ.get(key)) is not None}
         env.update(self.config.env)
-        self.sandbox = Sandbox(self._profile(), self.config.workdir, env or None,
-                               network=self.config.network, gpu=self.config.gpu,
-                               limits=self.config.limits, image=self.config.image)
+        self.sandbox = Sandbox(self._profile(), **spec_of(self.config, env=env or None))
         self.sandbox.start()
 
     def _profile(self) -> Profile | str:

@@ -29,13 +29,8 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 
 from sandbox import NotFound, Sandbox, Store
-from sandbox.adapters.deepagents import (
-    DEFAULT_MAX_DOWNLOAD,
-    MAX_COMMAND_BYTES,
-    RingfenceSandbox,
-    SandboxProvider,
-    command_argv,
-)
+from sandbox.adapters.deepagents import DEFAULT_MAX_DOWNLOAD, RingfenceSandbox, SandboxProvider
+from sandbox.adapters.deepagents_backend import MAX_COMMAND_BYTES, command_argv
 from tests.images.conftest import Images
 
 REPO = Path(__file__).resolve().parents[2]

@@ -369,7 +369,7 @@ def test_compose_default_service_maps_to_the_config(tmp_path: Path,
     """The default service (x-default, else `default`, else the only one) gives image,
     working_dir, environment (a bare KEY is the host's value) and network_mode none; the
     config's own fields win; what cannot map is an error that says what to do."""
-    from sandbox.adapters.inspect_ai import _config
+    from sandbox.adapters.inspect_config import parse_config
     from sandbox.errors import SetupError
 
     monkeypatch.setenv("FROM_HOST", "host-value")
@@ -380,24 +380,24 @@ def test_compose_default_service_maps_to_the_config(tmp_path: Path,
         "  agent:\n    x-default: true\n    image: py\n    working_dir: /srv/app\n"
         "    environment:\n      - LEVEL=hard\n      - FROM_HOST\n      - UNSET_HERE\n"
         "    network_mode: none\n")
-    cfg = _config(str(compose))
+    cfg = parse_config(str(compose))
     assert (cfg.image, cfg.workdir, cfg.env, cfg.network) == (
         "py", "/srv/app", {"LEVEL": "hard", "FROM_HOST": "host-value"}, "none")
-    mine = _config(FirejailSandboxConfig(compose=str(compose), image="deb",
+    mine = parse_config(FirejailSandboxConfig(compose=str(compose), image="deb",
                                          env={"LEVEL": "mine"}, network="allowlist"))
     assert (mine.image, mine.workdir, mine.env["LEVEL"], mine.network) == (
         "deb", "/srv/app", "mine", "allowlist")
     # another network mode keeps the profile's network: never full egress by request
     compose.write_text("services:\n  default:\n    image: py\n    network_mode: host\n")
-    assert _config(str(compose)).network is None
+    assert parse_config(str(compose)).network is None
     for text, says in (
             ("services:\n  a:\n    image: x\n  b:\n    image: y\n", "none is the default"),
             ("services:\n  default:\n    build: .\n", "has no `image:`")):
         compose.write_text(text)
         with pytest.raises(SetupError, match=says):
-            _config(str(compose))
+            parse_config(str(compose))
     with pytest.raises(SetupError, match=r"Dockerfile.*sandbox image pull docker-daemon:"):
-        _config(str(tmp_path / "Dockerfile"))
+        parse_config(str(tmp_path / "Dockerfile"))
 
 
 async def test_an_image_not_in_the_store_fails_at_task_init(images: Any, tmp_path: Path,

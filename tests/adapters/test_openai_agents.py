@@ -96,17 +96,23 @@ def commands(sandbox_id: str) -> list[str]:
 PATCH = "*** Begin Patch\n*** Add File: notes/hello.txt\n+written through apply_patch\n*** End Patch\n"
 
 
-def test_sandbox_agent_run_with_scripted_model(test_dir: Path) -> None:
+def scripted_agent(first: str, last: str, answer: str) -> tuple[SandboxAgent, ScriptedModel]:
+    """An agent whose scripted model runs `first` in the shell, adds notes/hello.txt with
+    apply_patch (PATCH), runs `last`, then answers `answer`."""
     model = ScriptedModel([
-        [function_call("exec_command", {"cmd": "echo hello-from-jail; id -u; id -un"},
-                       call_id="c1")],
+        [function_call("exec_command", {"cmd": first}, call_id="c1")],
         [ResponseCustomToolCall(type="custom_tool_call", name="apply_patch", input=PATCH,
                                 call_id="c2", id="c2")],
-        [function_call("exec_command", {"cmd": "cat notes/hello.txt; touch /usr/owned"},
-                       call_id="c3")],
-        [assistant_message("all done: notes/hello.txt written")],
+        [function_call("exec_command", {"cmd": last}, call_id="c3")],
+        [assistant_message(answer)],
     ])
-    agent = SandboxAgent(name="dev", instructions="Work in the sandbox.", model=model)
+    return SandboxAgent(name="dev", instructions="Work in the sandbox.", model=model), model
+
+
+def test_sandbox_agent_run_with_scripted_model(test_dir: Path) -> None:
+    agent, model = scripted_agent("echo hello-from-jail; id -u; id -un",
+                                  "cat notes/hello.txt; touch /usr/owned",
+                                  "all done: notes/hello.txt written")
     client = FirejailSandboxClient()
     snapshots = test_dir / "snapshots"
 
@@ -505,15 +511,7 @@ def test_sandbox_agent_runs_in_an_image(test_dir: Path, images: Images,
     image (its Env, none of the host's programs), the root is the image's /workspace, and
     the record holds the model's commands like any session's."""
     monkeypatch.setenv("SANDBOX_IMAGE_DIR", str(images.root / "store"))
-    model = ScriptedModel([
-        [function_call("exec_command", {"cmd": IN_IMAGE}, call_id="c1")],
-        [ResponseCustomToolCall(type="custom_tool_call", name="apply_patch", input=PATCH,
-                                call_id="c2", id="c2")],
-        [function_call("exec_command", {"cmd": "cat /workspace/notes/hello.txt"},
-                       call_id="c3")],
-        [assistant_message("done")],
-    ])
-    agent = SandboxAgent(name="dev", instructions="Work in the sandbox.", model=model)
+    agent, _ = scripted_agent(IN_IMAGE, "cat /workspace/notes/hello.txt", "done")
     client = FirejailSandboxClient()
     result = run(Runner.run(agent, "where am i", run_config=RunConfig(
         sandbox=SandboxRunConfig(client=client,
