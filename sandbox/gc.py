@@ -27,6 +27,26 @@ from .store import FINAL_STATES, Store
 
 log = logging.getLogger("sandbox")
 
+GC_EVERY_S = 5.0  # an RL process starts sessions by the thousand: reap at most this often
+
+
+class _Throttle:
+    """When this process last collected (a supervisor-owned value, not a global)."""
+
+    last = 0.0
+
+
+def now_and_then(store: Store) -> None:
+    """`collect`, at most every GC_EVERY_S in this process (each session start asks)."""
+    from . import supervisor
+
+    throttle = supervisor.current().shared("gc throttle", _Throttle)
+    now = time.monotonic()
+    if now - throttle.last >= GC_EVERY_S:
+        throttle.last = now
+        collect(store)
+
+
 def collect(store: Store, *, deep: bool = False) -> list[str]:
     """Reap every live session whose owner process is gone; returns their ids.
 

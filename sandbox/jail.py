@@ -271,6 +271,28 @@ def check_env(env: dict[str, str]) -> None:
                 f"(e.g. `{key}=... prog`)")
 
 
+# The store's location and credentials: never passed into a jail, whatever the profile's
+# passthrough says (libpq reads the PG* ones).
+STORE_SECRET_ENV = frozenset({"SANDBOX_STORE", "SANDBOX_DB", "PGPASSWORD", "PGPASSFILE",
+                              "PGSERVICEFILE"})
+
+
+def session_env(profile: Profile, spec: JailSpec, extra: dict[str, str],
+                store_password: str | None) -> dict[str, str]:
+    """A session's jail environment: the profile's allowlist from this process's
+    environment (never the store's settings), the caller's `extra`, checked; refused if
+    any value holds the store's password."""
+    host_env = {k: v for k, v in os.environ.items() if k not in STORE_SECRET_ENV}
+    env = build_env(profile, spec, host_env)
+    env.update(extra)
+    check_env(env)
+    for key, value in env.items():
+        if store_password and store_password in value:
+            raise SetupError(f"environment variable {key} holds the event store's "
+                             "password: it cannot be passed into the jail")
+    return env
+
+
 def build_env(profile: Profile, spec: JailSpec, host_env: dict[str, str]) -> dict[str, str]:
     """The jail's environment: cleared, then an allowlist (no host tokens leak in)."""
     home = str(spec.home or spec.inside_workdir)

@@ -20,16 +20,17 @@ import os
 import secrets
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import gc, jail, owners, paths, reap, supervisor, users
+from . import commands, gc, jail, owners, paths, reap, supervisor, users, workspace
 from .control import ControlWatcher
 from .errors import CommandBlocked, CommandTimeout, SessionClosed, SetupError
 from .hooks import Hooks
+from .images.attach import attach, no_bash, wait_joinable
 from .profile import Profile, load
+from .record.ship import ship_head
 from .result import CommandResult
 from .shell import Shell
 from .store import Store, StoreUnavailable, open_store
@@ -41,35 +42,6 @@ def new_id() -> str:
 
 log = logging.getLogger("sandbox")
 TEARDOWN_WAIT_S = 30.0  # a kill's teardown (cgroup, netns, gateway) takes well under this
-
-_last_gc = 0.0
-GC_EVERY_S = 5.0  # an RL process starts sessions by the thousand: reap at most this often
-
-
-def _collect_now_and_then(store: Store) -> None:
-    global _last_gc
-    now = time.monotonic()
-    if now - _last_gc >= GC_EVERY_S:
-        _last_gc = now
-        gc.collect(store)
-
-
-def _sudo_uid() -> int | None:
-    uid = os.environ.get("SUDO_UID", "")
-    return int(uid) if uid.isdigit() else None
-
-
-# The store's location and credentials: never passed into a jail, whatever the profile's
-# passthrough says (libpq reads the PG* ones).
-STORE_SECRET_ENV = frozenset({"SANDBOX_STORE", "SANDBOX_DB", "PGPASSWORD", "PGPASSFILE",
-                              "PGSERVICEFILE"})
-
-
-def _store_secret(store: Store) -> str | None:
-    """The event store's password, when it has one (PostgreSQL)."""
-    password = getattr(store, "password", None)
-    return password if isinstance(password, str) and password else None
-
 
 class Session:
     """A jailed, recorded session. Used by the API (`Sandbox`) and by the CLI."""
@@ -166,36 +138,15 @@ class Session:
         return self
 
     def _start(self) -> None:
-        _collect_now_and_then(self.store)
+        gc.now_and_then(self.store)
         jail.check_firejail()
-        flag = "--workdir" if self.kind in ("run", "shell") else "workdir="  # the door's word
-        if self.requested_workdir is not None and not self.requested_workdir.is_dir():
-            raise SetupError(
-                f"workspace {self.requested_workdir} is not a directory: create it first "
-                f"(mkdir -p {self.requested_workdir}), or leave out {flag}")
-        self.placement = users.place(self.requested_workdir, self.id, flag)
-        if self.placement.fresh:
-            self.add_resource("workspace", str(self.placement.workdir))
-            disk = self.profile.limits.disk_mib
-            if disk and self.placement.agent is not None:
-                users.mount_quota(self.placement.workdir, self.placement.agent, disk)
+        self.placement = workspace.place(self.requested_workdir, self.id, self.kind,
+                                         self.profile.limits.disk_mib, self.add_resource)
         agent = self.placement.agent
         self.workdir = self.placement.workdir
         self.store.update_session(self.id, agent_uid=agent.uid if agent else os.getuid(),
                                   jail_name=jail.jail_name(self.id), workdir=str(self.workdir))
-        # The store's own directory is what must stay hidden (SANDBOX_DB may put it
-        # outside the default state dir).
-        self._spec = jail.JailSpec(
-            session_id=self.id, workdir=self.workdir,
-            state_dir=self.store.path.parent.resolve(),
-            host_home=Path(os.environ.get("HOME") or Path.home()), agent=agent,
-            other_homes=tuple(users.homes_of(
-                agent.uid if agent else None, _sudo_uid(), self.workdir.stat().st_uid)),
-            # The image store, where $SANDBOX_IMAGE_DIR puts it outside the state dir:
-            # other tasks' images are not this agent's to read.
-            extra_hide=(os.environ["SANDBOX_IMAGE_DIR"],)
-            if os.environ.get("SANDBOX_IMAGE_DIR") else (),
-        )
+        self._spec = workspace.spec(self.id, self.placement, self.store.path.parent.resolve())
         self.emit("session.start", {
             "profile": self.profile.name, "sources": self.profile.sources,
             "workdir": str(self.workdir), "kind": self.kind, "argv": self.argv,
@@ -203,19 +154,12 @@ class Session:
         })
         self._spec = self.hooks.before_jail(self._spec)
         if self.image_ref:
-            from .images.attach import attach
-
             assert self.placement is not None
-            gpu_files: tuple[str, ...] = ()
-            if dict(self._spec.gpu_env).get("CUDA_VISIBLE_DEVICES"):  # a grant: the driver
-                from .gpu.driver import driver_files
-
-                gpu_files = tuple(driver_files(self.gpu_part_backend))
             self._spec, self.image = attach(
                 self.image_ref, profile=self.profile, spec=self._spec,
                 state_dir=self.store.path.parent.resolve(), fresh=self.placement.fresh,
                 kind=self.kind, keep=self.keep, add_resource=self.add_resource,
-                gpu_files=gpu_files)
+                gpu_backend=self.gpu_part_backend)
             self.emit("session.image", {
                 "image": self.image.image.name, "digest": self.image.image.digest,
                 "workdir": self._spec.inside_workdir, "keep": self.keep})
@@ -229,16 +173,9 @@ class Session:
 
     def env(self) -> dict[str, str]:
         """The jail's environment: the profile's allowlist plus the caller's `env`."""
-        host_env = {k: v for k, v in os.environ.items() if k not in STORE_SECRET_ENV}
-        env = jail.build_env(self.profile, self._spec, host_env)
-        env.update(self.extra_env)
-        jail.check_env(env)
-        secret = _store_secret(self.store)
-        for key, value in env.items():
-            if secret and secret in value:
-                raise SetupError(f"environment variable {key} holds the event store's "
-                                 "password: it cannot be passed into the jail")
-        return env
+        password = getattr(self.store, "password", None)  # PostgreSQL's, when it has one
+        return jail.session_env(self.profile, self._spec, self.extra_env,
+                                password if isinstance(password, str) else None)
 
     def jail_argv(self, program: list[str]) -> list[str]:
         """The firejail argv for `program`, its hide list kept off the jail's view."""
@@ -282,13 +219,7 @@ class Session:
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=self.launcher())
         self.mark_running(self._holder.pid)
-        deadline = time.monotonic() + 30
-        while not jail.program_started(self._holder.pid):  # joinable once it runs
-            if self._holder.poll() is not None or time.monotonic() > deadline:
-                err = self._holder.stderr.read() if self._holder.stderr else b""
-                raise SetupError("the image's jail did not start: "
-                                 + (err.decode(errors="replace").strip() or "timed out"))
-            time.sleep(0.005)
+        wait_joinable(self._holder)
 
     def mark_running(self, jail_pid: int) -> None:
         """For the wrapper: the jail process exists."""
@@ -303,8 +234,6 @@ class Session:
             ) -> CommandResult:
         """Run one command in the session's shell and record it."""
         if self.shell is None and self.state == "running" and self.image is not None:
-            from .images.attach import no_bash
-
             raise SetupError(no_bash(self.image.image.name))
         if self.shell is None or self.state != "running":
             raise SessionClosed(f"session {self.id} is {self.state}: {self.reason or ''}".strip())
@@ -317,52 +246,12 @@ class Session:
     def _run(self, command: str, timeout: float | None, check: bool,
              box: list[dict[str, Any]]) -> CommandResult:
         assert self.shell is not None
-        blocked = self.hooks.check_command(command)
-        if blocked is not None:
-            if check:
-                raise CommandBlocked(blocked.output)
-            return blocked
         timeout = self.profile.limits.command_timeout_s if timeout is None else timeout
-        self.store.update_session(self.id, current_command=command[:500])
-        raw = self.shell.run(command, timeout)
-        if raw.background_bytes:
-            # Background jobs wrote between commands: kept, attributed to this command.
-            self.emit("shell.background_output", {
-                "output": raw.background.decode("utf-8", errors="replace"),
-                "bytes": raw.background_bytes,
-                "truncated": raw.background_bytes > len(raw.background),
-                "before_command": command[:200]})
-        output = raw.output.decode("utf-8", errors="replace")
-        row = self.store.add_command(  # the exact bytes: binary output is kept losslessly
-            self.id, text=command, output=raw.output, exit_code=raw.exit_code,
-            started=raw.started,
-            duration=raw.duration, timed_out=raw.timed_out, truncated=raw.truncated,
-            output_bytes=raw.output_bytes, source="api",
-        )
-        for marker in raw.forged:
-            self.hooks.tamper("shell.marker_forged", {
-                "marker": marker.decode(errors="replace"), "command": command[:500]})
-        for kind, detail in raw.tamper:
-            detail = {**detail, "command": command[:500], "seq": row["seq"]}
-            if kind == "shell.recorder_hooks":
-                self.emit(kind, detail, severity="critical", action="flag",
-                          rule="tamper.recorder_hooks")
-            else:
-                self.hooks.tamper(kind, detail)
-        if raw.shell_exited and self.state == "running" and not raw.timed_out \
-                and raw.exit_code is None and not Shell.is_exit_command(command):
-            # The shell ended without an end marker on a command that is not `exit`.
-            self.hooks.tamper("shell.marker_missing", {"command": command[:500]})
-        self._limits_finished(command, raw.exit_code, output, raw.truncated, raw.output_bytes)
-        procs = self.hooks.procs
-        if procs is not None:  # L6: this command's exec verdicts belong to its result
-            procs.settle()
-        alerts = self.hooks.close_alerts(box)
-        result = CommandResult(
-            exit_code=raw.exit_code, output=output, duration=raw.duration,
-            timed_out=raw.timed_out, truncated=raw.truncated, alerts=alerts,
-            command=command, seq=row["seq"],
-        )
+        result, raw = commands.run(self, self.shell, command, timeout, box)
+        if raw is None:  # blocked by the guard
+            if check:
+                raise CommandBlocked(result.output)
+            return result
         if raw.shell_exited:
             if self.state == "running":
                 self._finish("exited", "the shell exited", None)
@@ -381,10 +270,10 @@ class Session:
             exit_code=exit_code, started=started, duration=duration, truncated=truncated,
             output_bytes=len(output) if output_bytes is None else output_bytes, source=source,
         )
-        self._limits_finished(text, exit_code, output.decode("utf-8", errors="replace"),
+        self.limits_finished(text, exit_code, output.decode("utf-8", errors="replace"),
                               truncated, len(output) if output_bytes is None else output_bytes)
 
-    def _limits_finished(self, command: str, exit_code: int | None, output: str,
+    def limits_finished(self, command: str, exit_code: int | None, output: str,
                          truncated: bool, output_bytes: int) -> None:
         """Limits no cgroup counter sees (file size, output cap), from the result."""
         limits = self.hooks.limits
@@ -453,23 +342,10 @@ class Session:
     def _ship_head(self) -> None:
         """Send the chain head off-box, so a rewrite of the whole database is detectable."""
         rec = self.profile.recording
-        if not (rec.head_hash_file or rec.head_hash_command):
-            return
-        head = self.head_hash()
-        line = f"{time.time():.3f} {self.id} {self.store.get_session(self.id)['last_seq']} {head}\n"
-        try:
-            if rec.head_hash_file:
-                with open(rec.head_hash_file, "a") as fh:
-                    fh.write(line)
-            if rec.head_hash_command:
-                subprocess.run(
-                    rec.head_hash_command, shell=True, timeout=30, check=True,
-                    env={**os.environ, "SANDBOX_HEAD": head, "SANDBOX_SESSION": self.id},
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                )
-        except (OSError, subprocess.SubprocessError) as e:
-            self.emit("session.warning", {"reason": f"could not ship the head hash: {e}"},
-                      severity="warning")
+        if rec.head_hash_file or rec.head_hash_command:
+            ship_head(rec, self.id, self.store.get_session(self.id)["last_seq"],
+                      self.head_hash(), lambda why: self.emit(
+                          "session.warning", {"reason": why}, severity="warning"))
 
     def _teardown(self) -> None:
         self._stop_jail()

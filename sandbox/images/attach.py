@@ -10,13 +10,15 @@ import dataclasses
 import os
 import pwd
 import re
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import launch
 from ..errors import DependencyMissing, SetupError
-from ..jail import JailSpec
+from ..jail import JailSpec, program_started
 from ..profile import Profile
 from . import config, rootfs
 from .store import Image, ImageStore
@@ -77,9 +79,16 @@ class Attached:
 
 def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh: bool,
            kind: str, keep: bool, add_resource: Callable[[str, Any], None],
-           gpu_files: tuple[str, ...] = ()) -> tuple[JailSpec, Attached]:
-    """The spec with its image root, made and recorded (as `image_root`) for this session."""
+           gpu_backend: Any = None) -> tuple[JailSpec, Attached]:
+    """The spec with its image root, made and recorded (as `image_root`) for this session.
+    With a GPU granted (`spec.gpu_env`), the host driver's files of `gpu_backend` are
+    bound in read-only (the image brings no driver)."""
     check_host()
+    gpu_files: tuple[str, ...] = ()
+    if dict(spec.gpu_env).get("CUDA_VISIBLE_DEVICES"):
+        from ..gpu.driver import driver_files
+
+        gpu_files = tuple(driver_files(gpu_backend))
     store = ImageStore()
     image = store.resolve(ref)
     has_bash = rootfs.has_program(image.rootfs, "bash")
@@ -123,3 +132,15 @@ def no_bash(name: str) -> str:
     return (f"image {name} has no bash, which `run()` and `sandbox shell` use for the "
             f"recorded shell. exec() and `sandbox run --image {name} -- PROGRAM` work "
             "without it; or use an image with bash")
+
+
+def wait_joinable(holder: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until a bash-less image's holder runs its program (then exec can join its jail);
+    SetupError with firejail's words if it ends or stalls first."""
+    deadline = time.monotonic() + timeout
+    while not program_started(holder.pid):
+        if holder.poll() is not None or time.monotonic() > deadline:
+            err = holder.stderr.read() if holder.stderr else b""
+            raise SetupError("the image's jail did not start: "
+                             + (err.decode(errors="replace").strip() or "timed out"))
+        time.sleep(0.005)
