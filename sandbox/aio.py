@@ -16,11 +16,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Unpack, overload
 
-from . import execute, files, supervisor
+from . import execute, files, spawn, supervisor
 from .exec_options import ExecOptions
-from .execute import MAX_OUTPUT, Process
+from .execute import MAX_OUTPUT
 from .options import Handle
 from .result import CommandResult, ExecResult
+from .spawn import Process
 
 
 def _lifecycle() -> ThreadPoolExecutor:
@@ -70,7 +71,7 @@ class AsyncSandbox(Handle):
         """Start a process and stream it: `await p.write(b"..")`, `p.close_stdin()`,
         `async for chunk in p.stdout`, `await p.wait()` (its recorded ExecResult),
         `p.kill()`. Options: as `exec`."""
-        return await execute.spawn_async(self._session, cmd, **options)
+        return await spawn.spawn_async(self._session, cmd, **options)
 
     @overload
     async def read_file(self, path: str, text: Literal[True] = ..., *,

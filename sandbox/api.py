@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 from . import execute, files, loop
 from .exec_options import ExecOptions
-from .execute import MAX_OUTPUT, Process
+from .execute import MAX_OUTPUT
 from .options import Handle
 from .result import CommandResult, ExecResult
+from .spawn import Process, Stream, spawn_async
 
 if TYPE_CHECKING:
     from .aio import AsyncSandbox
@@ -66,7 +67,7 @@ class Sandbox(Handle):
         `for chunk in p.stdout`, `p.wait()` (its recorded ExecResult), `p.kill()`.
         Options: as `exec`."""
         async def start() -> Process:
-            return await execute.spawn_async(self._session, cmd, **options)
+            return await spawn_async(self._session, cmd, **options)
 
         return SyncProcess(loop.call(start()))
 
@@ -146,7 +147,7 @@ class SyncProcess:
         return self._iterate(self._proc.stderr)
 
     @staticmethod
-    def _iterate(stream: execute.Stream) -> Iterator[bytes]:
+    def _iterate(stream: Stream) -> Iterator[bytes]:
         it = stream.__aiter__()
 
         async def step() -> bytes | None:

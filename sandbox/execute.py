@@ -25,12 +25,12 @@ import posixpath
 import shlex
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
 
-from . import fastexec, launch
+from . import fastexec, launch, supervisor
 from .child import AsyncChild, end, kill_tree
 from .errors import CommandTimeout, SessionClosed
 from .exec_options import ExecOptions
@@ -44,11 +44,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sandbox")
 MAX_OUTPUT = 10 << 20  # per stream, head and tail kept
-# Recording an exec (a store write, then the monitor's verdicts on its execs) blocks: it
-# runs on threads of its own, never queued behind the caller's default executor (where
-# 256 sandbox starts held every first exec's record for 29 s in the bench).
-RECORDER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox-record")
 PIPE_GRACE_S = 5.0  # a background job may keep the pipes open past the exit; not longer
+
+
+def recorder() -> ThreadPoolExecutor:
+    """Recording an exec (a store write, then the monitor's verdicts on its execs)
+    blocks: it runs on threads of its own, never queued behind the caller's default
+    executor (where 256 sandbox starts held every first exec's record for 29 s in the
+    bench). The supervisor's."""
+    return supervisor.current().executor("record", 8)
 
 
 class ExecTimeout(CommandTimeout):
@@ -253,8 +257,8 @@ def prepare(session: Session, cmd: list[str] | str, *, record_output: bool = Tru
                 alerts=box, join_cwd=join_cwd)
 
 
-async def _child(ex: Exec, on_out: Callable[[bytes], None],
-                 on_err: Callable[[bytes], None]) -> AsyncChild:
+async def start_child(ex: Exec, on_out: Callable[[bytes], None],
+                      on_err: Callable[[bytes], None]) -> AsyncChild:
     """The process: forked by the session's exec helper inside the jail (`fastexec`),
     else a `firejail --join` of its own."""
     part = ex.session.hooks.fast
@@ -262,15 +266,15 @@ async def _child(ex: Exec, on_out: Callable[[bytes], None],
     return fast if fast is not None else AsyncChild(ex.popen(), on_out, on_err)
 
 
-def _kill(child: AsyncChild) -> None:
+def kill_child(child: AsyncChild) -> None:
     """Kill what `child` runs. A join process is left to reap it (`kill_tree`); a
     helper-forked command is the tree's root itself."""
     kill_tree(child.pid, root=isinstance(child, fastexec.FastChild))
 
 
-async def _end(child: AsyncChild) -> int:
+async def end_child(child: AsyncChild) -> int:
     if isinstance(child, fastexec.FastChild):
-        _kill(child)
+        kill_child(child)
     return await end(child)
 
 
@@ -281,7 +285,7 @@ async def exec_async(session: Session, cmd: list[str] | str, *, record_output: b
     if isinstance(ex, ExecResult):
         return ex
     loop = asyncio.get_running_loop()
-    child = await _child(ex, ex.out.add, ex.err.add)
+    child = await start_child(ex, ex.out.add, ex.err.add)
     timed_out = False
     try:
         child.write(ex.preamble + ex.data)
@@ -290,10 +294,10 @@ async def exec_async(session: Session, cmd: list[str] | str, *, record_output: b
             status: int | None = await child.wait(ex.timeout)
         except TimeoutError:
             timed_out = True
-            status = await _end(child)
+            status = await end_child(child)
         await child.streams_closed(PIPE_GRACE_S)
     except BaseException:  # cancelled: nothing of it may outlive the caller's interest
-        _kill(child)  # the join reaps its child and exits (see `child.end`)
+        kill_child(child)  # the join reaps its child and exits (see `child.end`)
         try:
             status = child.proc.wait(1.0)
         except subprocess.TimeoutExpired:
@@ -302,125 +306,8 @@ async def exec_async(session: Session, cmd: list[str] | str, *, record_output: b
         child.close()
         # Still recorded (the caller's interest ended, not the record's): off the loop,
         # as the finished ones are, since a cancelled caller cannot await it.
-        RECORDER.submit(ex.finish, status, False)
+        recorder().submit(ex.finish, status, False)
         raise
     child.close()
-    result = await loop.run_in_executor(RECORDER, ex.finish, status, timed_out)
+    result = await loop.run_in_executor(recorder(), ex.finish, status, timed_out)
     return ex.check(result)
-
-
-# -- spawn: a streaming handle ----------------------------------------------------------
-
-
-class Stream:
-    """One output stream of a spawned process: `async for chunk in stream`, or
-    `await stream.read()` for everything until EOF. Chunks are bytes."""
-
-    def __init__(self, cap: Capture) -> None:
-        self._cap = cap
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._eof = False
-
-    def feed(self, data: bytes) -> None:
-        if data:
-            self._cap.add(data)
-        self._queue.put_nowait(data)  # b"" marks EOF
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iter()
-
-    async def _iter(self) -> AsyncIterator[bytes]:
-        while not self._eof:
-            chunk = await self._queue.get()
-            if not chunk:
-                self._eof = True
-                return
-            yield chunk
-
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self])
-
-
-class Process:
-    """A process spawned in the sandbox (`AsyncSandbox.spawn`): write to its stdin,
-    iterate its stdout/stderr, `wait()` for its ExecResult (recorded like an exec)."""
-
-    def __init__(self, ex: Exec) -> None:
-        self._ex = ex
-        self.stdout = Stream(ex.out)
-        self.stderr = Stream(ex.err)
-
-    async def _start(self) -> Process:
-        ex = self._ex
-        self._child = await _child(ex, self.stdout.feed, self.stderr.feed)
-        self.pid = self._child.pid
-        self._timed_out = False
-        if ex.preamble or ex.data:
-            self._child.write(ex.preamble + ex.data)
-        # Recorded when it ends whether or not anyone waits for it (a spawn dropped by
-        # its caller is still a command the agent ran), and reaped.
-        self._done = asyncio.ensure_future(self._run())
-        self._done.add_done_callback(_log_failure)
-        return self
-
-    async def write(self, data: str | bytes) -> None:
-        raw = data.encode() if isinstance(data, str) else data
-        self._ex.data += raw
-        self._child.write(raw)
-        await self._child.drain()
-
-    def close_stdin(self) -> None:
-        self._child.close_stdin()
-
-    @property
-    def returncode(self) -> int | None:
-        if self._done.done() and not self._done.cancelled() and not self._done.exception():
-            return self._done.result().returncode
-        return None
-
-    def kill(self) -> None:
-        """Kill the process and everything it started. Its join process is left a moment
-        to reap it (no zombie in the jail), then killed with whatever it started since
-        (a kill right after spawn can land before the program exists)."""
-        _kill(self._child)
-        self._child.later(1.0, lambda: kill_tree(self.pid, root=True))
-
-    async def wait(self, timeout: float | None = None) -> ExecResult:
-        """Until it exits (killing the tree after `timeout`, then ExecTimeout); the
-        result holds the output the streams were not read for, head and tail kept."""
-        if timeout is not None and not self._done.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._done), timeout)
-            except TimeoutError:
-                self._timed_out = True
-                _kill(self._child)
-                self._child.later(2.0, lambda: kill_tree(self.pid, root=True))
-        return self._ex.check(await asyncio.shield(self._done))
-
-    async def _run(self) -> ExecResult:
-        """Until it exits (the spawn's own timeout kills the tree), then its record."""
-        try:
-            status = await self._child.wait(self._ex.timeout)
-        except TimeoutError:
-            self._timed_out = True
-            status = await _end(self._child)
-        await self._child.streams_closed(PIPE_GRACE_S)
-        self._child.close()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(RECORDER, self._ex.finish, status, self._timed_out)
-
-
-def _log_failure(task: asyncio.Future[ExecResult]) -> None:
-    """A spawn nobody waits for must not fail unseen (nor as asyncio's "never
-    retrieved" noise): its record failed, so say so."""
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("sandbox: a spawned process could not be recorded: %s", task.exception())
-
-
-async def spawn_async(session: Session, cmd: list[str] | str,
-                      **options: Unpack[ExecOptions]) -> Process:
-    """Start `cmd` in the jail and hand back its streaming handle."""
-    ex = prepare(session, cmd, **options)
-    if isinstance(ex, ExecResult):
-        raise PermissionError(f"spawn {cmd!r}: blocked by the guard: {ex.stderr.strip()}")
-    return await Process(ex)._start()

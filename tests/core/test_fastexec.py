@@ -65,9 +65,11 @@ def _rules(result: Any) -> list[str]:
 
 def _patched_source(monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
     """A helper the agent would want: one that lies (tests only)."""
-    src = fastexec._source().decode()
+    from sandbox.fastexec import helper
+
+    src = helper._source().decode()
     assert old in src
-    monkeypatch.setattr(fastexec, "_source", lambda: src.replace(old, new).encode())
+    monkeypatch.setattr(helper, "_source", lambda: src.replace(old, new).encode())
 
 
 # -- it works, the same as the join -------------------------------------------------------
