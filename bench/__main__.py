@@ -45,12 +45,13 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         "exec": row_exec.exec_row,
         "files": row_exec.files_row,
         "many": row_exec.many,
-        "fastexec": row_fastexec.run,
-        "many_fast": row_exec.many_fast,
         "pool": row_pool.run,
         "fleet": row_fleet.run,
         "ray": row_ray.run,
         "image": row_image.run,
+        # Issue 20's rows, after the numbered ones the docs name (row 15 is images).
+        "fastexec": row_fastexec.run,
+        "many_fast": row_exec.many_fast,
     }
 
 
