@@ -10,7 +10,6 @@ import functools
 import logging
 import marshal
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import launch
+from .. import fdwait, launch
 from .kernel import SO_PASSPIDFD, PidInfo, fd_owner, pidfd_from, pidfd_info, proc_state
 from .proc import FastProc, readable
 
@@ -115,7 +114,7 @@ class Helper:
         with self._lock:
             if self.state != "starting":
                 return self.state == "ready"
-            if not select.select([self.ctl], [], [], timeout)[0]:
+            if not fdwait.ready(self.ctl.fileno(), fdwait.READ, timeout):
                 if self.join.poll() is not None:
                     self._off_locked(f"the helper's join exited ({self.join.returncode}): "
                                      + self._stderr(), alert=None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 import signal
 import socket
 import struct
@@ -15,6 +14,7 @@ import subprocess
 import time
 from typing import Any, Protocol, cast
 
+from .. import fdwait
 from ..child import AsyncChild, Sink
 from .kernel import pidfd_info
 
@@ -94,7 +94,7 @@ class FastProc:
     def _read_claim(self, timeout: float = CLAIM_S) -> None:
         if self.claim is not None:
             return
-        if not select.select([self.sock], [], [], timeout)[0]:
+        if not fdwait.ready(self.sock.fileno(), fdwait.READ, timeout):
             return
         with contextlib.suppress(OSError):
             data = self.sock.recv(5)

@@ -280,3 +280,30 @@ def test_off_by_default_and_in_the_record(sb: Sandbox) -> None:
         part = sb._session.hooks.fast
         assert part is not None and part.helper is None
         assert sb.exec(["true"]).returncode == 0
+
+
+def test_fast_exec_with_fds_past_1024(workspace: Path) -> None:
+    """A process holding hundreds of sandboxes has fds past 1024: select() refused them
+    ("filedescriptor out of range") and 773 of the bench's execs failed. poll() it is."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), max(hard, 4096)))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        box = Sandbox(_fast_profile(), workdir=workspace)
+        box.start()
+        try:
+            helper = _helper(box)
+            assert helper.ctl.fileno() > 1024
+            n = helper.used["fast"]
+            r = box.exec(["sh", "-c", "echo past; exit 3"])
+            assert (r.returncode, r.stdout) == (3, "past\n")
+            assert helper.used["fast"] == n + 1 and helper.state == "ready"
+        finally:
+            box.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
