@@ -12,8 +12,9 @@ from pathlib import Path
 
 import psutil
 
-from sandbox import Sandbox, jail, load_profile
-from sandbox.profile import Profile
+from sandbox import Sandbox, load_profile
+from sandbox.jail import firejail
+from sandbox.jail.profile import Profile
 
 from .core import Ctx
 
@@ -95,7 +96,7 @@ def floor_cmd(ctx: Ctx, program: list[str], ws: Path, name: str
               ) -> tuple[list[str], dict[str, str], Callable[[], None]]:
     """The firejail floor: exactly the session's argv, env and child-side launch (the drop
     to the agent user, the TIOCSTI filter), other program."""
-    from sandbox.jail import Agent, JailSpec
+    from sandbox.jail.firejail import Agent, JailSpec
 
     agent = None
     if ctx.agent_uid is not None and ctx.agent_gid is not None:
@@ -107,8 +108,8 @@ def floor_cmd(ctx: Ctx, program: list[str], ws: Path, name: str
         host_home=Path(os.environ.get("HOME") or Path.home()),
     )
     profile = load_profile("default")
-    return (jail.build_argv(profile, spec, program),
-            jail.build_env(profile, spec, dict(os.environ)), jail.launcher(spec, []))
+    return (firejail.build_argv(profile, spec, program),
+            firejail.build_env(profile, spec, dict(os.environ)), firejail.launcher(spec, []))
 
 
 def time_until_first_byte(argv: list[str], env: dict[str, str] | None, cwd: Path | str,

@@ -177,7 +177,7 @@ def make_ctx(quick: bool, sessions: int, python: str) -> Ctx:
     os.chmod(BENCH_ROOT, 0o755)
     uid = gid = None
     if os.geteuid() == 0:
-        from sandbox.users import ensure_agent_user
+        from sandbox.jail.users import ensure_agent_user
 
         agent = ensure_agent_user()
         uid, gid = agent.uid, agent.gid

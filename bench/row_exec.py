@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 import psutil
 
-from sandbox import AsyncSandbox, Sandbox, launch
+from sandbox import AsyncSandbox, Sandbox
+from sandbox.jail import launch
 
 from .boxes import memory, tree
 from .core import Ctx, Deadline, Goal, Line, Row, Stat, stat, unavailable
@@ -335,8 +336,8 @@ def many(ctx: Ctx, fast: bool = False) -> Row:
     of wall time while 16 (or all) are in flight."""
     import dataclasses
 
-    from sandbox import users
-    from sandbox.profile import ExecSection, load
+    from sandbox.jail import users
+    from sandbox.jail.profile import ExecSection, load
 
     n = int(ctx.extra.get("many", 256))
     profile = dataclasses.replace(load("default"), exec=ExecSection(fast=fast))

@@ -12,8 +12,9 @@ import dataclasses
 import subprocess
 from collections.abc import Callable
 
-from sandbox import AsyncSandbox, Sandbox, fastexec
-from sandbox.profile import ExecSection, load
+from sandbox import AsyncSandbox, Sandbox
+from sandbox.jail import fastexec
+from sandbox.jail.profile import ExecSection, load
 
 from .core import Ctx, Deadline, Goal, Line, Row, stat, unavailable
 from .row_exec import MS, _atimed, _join, _Loop, _timed

@@ -6,7 +6,7 @@ SANDBOX_HOST_ID) on this machine. Throughput: 2 processes x 32 sessions, each se
 a thread running `run("true")` in a loop for a fixed window started at the same moment
 in both; the figure is the commands recorded in the store during the window (counted
 in the store itself) per second, one sample per window. The PostgreSQL server is a
-throwaway one started for the row (`sandbox/pgserver.py`: initdb into a temp dir,
+throwaway one started for the row (`sandbox/record/pgserver.py`: initdb into a temp dir,
 loopback TCP, SCRAM, fsync off as in the tests; stopped and removed at the end).
 
 Kill: host A holds a session with a small tree (bash + two background sleeps); this
@@ -130,7 +130,7 @@ def _pg_server(ctx: Ctx) -> Any:
     root = Path(__file__).resolve().parent.parent
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from sandbox.pgserver import PgServer, pg_bindir
+    from sandbox.record.pgserver import PgServer, pg_bindir
 
     if pg_bindir() is None:
         raise RuntimeError("PostgreSQL is not installed (scripts/bootstrap.sh installs it)")

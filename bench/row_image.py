@@ -84,7 +84,7 @@ def host_problem() -> str | None:
     """Why a sandbox in an image cannot run here, or None."""
     if os.geteuid() != 0:
         return "images need a root supervisor (run the bench as root)"
-    from sandbox.images.attach import chroot_enabled
+    from sandbox.jail.images.attach import chroot_enabled
 
     if not chroot_enabled():
         return "firejail's chroot is off (scripts/bootstrap.sh --images sets `chroot yes`)"

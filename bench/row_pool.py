@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from sandbox import AsyncSandbox
-from sandbox.pool import WarmPool
+from sandbox.doors.pool import WarmPool
 
 from .core import Ctx, Deadline, Goal, Line, Row, run_async, stat
 

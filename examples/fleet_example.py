@@ -1,11 +1,11 @@
 """The fleet, on one machine: sandboxes across a 2-node Ray cluster, one PostgreSQL record.
 
-    python -m sandbox.pgserver up          # a throwaway PostgreSQL on loopback; prints:
+    python -m sandbox.record.pgserver up          # a throwaway PostgreSQL on loopback; prints:
     export SANDBOX_STORE='postgresql://...'
     python examples/fleet_example.py --hold 600 &
     sandbox tui                            # HOST column (one host id per node); k, y kills
     sandbox ls; sandbox verify ID          # every session, from any host
-    python -m sandbox.pgserver down
+    python -m sandbox.record.pgserver down
 
 The cluster is `ray.cluster_utils.Cluster` (a head node and two nodes with 2 `sandbox` slots
 each, all on 127.0.0.1); on a real fleet each node runs `ray start --resources
@@ -50,7 +50,7 @@ async def episode(sb: RaySandbox, i: int, hold: float) -> str:
 
 async def main(args: argparse.Namespace) -> int:
     if not os.environ.get("SANDBOX_STORE", "").startswith("postgresql"):
-        print("fleet: set SANDBOX_STORE first (python -m sandbox.pgserver up prints it); "
+        print("fleet: set SANDBOX_STORE first (python -m sandbox.record.pgserver up prints it); "
               "running with the local SQLite store instead")
     cluster = Cluster(initialize_head=True, head_node_args={**LOOPBACK, "num_cpus": 0})
     session_dir = cluster.head_node.get_session_dir_path()

@@ -25,27 +25,27 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .aio import AsyncSandbox
-    from .api import Sandbox
+    from .doors.aio import AsyncSandbox
+    from .doors.api import Sandbox
+    from .doors.execute import ExecTimeout
     from .events import ListEmit
-    from .execute import ExecTimeout
-    from .profile import Profile
-    from .profile import load as load_profile
+    from .jail.profile import Profile
+    from .jail.profile import load as load_profile
+    from .record import Store
     from .result import CommandResult, ExecResult
-    from .store import Store
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Sandbox": ("api", "Sandbox"),
-    "AsyncSandbox": ("aio", "AsyncSandbox"),
+    "Sandbox": ("doors.api", "Sandbox"),
+    "AsyncSandbox": ("doors.aio", "AsyncSandbox"),
     "ListEmit": ("events", "ListEmit"),
     "ExecResult": ("result", "ExecResult"),
-    "ExecTimeout": ("execute", "ExecTimeout"),
-    "Profile": ("profile", "Profile"),
-    "load_profile": ("profile", "load"),
+    "ExecTimeout": ("doors.execute", "ExecTimeout"),
+    "Profile": ("jail.profile", "Profile"),
+    "load_profile": ("jail.profile", "load"),
     "CommandResult": ("result", "CommandResult"),
-    "Store": ("store", "Store"),
+    "Store": ("record", "Store"),
 }
 
 __all__ = [

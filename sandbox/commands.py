@@ -13,8 +13,8 @@ from .shell import Shell
 
 if TYPE_CHECKING:
     from .hooks import Hooks
+    from .record import Store
     from .shell.collect import RawResult
-    from .store import Store
 
 
 class CommandSession(Protocol):

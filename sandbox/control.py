@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 from . import owners, supervisor
 from .reap import host_timeout, reap
-from .store import FINAL_STATES, Store, open_store
-from .store_api import ControlListener, StoreUnavailable
+from .record import FINAL_STATES, Store, open_store
+from .record.api import ControlListener, StoreUnavailable
 
 log = logging.getLogger("sandbox")
 POLL_S = 0.025  # polling only: kill requests are seen within 25 ms (goal: kill <= 200 ms)

@@ -8,9 +8,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import jail, launch, paths
+from . import paths
 from .errors import SandboxError
-from .store import Store
+from .jail import firejail, launch
+from .record import Store
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ def _which(program: str, package: str, why: str, required: bool = True) -> Check
 
 def _firejail() -> list[Check]:
     try:
-        version = jail.check_firejail()
+        version = firejail.check_firejail()
     except SandboxError as e:
         return [Check("firejail", False, str(e), "apt-get install firejail")]
     out = [Check("firejail", True, "version " + ".".join(map(str, version)))]
@@ -72,7 +73,7 @@ def _store() -> list[Check]:
     """The event store this command would use: reachable, its schema, and (a fleet's
     PostgreSQL store) which hosts beat and which are lost with sessions still live."""
     from .reap import host_timeout
-    from .store_schema import SCHEMA_VERSION
+    from .record.schema import SCHEMA_VERSION
 
     try:
         store = Store()
@@ -149,7 +150,7 @@ def _tiocsti() -> Check:
 
 def _shared_disk() -> Check:
     """M5: an agent filling its workspace must not fill the disk the store writes to."""
-    from .users import WORK_ROOT
+    from .jail.users import WORK_ROOT
 
     state = paths.db_path().parent
     work = WORK_ROOT if WORK_ROOT.exists() else WORK_ROOT.parent
@@ -167,8 +168,8 @@ def _shared_disk() -> Check:
 
 def _images() -> list[Check]:
     """What `--image` needs: the toolchain, a static shell, and firejail's chroot."""
-    from .images.attach import FIREJAIL_CONFIG, chroot_enabled
-    from .images.rootfs import BASH_STATIC
+    from .jail.images.attach import FIREJAIL_CONFIG, chroot_enabled
+    from .jail.images.rootfs import BASH_STATIC
 
     why = "images (--image)"
     on = chroot_enabled()

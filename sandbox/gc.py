@@ -21,9 +21,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import launch, owners
+from . import owners
+from .jail import launch
 from .reap import cleanup_resources, host_timeout, kill_jail, reap
-from .store import FINAL_STATES, Store
+from .record import FINAL_STATES, Store
 
 log = logging.getLogger("sandbox")
 
@@ -145,7 +146,7 @@ def _unreleased(store: Store, recent: int = 200) -> None:
 def _old_includes() -> None:
     """Hide-list include files of any store's sessions: firejail reads one only while
     its jail starts, so one older than a minute is never needed again."""
-    from .jail import INCLUDE_DIR
+    from .jail.firejail import INCLUDE_DIR
 
     now = time.time()
     with contextlib.suppress(OSError):
@@ -209,7 +210,7 @@ def _empty_leftover_cgroups(store: Store) -> None:
     in another store (another SANDBOX_STATE_DIR), and one that was just created is empty
     until its jail joins it; those are reaped through their own store.
     """
-    from . import cgroups
+    from .jail import cgroups
 
     live = {s["id"] for s in store.list_sessions(live_only=True, limit=10_000)}
     now = time.time()

@@ -16,10 +16,10 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .store import is_alert
+from .record import is_alert
 
 if TYPE_CHECKING:
-    from .jail import JailSpec
+    from .jail.firejail import JailSpec
     from .parts import Part, PartSession
     from .parts.disk import DiskPart
     from .parts.fast import FastExecPart

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .store import Store
+from .record import Store
 
 log = logging.getLogger("sandbox")
 HOST_TIMEOUT_S = 30.0  # default SANDBOX_HOST_TIMEOUT: no heartbeat this long = host lost
@@ -67,7 +67,7 @@ def register_cleaner(name: str, fn: Callable[[Any], None]) -> None:
 def _remove_workspace(path: str) -> None:
     # Only fresh workspaces are recorded as resources; never anything the user passed.
     if path.startswith("/srv/sandbox/work/"):
-        from .users import unmount_quota
+        from .jail.users import unmount_quota
 
         unmount_quota(Path(path))
         shutil.rmtree(path, ignore_errors=True)
@@ -92,10 +92,10 @@ register_cleaner("home", _remove_home)
 def _load_cleaners() -> None:
     # Imported here: gc runs in processes (`sandbox kill`, `sandbox gc`) that never
     # started a session, so the parts' own registrations have not happened there.
-    from . import cgroups
+    from .jail import cgroups
 
     CLEANERS.setdefault("cgroup", cgroups.cleanup)
-    from .images import rootfs
+    from .jail.images import rootfs
 
     CLEANERS.setdefault("image_root", rootfs.cleanup)
     try:

@@ -24,16 +24,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import commands, gc, jail, owners, paths, reap, supervisor, users, workspace
+from . import commands, gc, owners, paths, reap, supervisor
 from .control import ControlWatcher
 from .errors import CommandBlocked, CommandTimeout, SessionClosed, SetupError
 from .hooks import Hooks
-from .images.attach import attach, no_bash, wait_joinable
-from .profile import Profile, load
+from .jail import firejail, users, workspace
+from .jail.images.attach import attach, no_bash, wait_joinable
+from .jail.profile import Profile, load
+from .record import Store, StoreUnavailable, open_store
 from .record.ship import ship_head
 from .result import CommandResult
 from .shell import Shell
-from .store import Store, StoreUnavailable, open_store
 
 
 def new_id() -> str:
@@ -104,7 +105,7 @@ class Session:
 
     # -- start ------------------------------------------------------------------------
 
-    def spec(self) -> jail.JailSpec:
+    def spec(self) -> firejail.JailSpec:
         return self._spec
 
     def start(self) -> Session:
@@ -139,13 +140,13 @@ class Session:
 
     def _start(self) -> None:
         gc.now_and_then(self.store)
-        jail.check_firejail()
+        firejail.check_firejail()
         self.placement = workspace.place(self.requested_workdir, self.id, self.kind,
                                          self.profile.limits.disk_mib, self.add_resource)
         agent = self.placement.agent
         self.workdir = self.placement.workdir
         self.store.update_session(self.id, agent_uid=agent.uid if agent else os.getuid(),
-                                  jail_name=jail.jail_name(self.id), workdir=str(self.workdir))
+                                  jail_name=firejail.jail_name(self.id), workdir=str(self.workdir))
         self._spec = workspace.spec(self.id, self.placement, self.store.path.parent.resolve())
         self.emit("session.start", {
             "profile": self.profile.name, "sources": self.profile.sources,
@@ -174,13 +175,13 @@ class Session:
     def env(self) -> dict[str, str]:
         """The jail's environment: the profile's allowlist plus the caller's `env`."""
         password = getattr(self.store, "password", None)  # PostgreSQL's, when it has one
-        return jail.session_env(self.profile, self._spec, self.extra_env,
+        return firejail.session_env(self.profile, self._spec, self.extra_env,
                                 password if isinstance(password, str) else None)
 
     def jail_argv(self, program: list[str]) -> list[str]:
         """The firejail argv for `program`, its hide list kept off the jail's view."""
-        argv = jail.build_argv(self.profile, self._spec, program)
-        argv, include = jail.hide_list_in_file(argv, self.id)
+        argv = firejail.build_argv(self.profile, self._spec, program)
+        argv, include = firejail.hide_list_in_file(argv, self.id)
         if include is not None and "include" not in self.resources:
             self.add_resource("include", str(include))
         return argv
@@ -189,8 +190,8 @@ class Session:
         """What the jail's child runs before exec: cgroup, own session, netns, TIOCSTI
         filter, privilege drop (see `launch`)."""
         step = self.hooks.preexec()
-        return jail.launcher(self._spec, [step] if step else [], ctty_fd=ctty_fd,
-                             limits=jail.rlimits(self.profile))
+        return firejail.launcher(self._spec, [step] if step else [], ctty_fd=ctty_fd,
+                             limits=firejail.rlimits(self.profile))
 
     def _start_shell(self) -> None:
         program = ["bash", "--noprofile", "--norc", "-i"]
@@ -207,7 +208,7 @@ class Session:
         self.hooks.jail_started(self.jail_pid)
         self.shell.start()
         if self.profile.filesystem.exec_var_tmp:
-            jail.exec_var_tmp(self.jail_pid)
+            firejail.exec_var_tmp(self.jail_pid)
         self.state = "running"
         self.store.update_session(self.id, state="running")
 
@@ -359,7 +360,7 @@ class Session:
         if self.shell is not None:
             self.shell.close()
         elif self.jail_pid:
-            reap.kill_jail(self.jail_pid, jail.jail_name(self.id))
+            reap.kill_jail(self.jail_pid, firejail.jail_name(self.id))
         holder = self._holder
         if holder is not None:  # reap it, and close the pipe it was blocked on
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -153,7 +153,7 @@ def nvml_part(work: Path) -> None:
     os.environ.pop("SANDBOX_FAKE_NVML", None)
     from sandbox.events import ListEmit
     from sandbox.gpu import GpuMonitor, SessionGpu, get_backend
-    from sandbox.profile import GpuSection
+    from sandbox.jail.profile import GpuSection
 
     try:
         backend = get_backend()
@@ -235,7 +235,7 @@ def char_nodes(output: str) -> set[str]:
 def workspace(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        from sandbox.users import ensure_agent_user
+        from sandbox.jail.users import ensure_agent_user
 
         agent = ensure_agent_user()
         os.chown(path, agent.uid, agent.gid)
@@ -343,7 +343,7 @@ def image_part(work: Path, image: str, tarball: str | None) -> None:
     try:
         from sandbox import Sandbox
         from sandbox.gpu import get_backend
-        from sandbox.images import ImageStore
+        from sandbox.jail.images import ImageStore
 
         if tarball:
             ImageStore().import_rootfs(Path(tarball), image)

@@ -70,7 +70,7 @@ def no_leftover_cgroups() -> Iterator[None]:
     Only empty ones made since the run began: anything with processes is someone's."""
     import time
 
-    from sandbox import cgroups
+    from sandbox.jail import cgroups
 
     started = time.time()
     yield
@@ -85,7 +85,8 @@ def no_leftover_cgroups() -> Iterator[None]:
 def _host_leftovers() -> set[str]:
     """Every host object a session makes, by name: netns, veth, nft table, cgroup, decoy
     home, fresh workspace, hide-list include file."""
-    from sandbox import cgroups, network
+    from sandbox import network
+    from sandbox.jail import cgroups
 
     out = set(network.leftovers())
     out |= {f"cgroup:{sid}" for sid in cgroups.leftovers()}

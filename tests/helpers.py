@@ -23,7 +23,7 @@ def sandbox_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 
 
 def make_workspace(path: Path) -> Path:
     """Create `path` owned by the agent user a root supervisor runs commands as."""
-    from sandbox.users import ensure_agent_user
+    from sandbox.jail.users import ensure_agent_user
 
     agent = ensure_agent_user()
     path.mkdir(parents=True, exist_ok=True)

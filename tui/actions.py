@@ -9,9 +9,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sandbox import export
 from sandbox.control import kill_session
-from sandbox.store import Store
+from sandbox.record import Store, export
 
 EXPORT_FORMATS = {"jsonl": ".jsonl", "asciicast": ".cast", "report": ".report.json"}
 

@@ -20,7 +20,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from sandbox.store import Store
+from sandbox.record import Store
 from sandbox.textsafe import visible
 
 from . import fmt

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from sandbox.store import Store
+from sandbox.record import Store
 
 from .app import SandboxApp
 from .confirm import ConfirmModal

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sandbox.store import FINAL_STATES, LIVE_STATES
+from sandbox.record import FINAL_STATES, LIVE_STATES
 
 FIELDS = ("id", "profile", "state", "host")
 

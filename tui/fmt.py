@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
-from sandbox.store import LIVE_STATES
+from sandbox.record import LIVE_STATES
 from sandbox.textsafe import visible
 
 SEVERITY_STYLE = {

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sandbox.store import Store
+from sandbox.record import Store
 
 
 class ScreenHost(Protocol):

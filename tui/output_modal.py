@@ -11,7 +11,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from sandbox.store import output_bytes_of
+from sandbox.record import output_bytes_of
 from sandbox.textsafe import visible
 
 from . import fmt

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox.store import EventCursor, Store, is_alert
+from sandbox.record import EventCursor, Store, is_alert
 
 # Rows read per query and queries per poll: a burst is drained over a few polls at most.
 BATCH = 2_000

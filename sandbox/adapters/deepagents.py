@@ -53,10 +53,10 @@ import os
 from collections.abc import Callable
 from typing import Any, Generic, NotRequired, TypedDict, TypeVar, Unpack
 
-from ..api import Sandbox
+from ..doors.api import Sandbox
+from ..doors.options import SPEC_NAMES, SandboxOptions, check_names
 from ..errors import NotFound
-from ..options import SPEC_NAMES, SandboxOptions, check_names
-from ..profile import Profile
+from ..jail.profile import Profile
 from .deepagents_backend import (
     DEFAULT_MAX_DOWNLOAD,
     DEFAULT_MAX_OUTPUT,

@@ -18,10 +18,10 @@ from deepagents.backends.protocol import (
 )
 from deepagents.backends.sandbox import BaseSandbox
 
-from .. import loop
-from ..api import Sandbox
-from ..execute import ExecTimeout
-from ..files import OutputLimitExceeded
+from ..doors import loop
+from ..doors.api import Sandbox
+from ..doors.execute import ExecTimeout
+from ..doors.files import OutputLimitExceeded
 from ..result import ExecResult
 
 DEFAULT_TIMEOUT = 30 * 60

@@ -77,10 +77,10 @@ from inspect_ai.util import (
 from inspect_ai.util._sandbox.compose import COMPOSE_FILES
 from pydantic import BaseModel
 
-from ..aio import AsyncSandbox
+from ..doors.aio import AsyncSandbox
+from ..doors.execute import ExecTimeout
+from ..doors.files import OutputLimitExceeded
 from ..errors import SessionClosed
-from ..execute import ExecTimeout
-from ..files import OutputLimitExceeded
 from .inspect_config import (
     FirejailSandboxConfig,
     check_image,
@@ -106,7 +106,11 @@ class _Live:
         self.boxes: dict[str, AsyncSandbox] = {}
 
 
-_process_live = _Live()
+def _process_live() -> _Live:
+    """Outside an inspect lifecycle scope: the process's (the supervisor's)."""
+    from .. import supervisor
+
+    return supervisor.current().shared("inspect live sandboxes", _Live)
 
 
 def _live() -> dict[str, AsyncSandbox]:
@@ -115,9 +119,9 @@ def _live() -> dict[str, AsyncSandbox]:
     try:
         from inspect_ai.util._sandbox.lifecycle import sandbox_lifecycle_state
     except ImportError:  # an inspect without lifecycle scopes
-        return _process_live.boxes
+        return _process_live().boxes
     state = sandbox_lifecycle_state()
-    return (state.get(_Live) if state is not None else _process_live).boxes
+    return (state.get(_Live) if state is not None else _process_live()).boxes
 
 
 def _max_subprocesses() -> int:
@@ -188,7 +192,7 @@ class FirejailSandboxEnvironment(SandboxEnvironment):
     def default_concurrency(cls) -> int | None:
         """Default max_sandboxes: one agent user per live sandbox, from a fixed pool
         (SANDBOX_AGENT_POOL); past it a sample would fail to start."""
-        from ..users import POOL_SIZE
+        from ..jail.users import POOL_SIZE
 
         return POOL_SIZE
 
@@ -369,7 +373,7 @@ def _cli_cleanup(id: str | None) -> None:
 
     from .. import gc
     from ..control import kill_session
-    from ..store import Store
+    from ..record import Store
 
     store = Store()
     try:

@@ -24,10 +24,10 @@ from inspect_ai.util._sandbox.compose import (
 )
 from pydantic import BaseModel, ConfigDict
 
-from ..aio import AsyncSandbox
+from ..doors.aio import AsyncSandbox
+from ..doors.options import spec_of
 from ..errors import NotFound, SetupError
-from ..options import spec_of
-from ..profile import Profile, available, load, override
+from ..jail.profile import Profile, available, load, override
 
 log = logging.getLogger("sandbox.inspect_ai")
 
@@ -127,7 +127,11 @@ def _merge(cfg: FirejailSandboxConfig, found: dict[str, Any]) -> FirejailSandbox
     return cfg.model_copy(update={**fill, "env": env or None})
 
 
-_warned: set[tuple[str, str]] = set()
+def _warned() -> set[tuple[str, str]]:
+    """(compose file, service) warned about already: once per process (the supervisor's)."""
+    from .. import supervisor
+
+    return supervisor.current().shared("inspect compose warnings", set)
 
 
 def _default_service(compose: ComposeConfig, where: str) -> tuple[str, ComposeService]:
@@ -142,8 +146,9 @@ def _default_service(compose: ComposeConfig, where: str) -> tuple[str, ComposeSe
                          "none is the default: name one `default` or give it "
                          "`x-default: true`")
     others = sorted(set(services) - {name})
-    if others and (where, name) not in _warned:  # once per file, not once per sample
-        _warned.add((where, name))
+    warned = _warned()
+    if others and (where, name) not in warned:  # once per file, not once per sample
+        warned.add((where, name))
         log.warning("firejail sandbox: %s: only service %r runs (as the sample's sandbox); "
                     "%s not started (this provider runs one jail per sample)", where, name,
                     ", ".join(others))
@@ -192,7 +197,7 @@ def check_image(cfg: FirejailSandboxConfig, profile: Profile) -> None:
     ref = cfg.image or profile.image.ref
     if not ref:
         return
-    from ..images import ImageStore
+    from ..jail.images import ImageStore
 
     store = ImageStore()
     try:

@@ -63,11 +63,11 @@ from minisweagent.exceptions import InterruptAgentFlow, Submitted
 from minisweagent.utils.serialize import recursive_merge
 from pydantic import BaseModel
 
-from ..api import Sandbox
+from ..doors.api import Sandbox
+from ..doors.execute import ExecTimeout
+from ..doors.options import spec_of
 from ..errors import SessionClosed
-from ..execute import ExecTimeout
-from ..options import spec_of
-from ..profile import Profile, load, override
+from ..jail.profile import Profile, load, override
 from ..result import ExecResult
 
 SUBMIT_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
@@ -75,7 +75,7 @@ SUBMIT_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
 
 class SandboxEnvironmentConfig(BaseModel):
     """Keyword arguments of `SandboxEnvironment` (the `environment:` table of a config).
-    Each field named as a `sandbox.options.SandboxSpec` field is passed on to the
+    Each field named as a `sandbox.doors.options.SandboxSpec` field is passed on to the
     sandbox as is (`env` with `forward_env` added)."""
 
     cwd: str = ""

@@ -76,7 +76,7 @@ from agents.sandbox.session.sandbox_session import SandboxSession
 from agents.sandbox.session.sandbox_session_state import SandboxSessionState
 from agents.sandbox.snapshot import SnapshotBase, SnapshotSpec, resolve_snapshot
 
-from ..store import Store
+from ..record import Store
 from .openai_options import (
     BACKEND_ID,
     DEFAULT_MANIFEST_ROOT,

@@ -14,10 +14,10 @@ from agents.sandbox.session.sandbox_client import BaseSandboxClientOptions
 from agents.sandbox.session.sandbox_session_state import SandboxSessionState
 from pydantic import Field
 
-from ..aio import AsyncSandbox
-from ..options import spec_of
-from ..profile import Profile, load, override
-from ..store import Store
+from ..doors.aio import AsyncSandbox
+from ..doors.options import spec_of
+from ..jail.profile import Profile, load, override
+from ..record import Store
 
 BACKEND_ID = "firejail"
 DEFAULT_MANIFEST_ROOT = cast(str, Manifest.model_fields["root"].default)
@@ -32,7 +32,7 @@ class FirejailSandboxClientOptions(BaseSandboxClientOptions):
     count or a [gpu] table; `limits`: a [limits] table; `env`: extra environment;
     `image`: a stored image's name or digest (`sandbox image ls`) as the root filesystem,
     as `DockerSandboxClientOptions.image` (None: the profile's `[image] ref`, else the
-    host's filesystem, read-only). Each field named as a `sandbox.options.SandboxSpec`
+    host's filesystem, read-only). Each field named as a `sandbox.doors.options.SandboxSpec`
     field is passed on to the sandbox as is."""
 
     type: Literal["firejail"] = "firejail"

@@ -28,8 +28,8 @@ from agents.sandbox.session.pty_types import (
     process_id_to_prune_from_meta,
 )
 
-from ..execute import ExecTimeout
-from ..spawn import Process
+from ..doors.execute import ExecTimeout
+from ..doors.spawn import Process
 
 logger = logging.getLogger("sandbox.adapters.openai_agents")
 

@@ -34,11 +34,11 @@ from agents.sandbox.session.pty_types import (
 from agents.sandbox.session.workspace_payloads import coerce_write_payload
 from agents.sandbox.types import ExecResult, User
 
-from .. import files as _files
-from ..aio import AsyncSandbox
+from ..doors import files as _files
+from ..doors.aio import AsyncSandbox
+from ..doors.execute import ExecTimeout
 from ..errors import NotFound, SessionClosed
-from ..execute import ExecTimeout
-from ..store import Store
+from ..record import Store
 from .openai_options import BACKEND_ID, FirejailSandboxSessionState, new_jail
 from .openai_pty import PtyTable, tty_argv, watch
 from .openai_workspace import hydrate, persist, refuse_unsupported

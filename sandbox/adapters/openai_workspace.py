@@ -20,7 +20,7 @@ from agents.sandbox.util.tar_utils import (
     validate_tarfile,
 )
 
-from ..aio import AsyncSandbox
+from ..doors.aio import AsyncSandbox
 from ..errors import SessionClosed
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from ..store import Store
+from ..record import Store
 
 
 def add_parsers(sub: Any) -> None:
@@ -99,7 +99,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    from .. import profile as profiles
+    from ..jail import profile as profiles
 
     if args.action == "show":
         if not args.name:

@@ -74,7 +74,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _store() -> Any:
-    from ..images import ImageStore
+    from ..jail.images import ImageStore
 
     return ImageStore()
 
@@ -149,8 +149,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
-    from ..images.commit import commit
-    from ..store import Store
+    from ..jail.images.commit import commit
+    from ..record import Store
 
     image = commit(Store(), _store(), args.session, args.name)
     _print(image, args.json)

@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from .. import export
-from ..store import FINAL_STATES, Store, output_bytes_of
+from ..record import FINAL_STATES, Store, export, output_bytes_of
 from ..textsafe import visible
 
 

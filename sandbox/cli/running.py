@@ -14,7 +14,7 @@ from ..errors import SandboxError
 from ..textsafe import visible
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..record import Store
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -101,10 +101,10 @@ def format_summary(info: dict[str, Any], alerts: Sequence[Mapping[str, Any]]) ->
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..export import report
+    from ..doors.wrapper import run_wrapped
+    from ..record import Store
+    from ..record.export import report
     from ..session import Session
-    from ..store import Store
-    from ..wrapper import run_wrapped
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       store=store, argv=cmd, image=args.image, keep=args.keep)
     session.start()
     if session.image is not None:
-        from ..images.config import program
+        from ..jail.images.config import program
 
         try:  # `docker run IMAGE [CMD]`: the Entrypoint, then CMD or the image's Cmd
             cmd = program(session.image.image.config, cmd)
@@ -160,8 +160,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
         print("sandbox shell needs a terminal; for scripts use `sandbox run` or the API",
               file=sys.stderr)
         return 2
+    from ..record import Store
     from ..session import Session
-    from ..store import Store
 
     store = Store()
     session = Session(args.profile, workdir=args.workdir, env=_env(args.env), kind="shell",

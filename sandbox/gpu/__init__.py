@@ -71,36 +71,47 @@ __all__ = [
 FAKE_ENV = "SANDBOX_FAKE_NVML"
 
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_fakes: dict[str, FakeNvml] = {}
-_real: GpuBackend | None = None
+class _Backends:
+    """The process's GPU backends (the supervisor's): one FakeNvml per scenario file, and
+    real NVML once it has been found to work."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fakes: dict[str, FakeNvml] = {}
+        self.real: GpuBackend | None = None
+
+
+def _backends() -> _Backends:
+    from .. import supervisor
+
+    return supervisor.current().shared("gpu backends", _Backends)
 
 
 def get_backend(prefer_fake: FakeNvml | None = None) -> GpuBackend:
     """The GPU backend to use: `prefer_fake` if given, the `SANDBOX_FAKE_NVML` scenario if
     set, else real NVML. Raises NvmlUnavailable (a SetupError) when NVML cannot be used or
     sees no GPU, with what to install or check."""
-    global _real
     if prefer_fake is not None:
         return prefer_fake
+    known = _backends()
     path = os.environ.get(FAKE_ENV)
     if path:
-        with _lock:
-            fake = _fakes.get(path)
+        with known.lock:
+            fake = known.fakes.get(path)
             if fake is None:
                 log.warning("%s=%s: using a FAKE GPU backend, real GPUs are not metered",
                             FAKE_ENV, path)
-                fake = _fakes[path] = FakeNvml.from_json(path)
+                fake = known.fakes[path] = FakeNvml.from_json(path)
         _check_has_gpus(fake)  # like the real one: unavailable or empty raises here
         return fake
-    with _lock:
-        if _real is None:
+    with known.lock:
+        if known.real is None:
             from .nvml import NvmlBackend
 
             backend = NvmlBackend()
             _check_has_gpus(backend)
-            _real = backend
-        return _real
+            known.real = backend
+        return known.real
 
 
 def _check_has_gpus(backend: GpuBackend) -> None:

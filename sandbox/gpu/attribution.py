@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..profile import GpuSection
+from ..jail.profile import GpuSection
 from .backend import GpuProcess
 
 _MAX_DEPTH = 128  # ancestor walk bound; real trees are a dozen deep

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from .. import launch
+from ..jail import launch
 
 LIBRARIES = (
     "libcuda", "libcudadebugger", "libnvidia-ml", "libnvidia-ptxjitcompiler",

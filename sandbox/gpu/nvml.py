@@ -25,6 +25,9 @@ _GRAPHICS_CALLS = (
     "nvmlDeviceGetGraphicsRunningProcesses",
 )
 
+# NVML's own state is per process (nvmlInit/nvmlShutdown): this mirrors that library
+# state, so it is the one flag that lives beside the C library rather than in the
+# supervisor (a fresh Supervisor does not make NVML uninitialised).
 _init_lock = threading.Lock()
 _initialised = False
 

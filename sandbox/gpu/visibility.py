@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import SetupError
-from ..profile import GpuSection
+from ..jail.profile import GpuSection
 from .backend import Device, GpuBackend, NvmlUnavailable
 
 CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-modeset")

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import ProfileError
 from ..events import Emit
-from ..profile import GuardSection, NetworkSection
+from ..jail.profile import GuardSection, NetworkSection
 from .actions import ACTIONS, rank
 from .evidence import CommandText, Evidence, ProcessExec, from_event, to_dict
 from .honeytokens import HoneytokenMatch, Token

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..profile import HoneytokensSection
+from ..jail.profile import HoneytokensSection
 from .evidence import CommandText, DnsQuery, Evidence, NetworkAttempt, ProcessExec
 
 _B32 = string.ascii_uppercase + "234567"

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import SandboxError, SetupError
 from ..events import Emit
-from ..profile import NetworkSection
+from ..jail.profile import NetworkSection
 from . import netns as _netns
 from . import nft
 from .gateway import Gateway

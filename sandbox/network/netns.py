@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from .. import launch
 from ..errors import DependencyMissing, SetupError
+from ..jail import launch
 
 NETNS_PREFIX = "sbx-"
 LINK_PREFIX = "sbx"

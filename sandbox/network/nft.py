@@ -21,8 +21,8 @@ import json
 import subprocess
 from dataclasses import dataclass
 
-from .. import launch
 from ..errors import DependencyMissing, SetupError
+from ..jail import launch
 
 TABLE_PREFIX = "sbx_"
 COUNTERS = ("udp", "icmp", "ipv6", "host", "other")

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ..cgroups import SessionCgroup
     from ..guard import Engine
-    from ..jail import JailSpec
-    from ..proctree import ProcInfo
-    from ..profile import Profile
+    from ..jail.cgroups import SessionCgroup
+    from ..jail.firejail import JailSpec
+    from ..jail.profile import Profile
+    from ..jail.users import Placement
+    from ..monitor.proctree import ProcInfo
+    from ..record import Store
     from ..result import CommandResult
-    from ..store import Store
-    from ..users import Placement
 
 
 class LimitsApi(Protocol):

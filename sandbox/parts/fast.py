@@ -1,4 +1,4 @@
-"""Fast exec as a part: the session's exec helper (`sandbox.fastexec`), started with the
+"""Fast exec as a part: the session's exec helper (`sandbox.jail.fastexec`), started with the
 jail when the profile's `[exec] fast` asks for it and stopped with it.
 
 `execute` asks this part for a process (`child`); None means the joined path. Where fast
@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from typing import TYPE_CHECKING
 
-from .. import fastexec
+from ..jail import fastexec
 from . import Part
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import cgroup_layout, supervisor
+from .. import supervisor
 from ..gpu import (
     GpuMonitor,
     NvmlUnavailable,
@@ -45,7 +45,8 @@ from ..gpu import (
     plan_visibility,
     resolve_grant,
 )
-from ..jail import JailSpec
+from ..jail import cgroup_layout
+from ..jail.firejail import JailSpec
 from . import Part
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from typing import Any
 from .. import supervisor
 from ..guard import Engine, Token, Verdict, block_message, build_engine, plant
 from ..guard.evidence import RECORDER_SHELLS
-from ..jail import JailSpec
+from ..jail.firejail import JailSpec
 from ..result import CommandResult
 from . import Part, PartSession
 
@@ -91,7 +91,7 @@ class GuardPart(Part):
 
     def _watch_files(self) -> None:
         from ..guard import HONEYTOKEN_TOUCH
-        from ..honeywatch import watcher
+        from ..monitor.honeywatch import watcher
 
         action = self.engine.rule(HONEYTOKEN_TOUCH).action if self._has(HONEYTOKEN_TOUCH) \
             else "flag"
@@ -208,7 +208,7 @@ class GuardPart(Part):
 
     def teardown(self) -> None:
         if self._watched:
-            from ..honeywatch import watcher
+            from ..monitor.honeywatch import watcher
 
             for path in self._watched:
                 watcher().unwatch(path)

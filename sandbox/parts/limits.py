@@ -3,7 +3,7 @@
 Root: the cgroup is required (fail closed). Not root: rlimits only, with a warning event,
 since an unprivileged user cannot create cgroups on most hosts.
 
-Limit hits are `resource.breach` events (see `sandbox.sampler`): OOM kills, memory held
+Limit hits are `resource.breach` events (see `sandbox.monitor.sampler`): OOM kills, memory held
 in /dev/shm and tmpfs, the pids limit, CPU-quota and all-cores saturation from the
 cgroup; the file-size rlimit and the output cap from each finished command
 (`command_finished`, which the session calls with the result), since no cgroup counter
@@ -19,10 +19,11 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from .. import cgroup_layout, supervisor
-from ..cgroups import SessionCgroup
-from ..jail import JailSpec
-from ..sampler import ResourceSampler
+from .. import supervisor
+from ..jail import cgroup_layout
+from ..jail.cgroups import SessionCgroup
+from ..jail.firejail import JailSpec
+from ..monitor.sampler import ResourceSampler
 from . import Part
 
 SIGXFSZ_STATUS = 128 + signal.SIGXFSZ

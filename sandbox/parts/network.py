@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..jail import JailSpec
+from ..jail.firejail import JailSpec
 from . import Part
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .. import supervisor
-from ..jail import JailSpec
-from ..procmon import Budget, ProcessMonitor
-from ..proctree import ProcInfo
+from ..jail.firejail import JailSpec
+from ..monitor.procmon import Budget, ProcessMonitor
+from ..monitor.proctree import ProcInfo
 from . import Part
 
 

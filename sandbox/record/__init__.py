@@ -3,7 +3,7 @@ outside every jail. SQLite in WAL mode (the default) or PostgreSQL (a fleet of h
 writing one store).
 
 Tables: `sessions` (one row per session, with live counters the TUI reads cheaply),
-`commands` and `events` (append-only, hash-chained per session, see `sandbox.chain`),
+`commands` and `events` (append-only, hash-chained per session, see `sandbox.record.chain`),
 `controls` (kill requests from any process, acted on by the session's owner) and `hosts`
 (heartbeats).
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from .. import chain
 from ..errors import NotFound
 from ..textsafe import NUL_PICTURE, raw_bytes, storable
+from . import chain
 from .db import Plumbing
 from .rows import CommandRow, EventRow, RowKind
 from .schema import ACTIONS, FINAL_STATES, RECORD_VERSION, SEALED_FIELDS, SEVERITIES, is_alert

@@ -32,9 +32,11 @@ log = logging.getLogger("sandbox")
 # can still remove what the session made if its owner dies before doing so).
 _LOCAL_FIELDS = ("workdir", "agent_uid", "jail_name", "jail_pid", "resources")
 
-# (database, session id): replayed, or not ours to replay. Per process, not per object:
-# every gc pass opens a new store, and a session is written back once.
-_replayed: set[tuple[str, str]] = set()
+def _replayed() -> set[tuple[str, str]]:
+    """(database, session id): replayed, or not ours to replay. Per process (the
+    supervisor's), not per object: every gc pass opens a new store, and a session is
+    written back once."""
+    return supervisor.current().shared("replayed losses", set)
 
 
 class LostSessions:
@@ -114,17 +116,18 @@ class LostSessions:
         finally:
             local.close()
         done = []
+        replayed = _replayed()
         for r in rows:
             key = (self.key, str(r["id"]))
-            if key in _replayed:
+            if key in replayed:
                 continue
             try:
                 session = store.get_session(str(r["id"]))
             except NotFound:
-                _replayed.add(key)
+                replayed.add(key)
                 continue
             if session.host != self.host or not session.live:
-                _replayed.add(key)
+                replayed.add(key)
                 continue
             try:
                 detail = json.loads(r["detail"])
@@ -139,7 +142,7 @@ class LostSessions:
                                 {"state": "killed", "reason": reason, "replayed": True},
                                 severity="warning")
             store.mark_controls_handled(session.id)
-            _replayed.add(key)
+            replayed.add(key)
             done.append(session.id)
         return done
 

@@ -9,8 +9,8 @@ import re
 import time
 from collections.abc import Callable
 
-from .. import chain
 from ..errors import StoreError
+from . import chain
 from .db import Db
 
 SCHEMA_VERSION = 4

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..profile import RecordingSection
+from ..jail.profile import RecordingSection
 
 
 def ship_head(recording: RecordingSection, session_id: str, last_seq: int, head: str,

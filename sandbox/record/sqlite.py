@@ -46,7 +46,7 @@ def _backend(scheme: str) -> type[Store]:
         return _BACKENDS[scheme]
     except KeyError:
         raise StoreError(f"no {scheme} store backend is loaded: import Store from "
-                         "sandbox.record (or sandbox.store), where the backends meet") from None
+                         "sandbox.record (or sandbox.record), where the backends meet") from None
 
 
 class Store(Verify, Sessions, Appends, Reads, Controls):

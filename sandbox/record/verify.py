@@ -9,9 +9,9 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import chain
 from ..errors import NotFound
 from ..textsafe import visible
+from . import chain
 from .rows import ChainRow, CommandRow, EventRow
 from .schema import FINAL_STATES, SEALED_FIELDS, SEVERITIES, is_alert
 from .sessions import Sessions

@@ -354,7 +354,7 @@ def test_eval_cli(state_dir: Path, tmp_path: Path) -> None:
         env={**os.environ, "INSPECT_LOG_LEVEL": "warning"})
     assert r.returncode == 0, r.stdout + r.stderr
     (info,) = list_eval_logs(str(logs))
-    from sandbox.profile import find
+    from sandbox.jail.profile import find
 
     _check_log(read_eval_log(info), state_dir, find("strict"))
 

@@ -17,7 +17,7 @@ import pytest
 
 from sandbox import Store
 from sandbox.errors import NotFound, ProfileError
-from sandbox.profile import load
+from sandbox.jail.profile import load
 from tests.helpers import procs_matching, sandbox_cli, wait_for
 
 
@@ -169,7 +169,7 @@ def test_binary_output_is_stored_losslessly(test_dir: Path) -> None:
                    started=1.0, duration=0.0)
     st.add_command("abc", text="echo ok", output=b"ok\n", exit_code=0, started=1.0,
                    duration=0.0)
-    from sandbox.store import output_bytes_of
+    from sandbox.record import output_bytes_of
 
     rows = st.commands("abc")
     assert [output_bytes_of(r) for r in rows] == [blob, b"a\x00b\n", b"ok\n"]
@@ -195,7 +195,7 @@ def test_binary_output_of_a_real_run(workspace: Path) -> None:
     want = bytes(range(256)) * 12 + b"a\x00b"
     assert r.returncode == 0 and r.stdout == want
     sid = json.loads(sandbox_cli("ls", "--json").stdout)[0]["id"]
-    from sandbox.store import output_bytes_of
+    from sandbox.record import output_bytes_of
 
     cmd = Store().commands(sid)[0]
     assert output_bytes_of(cmd) == want, "the store lost bytes (U+FFFD)"

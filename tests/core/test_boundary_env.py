@@ -71,7 +71,7 @@ def test_loader_variables_refused_by_the_cli(workspace: Path) -> None:
 
 
 def test_helpers_resolve_to_root_owned_absolute_paths() -> None:
-    from sandbox.launch import supervisor_env, tool
+    from sandbox.jail.launch import supervisor_env, tool
 
     exe = Path(tool("firejail"))
     assert exe.is_absolute() and exe.stat().st_uid == 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import Sandbox
-from sandbox.store import Store
+from sandbox.record import Store
 
 from ..helpers import sandbox_cli, wait_for
 

@@ -147,7 +147,7 @@ CREATE TABLE commands (
 def test_a_schema_1_store_is_migrated_and_its_sessions_still_verify(test_dir: Path) -> None:
     """A store written before sealing: the migration adds `output_raw`; an old finished
     session (no record_version, no seal) still verifies, and says its row is unchecked."""
-    from sandbox import chain
+    from sandbox.record import chain
 
     path = test_dir / "old.db"
     db = sqlite3.connect(path)

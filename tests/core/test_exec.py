@@ -79,7 +79,7 @@ def test_user_and_non_executable_targets(sb: Sandbox, workspace: Path) -> None:
 
 def test_var_tmp_is_noexec_unless_the_profile_says(workspace: Path) -> None:
     """inspect-ai injects its tool helpers into /var/tmp and runs them from there."""
-    from sandbox.profile import load, override
+    from sandbox.jail.profile import load, override
 
     prog = "cp /bin/true /var/tmp/t && /var/tmp/t && echo RAN"
     with Sandbox(workdir=workspace) as sb:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from sandbox import ExecTimeout, Sandbox, Store, fastexec
-from sandbox.profile import ExecSection, load
+from sandbox import ExecTimeout, Sandbox, Store
+from sandbox.jail import fastexec
+from sandbox.jail.profile import ExecSection, load
 
 if fastexec.unsupported():
     pytest.skip(f"fast exec needs a newer kernel: {fastexec.unsupported()}",
@@ -65,7 +66,7 @@ def _rules(result: Any) -> list[str]:
 
 def _patched_source(monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
     """A helper the agent would want: one that lies (tests only)."""
-    from sandbox.fastexec import helper
+    from sandbox.jail.fastexec import helper
 
     src = helper._source().decode()
     assert old in src
@@ -290,7 +291,9 @@ def test_fast_exec_with_fds_past_1024(workspace: Path) -> None:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), max(hard, 4096)))
-    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    held: list[int] = []
+    while len(held) < 4000 and (not held or held[-1] < 1100):  # every fd below taken
+        held.append(os.open("/dev/null", os.O_RDONLY))
     try:
         box = Sandbox(_fast_profile(), workdir=workspace)
         box.start()

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from sandbox import load_profile
-from sandbox.jail import Agent, JailSpec, build_argv, build_env, firejail_flags, parse_version
+from sandbox.jail.firejail import (
+    Agent,
+    JailSpec,
+    build_argv,
+    build_env,
+    firejail_flags,
+    parse_version,
+)
 
 SPEC = JailSpec(session_id="abc123", workdir=Path("/srv/ws"), state_dir=Path("/var/lib/sandbox"),
                 host_home=Path("/home/alice"))

@@ -30,7 +30,7 @@ def test_wheel_ships_profiles_tui_rc_and_packs(test_dir: Path) -> None:
     assert not any(n.startswith("tui/") for n in names)  # no generic top-level `tui`
     # Every module of the package, subpackages included: a package missing from
     # pyproject's list is absent from the wheel while an editable install hides it
-    # (sandbox.images was, until this check).
+    # (sandbox.jail.images was, until this check).
     missing = sorted(str(p.relative_to(REPO)) for p in (REPO / "sandbox").rglob("*.py")
                      if str(p.relative_to(REPO)) not in names)
     assert not missing, f"not in the wheel (add the package to pyproject.toml): {missing}"

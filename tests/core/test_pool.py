@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import AsyncSandbox, Store
-from sandbox.pool import WarmPool
+from sandbox.doors.pool import WarmPool
 
 
 def run(coro: object, timeout: float = 180) -> object:
@@ -149,7 +149,7 @@ def test_options_reach_the_sandbox_and_profiles_are_kept_apart() -> None:
 
 
 def test_usable_from_sync_code_through_the_shared_loop() -> None:
-    from sandbox import loop
+    from sandbox.doors import loop
 
     pool = WarmPool()
     try:

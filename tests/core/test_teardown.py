@@ -18,7 +18,7 @@ import pytest
 
 from sandbox import Sandbox
 from sandbox.errors import SessionClosed
-from sandbox.store import Store
+from sandbox.record import Store
 
 # The exec of `ssh -R` is what strict kills; the text is built so that the text check
 # (which judges mentions) does not refuse it first.
@@ -136,7 +136,7 @@ def test_deep_gc_removes_stale_include_files(state_dir: Path) -> None:
     """A hide-list include of a session whose owner was killed mid-start: `sandbox gc`
     removes it once it is older than a minute (firejail only reads it at jail start)."""
     from sandbox import gc
-    from sandbox.jail import INCLUDE_DIR
+    from sandbox.jail.firejail import INCLUDE_DIR
 
     INCLUDE_DIR.mkdir(parents=True, exist_ok=True)
     old, fresh = INCLUDE_DIR / "00000000aa.inc", INCLUDE_DIR / "00000000bb.inc"

@@ -36,8 +36,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sandbox import profile
 from sandbox.cli import build_parser
+from sandbox.jail import profile
 from tests.helpers import sandbox_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -273,7 +273,7 @@ GENERATED = {"bench/.peers", "bench/results/latest.json"}
 
 @pytest.mark.parametrize("page", [pytest.param(p, id=str(p.relative_to(REPO))) for p in PAGES])
 def test_paths_named_exist(page: Path) -> None:
-    """A file of the checkout the docs name (`sandbox/jail.py`, `tests/guard/benign.py`,
+    """A file of the checkout the docs name (`sandbox/jail/firejail.py`, `tests/guard/benign.py`,
     `examples/...`) is there: a module moved without its docs fails here."""
     prose = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # examples name jail paths
     missing = sorted({p for p in REPO_PATH.findall(prose)

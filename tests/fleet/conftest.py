@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.pgserver import PgServer, pg_bindir
+from sandbox.record.pgserver import PgServer, pg_bindir
 
 
 @pytest.fixture(scope="session")

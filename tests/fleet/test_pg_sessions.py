@@ -16,11 +16,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from sandbox import Sandbox, SessionClosed, SetupError, Store, gc, paths, profile
+from sandbox import Sandbox, SessionClosed, SetupError, Store, gc, paths
 from sandbox.errors import NotFound
-from sandbox.pgserver import PgServer
+from sandbox.jail import profile
 from sandbox.record import StoreUnavailable
 from sandbox.record.pg import PgStore
+from sandbox.record.pgserver import PgServer
 from tests.helpers import gone, make_workspace, sandbox_cli, wait_for
 
 

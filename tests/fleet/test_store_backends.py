@@ -231,7 +231,7 @@ def test_many_processes_on_many_hosts_write_without_loss(where: str, st: Store) 
 def test_a_schema_2_sqlite_store_gains_hosts_and_old_rows_still_verify(
         test_dir: Path) -> None:
     """The versioned migration on a store written before `host` existed."""
-    from sandbox import chain
+    from sandbox.record import chain
 
     path = test_dir / "v2.db"
     st = Store(path)
@@ -263,7 +263,7 @@ def test_a_schema_2_sqlite_store_gains_hosts_and_old_rows_still_verify(
 
 
 def test_an_unreachable_server_says_so_without_the_password(store_url: str) -> None:
-    from sandbox.pgserver import free_port
+    from sandbox.record.pgserver import free_port
 
     url = f"postgresql://someone:hunter2-secret@127.0.0.1:{free_port()}/nothing"
     with pytest.raises(StoreUnavailable) as err:

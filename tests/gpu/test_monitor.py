@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from sandbox.gpu import FakeNvml, GpuMonitor, SessionGpu
-from sandbox.profile import GpuSection
+from sandbox.jail.profile import GpuSection
 from tests.gpu.conftest import Sessions, Tree
 from tests.helpers import gone, wait_for
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from sandbox import Sandbox, SetupError, Store, owners
-from sandbox.cgroups import SessionCgroup
 from sandbox.events import ListEmit
 from sandbox.gpu import FakeNvml, GpuMonitor, SessionGpu
 from sandbox.guard import build_engine
-from sandbox.profile import GpuSection, GuardSection, LimitsSection
+from sandbox.jail.cgroups import SessionCgroup
+from sandbox.jail.profile import GpuSection, GuardSection, LimitsSection
 from tests.gpu.conftest import Tree
 from tests.helpers import make_workspace, procs_matching, sandbox_cli, wait_for
 

@@ -15,7 +15,7 @@ from sandbox.gpu import (
     resolve_grant,
     select_devices,
 )
-from sandbox.profile import GpuSection
+from sandbox.jail.profile import GpuSection
 from tests.gpu.conftest import skip_if_driver
 
 FOUR = [fake_device(i) for i in range(4)]

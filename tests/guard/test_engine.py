@@ -27,7 +27,7 @@ from sandbox.guard import (
     strongest_action,
 )
 from sandbox.guard.packs import PACKS, all_rules
-from sandbox.profile import GuardSection
+from sandbox.jail.profile import GuardSection
 
 
 def ids(verdicts: list) -> set[str]:
@@ -97,7 +97,7 @@ def test_packs_are_chosen() -> None:
 
 def test_strict_profile_guard_section_builds() -> None:
     """The shipped strict profile's guard section is valid."""
-    from sandbox.profile import load
+    from sandbox.jail.profile import load
 
     engine = build_engine(load("strict").guard)
     v = engine.evaluate(CommandText("ssh -R 80:127.0.0.1:80 u@203.0.113.20"))

@@ -25,7 +25,7 @@ from sandbox.guard import (
     from_event,
     parse_rule,
 )
-from sandbox.profile import NetworkSection, load
+from sandbox.jail.profile import NetworkSection, load
 
 from .attacks import EGRESS, EGRESS_ATTACKS, Attack
 from .benign import ALL_BENIGN, EGRESS_BENIGN
@@ -264,7 +264,7 @@ def test_bad_new_keys_are_errors(data: dict, needle: str) -> None:
 
 
 def test_profile_rules_can_use_egress_denied() -> None:
-    from sandbox.profile import GuardSection
+    from sandbox.jail.profile import GuardSection
 
     section = GuardSection(rules=[{
         "id": "custom.httpie-upload", "description": "httpie POST/PUT to a host egress "
@@ -285,7 +285,7 @@ def test_cpu_pressure_is_a_flag_even_in_strict_but_an_oom_kill_is_not() -> None:
     stay a flag (`mining.resource_pressure`), an OOM kill or a fork bomb is the pack's."""
     from sandbox.guard import build_engine
     from sandbox.guard.evidence import ResourceSample
-    from sandbox.profile import load
+    from sandbox.jail.profile import load
 
     engine = build_engine(load("strict").guard)
     verdicts = {reason: [(v.rule_id, v.action) for v in engine.evaluate(

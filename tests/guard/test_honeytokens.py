@@ -19,7 +19,7 @@ from sandbox.guard import (
     plant,
     scan,
 )
-from sandbox.profile import GuardSection, HoneytokensSection
+from sandbox.jail.profile import GuardSection, HoneytokensSection
 
 ALL = HoneytokensSection(ssh_key=True, aws_credentials=True, env_token="AWS_SESSION_TOKEN")
 

@@ -8,7 +8,7 @@ import pytest
 
 from sandbox.guard import CommandText, ProcessExec, at_least, build_engine
 from sandbox.guard.packs import all_rules
-from sandbox.profile import load
+from sandbox.jail.profile import load
 
 from .attacks import ATTACKS, TEXT_ONLY, Attack
 from .benign import ALL_BENIGN, BENIGN, EXPECTED, LIVE_SUBSET, LOOKALIKES

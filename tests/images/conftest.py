@@ -93,7 +93,7 @@ class Images:
 def images_built() -> Iterator[Images]:
     """The test images in a fresh store, until the block ends (the `images` fixture, defined
     once in tests/conftest.py so that every directory shares one store)."""
-    from sandbox.images import ImageStore
+    from sandbox.jail.images import ImageStore
 
     shutil.rmtree(STORE, ignore_errors=True)
     STORE.mkdir(parents=True, mode=0o700)

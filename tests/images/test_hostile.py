@@ -14,7 +14,7 @@ import pytest
 
 from sandbox import Sandbox
 from sandbox.errors import SetupError
-from sandbox.images import ImageStore
+from sandbox.jail.images import ImageStore
 
 from .conftest import Images, add_member
 
@@ -141,7 +141,7 @@ def test_remounting_var_tmp_runs_no_file_of_the_image(images: Images, test_dir: 
     /var/tmp as root. Done with `nsenter -r -- mount`, that ran the image's own
     /usr/bin/mount as uid 0; an image that plants one must see it never run, and the
     remount must still happen."""
-    from sandbox.profile import load, override
+    from sandbox.jail.profile import load, override
 
     with tarfile.open(test_dir / "trap.tar", "w") as tar:
         add_member(tar, "usr/bin/mount", mode=0o755,

@@ -13,7 +13,7 @@ import pytest
 
 from sandbox import Sandbox, Store
 from sandbox.errors import SetupError
-from sandbox.images import ImageStore
+from sandbox.jail.images import ImageStore
 from tests.helpers import make_workspace, sandbox_cli
 
 from .conftest import Images
@@ -159,7 +159,7 @@ def test_warm_pool_per_image(images: Images) -> None:
     """A warm pool keeps sandboxes of one image ready, under its own key."""
     import asyncio
 
-    from sandbox.pool import WarmPool
+    from sandbox.doors.pool import WarmPool
 
     async def main() -> None:
         async with WarmPool() as pool:

@@ -15,7 +15,7 @@ import pytest
 
 from sandbox import Sandbox
 from sandbox.errors import NotFound, SetupError
-from sandbox.images import ImageStore
+from sandbox.jail.images import ImageStore
 from tests.helpers import sandbox_cli
 
 from .conftest import Images, add_member, run

@@ -129,7 +129,7 @@ def test_setuid_and_device_nodes_of_the_image_are_inert(images: Images,
 
 
 def images_rootfs(name: str) -> Path:
-    from sandbox.images import ImageStore
+    from sandbox.jail.images import ImageStore
 
     return ImageStore().get(name).rootfs
 

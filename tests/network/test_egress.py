@@ -18,7 +18,7 @@ from dnslib import QTYPE, RCODE
 
 from sandbox import network
 from sandbox.events import ListEmit
-from sandbox.profile import NetworkSection
+from sandbox.jail.profile import NetworkSection
 from tests.network.conftest import (
     DNS_IP,
     GOOD_IP,

@@ -26,7 +26,7 @@ import pytest
 from sandbox import Sandbox, Store, network
 from sandbox.events import ListEmit
 from sandbox.guard import CommandText, build_engine
-from sandbox.profile import NetworkSection
+from sandbox.jail.profile import NetworkSection
 from tests.helpers import make_workspace, sandbox_cli, wait_for
 
 from .conftest import DNS_IP, GOOD_IP, SSH_IP, FakeInternet

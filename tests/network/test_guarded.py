@@ -32,8 +32,8 @@ from sandbox import Sandbox, Store, load_profile, network
 from sandbox.errors import SetupError
 from sandbox.events import ListEmit
 from sandbox.guard import build_engine
+from sandbox.jail.profile import NetworkSection
 from sandbox.network.scans import SCAN_TARGETS
-from sandbox.profile import NetworkSection
 from tests.helpers import make_workspace, wait_for
 from tests.network.conftest import (
     GOOD_IP,

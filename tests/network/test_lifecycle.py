@@ -15,8 +15,8 @@ import pytest
 from sandbox import network
 from sandbox.errors import DependencyMissing, SetupError
 from sandbox.events import ListEmit
+from sandbox.jail.profile import NetworkSection
 from sandbox.network import netns, nft
-from sandbox.profile import NetworkSection
 
 pytestmark = pytest.mark.root
 
@@ -73,7 +73,7 @@ def test_crashed_owner_is_cleaned_from_the_record() -> None:
         "import json, os, signal, sys\n"
         "from sandbox import network\n"
         "from sandbox.events import ListEmit\n"
-        "from sandbox.profile import NetworkSection\n"
+        "from sandbox.jail.profile import NetworkSection\n"
         "s = NetworkSection(mode='allowlist', allow=['good.test:443'], upstream_dns='198.51.100.53')\n"
         f"h = network.setup({sid!r}, s, ListEmit())\n"
         "print(json.dumps(h.resources), flush=True)\n"
@@ -123,7 +123,7 @@ def test_not_root_points_to_none_mode(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_missing_nft_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A system PATH with `ip` but no `nft` (helpers are looked up only there)."""
-    from sandbox import launch
+    from sandbox.jail import launch
 
     (tmp_path / "ip").symlink_to(launch.tool("ip"))
     monkeypatch.setattr(launch, "TRUSTED_PATH", str(tmp_path))

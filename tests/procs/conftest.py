@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.cgroup_layout import available
-from sandbox.cgroups import SessionCgroup
 from sandbox.events import ListEmit
-from sandbox.procmon import ProcessMonitor
-from sandbox.profile import LimitsSection
+from sandbox.jail.cgroup_layout import available
+from sandbox.jail.cgroups import SessionCgroup
+from sandbox.jail.profile import LimitsSection
+from sandbox.monitor.procmon import ProcessMonitor
 
 
 def new_id() -> str:

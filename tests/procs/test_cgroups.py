@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from sandbox import cgroup_layout, cgroups, proctree
 from sandbox.errors import SetupError
 from sandbox.events import ListEmit
-from sandbox.profile import LimitsSection
-from sandbox.sampler import ResourceSampler
+from sandbox.jail import cgroup_layout, cgroups
+from sandbox.jail.profile import LimitsSection
+from sandbox.monitor import proctree
+from sandbox.monitor.sampler import ResourceSampler
 from tests.helpers import wait_for
 from tests.procs.conftest import new_id
 
@@ -89,8 +90,8 @@ def test_fork_bomb_is_contained_by_pids_limit(
 
 CRASH = textwrap.dedent("""
     import json, os, subprocess, sys
-    from sandbox.cgroups import SessionCgroup
-    from sandbox.profile import LimitsSection
+    from sandbox.jail.cgroups import SessionCgroup
+    from sandbox.jail.profile import LimitsSection
     g = SessionCgroup.create(sys.argv[1], LimitsSection(pids=20))
     subprocess.Popen(["sleep", "300.91"], preexec_fn=g.enter_current_process,
                      start_new_session=True, stdout=subprocess.DEVNULL,

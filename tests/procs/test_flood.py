@@ -20,8 +20,8 @@ from typing import Any
 from bench import row_flood as bench_flood
 from sandbox import Sandbox, SandboxError, Store
 from sandbox.events import ListEmit
-from sandbox.procmon import Budget, ProcessMonitor
-from sandbox.proctree import ARGV_CAP
+from sandbox.monitor.procmon import Budget, ProcessMonitor
+from sandbox.monitor.proctree import ARGV_CAP
 from tests.helpers import make_workspace, wait_for
 
 # The red team's flood.py (bounded in time and count), shared with bench row 8.
@@ -38,7 +38,7 @@ def _events(sid: str, *kinds: str) -> list[dict[str, Any]]:
 
 
 def _write(ws: Path, name: str, text: str) -> None:
-    from sandbox.users import ensure_agent_user
+    from sandbox.jail.users import ensure_agent_user
 
     agent = ensure_agent_user()
     path = ws / name
@@ -248,7 +248,7 @@ def test_windows_still_find_what_long_texts_hide() -> None:
     included), and a windowed cut never invents a command start."""
     from sandbox.guard import build_engine
     from sandbox.guard.evidence import CommandText, ProcessExec
-    from sandbox.profile import load
+    from sandbox.jail.profile import load
 
     engine = build_engine(load("strict").guard)
     words = " ".join(f"w{i:05d}" for i in range(4000))  # 28 KB of harmless words

@@ -16,10 +16,10 @@ from sandbox import Sandbox, Store
 from sandbox.events import ListEmit
 from sandbox.guard import build_engine
 from sandbox.guard.packs import all_rules
+from sandbox.jail.profile import GuardSection
+from sandbox.monitor.resource_rules import Readings
+from sandbox.monitor.sampler import ResourceSampler
 from sandbox.parts import limits
-from sandbox.profile import GuardSection
-from sandbox.resource_rules import Readings
-from sandbox.sampler import ResourceSampler
 from tests.helpers import make_workspace, procs_matching, sandbox_cli, wait_for
 
 # The verdict on a breach comes from a guard rule over `resource.breach` samples. Until a

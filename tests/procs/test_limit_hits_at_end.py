@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from sandbox import Store
-from sandbox.cgroups import SessionCgroup, pids_max
 from sandbox.events import ListEmit
+from sandbox.jail.cgroups import SessionCgroup, pids_max
+from sandbox.jail.profile import LimitsSection
+from sandbox.monitor.resource_rules import Readings
+from sandbox.monitor.sampler import ResourceSampler
 from sandbox.parts import limits
-from sandbox.profile import LimitsSection
-from sandbox.resource_rules import Readings
-from sandbox.sampler import ResourceSampler
-from sandbox.store import SEVERITIES
+from sandbox.record import SEVERITIES
 from tests.helpers import sandbox_cli
 from tests.procs.test_limit_events import _breaches, _profile, _verdicts
 

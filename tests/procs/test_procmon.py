@@ -6,9 +6,9 @@ import subprocess
 import uuid
 from typing import Any
 
-from sandbox import proctree
 from sandbox.events import ListEmit
-from sandbox.procmon import ProcessMonitor
+from sandbox.monitor import proctree
+from sandbox.monitor.procmon import ProcessMonitor
 from tests.helpers import wait_for
 
 

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 
-from sandbox import proctree
+from sandbox.monitor import proctree
 from tests.helpers import wait_for
 
 

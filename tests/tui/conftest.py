@@ -13,7 +13,7 @@ from sandbox_tui.app import SandboxApp
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from sandbox.store import Store
+from sandbox.record import Store
 
 from .fixtures import T0, fill
 

@@ -11,7 +11,7 @@ import os
 import sqlite3
 from typing import Any
 
-from sandbox.store import Store
+from sandbox.record import Store
 
 T0 = 1_760_000_000.0  # fixed "now" for the app's clock in snapshot tests
 OWNER_START = "0.00"  # owner pid 1 with a start token that never matches: owner "dead"

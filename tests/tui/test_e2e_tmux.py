@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sandbox.store import Store
+from sandbox.record import Store
 
 from ..helpers import tree, tree_argvs, wait_for
 

@@ -11,7 +11,7 @@ from sandbox_tui.main_screen import MainScreen
 from sandbox_tui.sessions_table import SessionsTable
 
 from sandbox import Sandbox
-from sandbox.store import Store
+from sandbox.record import Store
 from tests.helpers import gone, tree
 
 from .conftest import run, wait_until

@@ -16,7 +16,7 @@ from sandbox_tui.main_screen import MainScreen
 from sandbox_tui.session_screen import SessionScreen
 from sandbox_tui.sessions_table import SessionsTable
 
-from sandbox.store import Store
+from sandbox.record import Store
 
 from .conftest import run, wait_until
 from .fixtures import OWNER_START, T0
@@ -175,7 +175,7 @@ def test_burst_of_alerts_does_not_freeze_the_ui(store: Store, make_app) -> None:
     new_session(store, "burst00001")
     n = 3000
     writer = (
-        "import sys; from sandbox.store import Store; w = Store(sys.argv[1])\n"
+        "import sys; from sandbox.record import Store; w = Store(sys.argv[1])\n"
         f"for i in range({n}): w.add_event('burst00001', 'net.scan', {{'i': i}}, "
         "severity='alert', action='flag', rule='recon.scan')\n"
     )

@@ -7,7 +7,7 @@ from sandbox_tui import fmt
 from sandbox_tui.filtering import matches
 from sandbox_tui.poller import FleetPoller, SessionPoller, event_group
 
-from sandbox.store import Store
+from sandbox.record import Store
 
 from .fixtures import OWNER_START
 

@@ -8,7 +8,7 @@ from sandbox_tui.output_modal import OutputModal
 from sandbox_tui.session_screen import SessionScreen
 from sandbox_tui.sessions_table import SessionsTable
 
-from sandbox.store import Store
+from sandbox.record import Store
 
 from .conftest import run, wait_until
 

@@ -7,7 +7,7 @@ from sandbox_tui.confirm import ConfirmModal
 from sandbox_tui.session_screen import SessionScreen
 from sandbox_tui.sessions_table import SessionsTable
 
-from sandbox.store import Store
+from sandbox.record import Store
 
 from .conftest import wait_until
 

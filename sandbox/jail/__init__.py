@@ -1,0 +1,11 @@
+"""The jail: what a sandbox is on the host.
+
+- `profile`, `profile_check`: the profile (TOML) and its checks;
+- `firejail`: profile -> firejail argv, the jail's environment and its launch steps;
+- `launch`: the child side of a start (cgroup, session, netns, TIOCSTI filter, drop);
+- `users`, `workspace`: the agent user and the workspace;
+- `cgroups`, `cgroup_layout`, `cgroup_usage`: limits and their counters (v1 and v2);
+- `remount`: /var/tmp made executable inside;
+- `images`: a task's OCI image as the jail's root;
+- `fastexec`: a command forked inside the running jail (the exec helper).
+"""

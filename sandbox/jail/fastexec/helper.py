@@ -1,0 +1,312 @@
+"""The exec helper's supervisor side: the one `firejail --join` at session start that runs
+the in-jail helper (`injail.py`, sent over the socket it inherits), its health, and each
+command's start, vouched for by the kernel before the command may exec."""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import functools
+import logging
+import marshal
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ... import fdwait
+from .. import launch
+from .kernel import SO_PASSPIDFD, PidInfo, fd_owner, pidfd_from, pidfd_info, proc_state
+from .proc import FastProc, readable
+
+if TYPE_CHECKING:
+    from ...parts import PartSession
+
+log = logging.getLogger("sandbox")
+START_S = 2.0  # a command's start byte; a helper slower than this is treated as stuck
+
+# One `python3 -c`: read the helper's source from the socket on fd 0, run it.
+BOOT = ("import os\n"
+        "def r(n):\n"
+        " d=b''\n"
+        " while len(d)<n:\n"
+        "  c=os.read(0,n-len(d))\n"
+        "  if not c:raise SystemExit(1)\n"
+        "  d+=c\n"
+        " return d\n"
+        "exec(compile(r(int.from_bytes(r(4),'big')),'sandbox-exec-helper','exec'))\n")
+
+
+
+class ExecRequest(Protocol):
+    """What the helper needs of one exec (an `execute.Exec` is one)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    join_cwd: str  # in an image: where it starts; "" for the workspace
+    started: float
+    t0: float
+
+
+@functools.cache
+def _source() -> bytes:
+    return resources.files("sandbox.jail.fastexec").joinpath("injail.py").read_bytes()
+
+
+def _frame(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+
+_FORGED = "the command's start is not the kernel's: "
+
+
+class Helper:
+    """One session's exec helper: the join that runs it, its socket, its health."""
+
+    def __init__(self, session: PartSession) -> None:
+        self.session = session
+        self.state = "starting"  # -> ready -> off
+        self.why_off = ""
+        self.pid = 0  # the helper's host pid, from the kernel (its hello's pidfd)
+        self.pidfd = -1
+        self._stat_fd = -1
+        self.cgroupid = 0
+        agent = session.spec().agent
+        self.uid = agent.uid if agent is not None else os.getuid()
+        self.used = {"fast": 0, "join": 0}  # tests and the bench read these
+        self._lock = threading.Lock()
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.ctl.setsockopt(socket.SOL_SOCKET, SO_PASSPIDFD, 1)
+        env = session.env()
+        argv = [launch.tool("firejail"), "--quiet", f"--join=sbx-{session.id}", "--",
+                launch.tool("python3"), "-I", "-S", "-c", BOOT]
+        # As `Exec.popen`: the monitor is told a join is coming, so it sees the helper.
+        procs = session.hooks.procs
+        if procs is not None:
+            procs.joining(1)
+        proc = None
+        try:
+            proc = subprocess.Popen(
+                argv, env=env, cwd=str(session.workdir), stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=session.launcher())
+        finally:
+            theirs.close()
+            if procs is not None:
+                procs.joining(-1, proc.pid if proc is not None else None)
+        assert proc is not None
+        self.join: subprocess.Popen[bytes] = proc
+        # Queued in the socket now; the helper reads it when it runs (nothing waits here).
+        self.ctl.sendall(_frame(_source()) + _frame(marshal.dumps(
+            [(k.encode(), v.encode()) for k, v in env.items()])))
+
+    # -- health -----------------------------------------------------------------------
+
+    def ready(self, timeout: float = 0.0) -> bool:
+        """Whether the helper said hello and the kernel vouches for it (waits up to
+        `timeout` for the hello)."""
+        if self.state != "starting":
+            return self.state == "ready"
+        with self._lock:
+            if self.state != "starting":
+                return self.state == "ready"
+            if not fdwait.ready(self.ctl.fileno(), fdwait.READ, timeout):
+                if self.join.poll() is not None:
+                    self._off_locked(f"the helper's join exited ({self.join.returncode}): "
+                                     + self._stderr(), alert=None)
+                return False
+            try:
+                msg, anc, _f, _a = self.ctl.recvmsg(1, socket.CMSG_SPACE(4))
+            except OSError as e:
+                self._off_locked(f"the helper's socket failed: {e}", alert=None)
+                return False
+            pidfd = pidfd_from(anc)
+            info = pidfd_info(pidfd) if pidfd is not None else None
+            if msg != b"H" or pidfd is None or info is None or info.ruid != self.uid:
+                if pidfd is not None:
+                    os.close(pidfd)
+                self._off_locked(f"the helper did not start: {self._stderr()}"
+                                 if not msg else "the helper's hello is not confirmed",
+                                 alert=None if not msg else "fastexec.hello_forged")
+                return False
+            self.pidfd, self.pid, self.cgroupid = pidfd, info.pid, info.cgroupid
+            try:  # opened while the pidfd pins it: this is the helper's /proc entry
+                self._stat_fd = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                self._off_locked(f"the helper's /proc entry cannot be read: {e}", alert=None)
+                return False
+            if self.uid != 0 and fd_owner(self.pid) != 0:  # non-dumpable: /proc/PID is root's
+                self._off_locked("the helper could not make itself non-dumpable (the agent "
+                                 "could take its socket)", alert=None)
+                return False
+            self.state = "ready"
+            return True
+
+    def _stderr(self) -> str:
+        err = self.join.stderr
+        if err is None or self.join.poll() is None:
+            return ""
+        from ...textsafe import visible
+
+        return visible(err.read(2000).decode(errors="replace").strip())
+
+    def health(self) -> tuple[str, str] | None:
+        """(tamper kind, why) when the helper is dead or stopped."""
+        state = proc_state(self._stat_fd)
+        if state in ("", "Z", "X") or self.join.poll() is not None:
+            return "fastexec.helper_dead", "the exec helper is gone (killed in the jail?)"
+        if state in ("T", "t"):
+            return "fastexec.helper_stopped", "the exec helper is stopped (SIGSTOP in the jail?)"
+        return None
+
+    def off(self, why: str, alert: str | None, detail: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self._off_locked(why, alert, detail)
+
+    def _off_locked(self, why: str, alert: str | None,
+                    detail: dict[str, Any] | None = None) -> None:
+        """Never again for this session: the joined path from here on, and why."""
+        if self.state == "off":
+            return
+        self.state, self.why_off = "off", why
+        self.kill()
+        if alert is not None:
+            self.session.hooks.tamper(alert, {"reason": why, **(detail or {})})
+        self.session.emit("exec.fast_off", {"reason": why, "alert": alert},
+                          severity="warning" if alert else "info")
+
+    def kill(self) -> None:
+        if self.pidfd >= 0:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """The session ends: the jail is gone (and the helper with it), or going."""
+        self.state = "off"
+        self.kill()
+        self.ctl.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.join.wait(5)
+        if self.join.stderr is not None:
+            self.join.stderr.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        if self._stat_fd >= 0:
+            os.close(self._stat_fd)
+            self._stat_fd = -1
+
+    # -- one command --------------------------------------------------------------------
+
+    async def launch(self, ex: ExecRequest) -> FastProc | None:
+        """Start `ex` through the helper; None: use the joined path (recorded why, if
+        the helper is broken)."""
+        if not self.ready():
+            self.used["join"] += 1
+            return None
+        bad = self.health()
+        if bad is not None:
+            self.off(bad[1], bad[0])
+            self.used["join"] += 1
+            return None
+        proc = await self._request(ex)
+        self.used["fast" if proc is not None else "join"] += 1
+        return proc
+
+    async def _request(self, ex: ExecRequest) -> FastProc | None:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        mine.setsockopt(socket.SOL_SOCKET, SO_PASSPIDFD, 1)
+        give = [theirs.fileno(), in_r, out_w, err_w]
+        cwd = ex.join_cwd or self.session.spec().inside_workdir
+        body = marshal.dumps(([os.fsencode(a) for a in ex.argv],
+                              [(os.fsencode(k), os.fsencode(v)) for k, v in ex.env.items()],
+                              os.fsencode(cwd)))
+        ex.started, ex.t0 = time.time(), time.monotonic()
+        try:
+            with self._lock:
+                self.ctl.settimeout(START_S)
+                try:
+                    self.ctl.sendmsg([len(body).to_bytes(4, "big")],
+                                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                       array.array("i", give).tobytes())])
+                    self.ctl.sendall(body)
+                finally:
+                    self.ctl.settimeout(None)
+        except OSError as e:
+            for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+                os.close(fd)
+            mine.close()
+            theirs.close()
+            self.off(f"the exec helper does not take requests: {e}", "fastexec.helper_dead")
+            return None
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        theirs.close()
+        fds = (in_w, out_r, err_r)
+        try:
+            started = await self._started(mine)
+        except BaseException:  # cancelled: the unconfirmed command gets no go (EOF: 127)
+            mine.close()
+            for fd in fds:
+                os.close(fd)
+            raise
+        if isinstance(started, str):
+            mine.close()
+            for fd in fds:
+                os.close(fd)
+            if started.startswith(_FORGED):  # the kernel names another process
+                self.off(started, "fastexec.start_unconfirmed", {"argv": ex.argv[:20]})
+            elif started:  # no helper, or one that stalls
+                bad = self.health()
+                self.off(started, bad[0] if bad else "fastexec.start_unconfirmed",
+                         {"argv": ex.argv[:20]})
+            return None
+        pidfd, info = started
+        return FastProc(self, info.pid, pidfd, mine, *fds)
+
+    async def _started(self, mine: socket.socket) -> tuple[int, PidInfo] | str:
+        """The command's pidfd, vouched for by the kernel; else why not ("" when the
+        helper is well and only could not fork: this one exec goes the joined way).
+        Awaited, not selected: the loop runs other sandboxes' execs meanwhile."""
+        if not await readable(mine, START_S):
+            return f"no start from the exec helper within {START_S}s (stopped or stuck)"
+        try:
+            msg, anc, _f, _a = mine.recvmsg(1, socket.CMSG_SPACE(4))
+        except OSError as e:
+            return f"the command's socket failed: {e}"
+        pidfd = pidfd_from(anc)
+        if not msg:  # EOF: the fork failed (nproc), or the helper died
+            if pidfd is not None:
+                os.close(pidfd)
+            bad = self.health()
+            return bad[1] if bad else ""
+        info = pidfd_info(pidfd) if pidfd is not None else None
+        if info is not None and info.exited:
+            info = None  # reaped before its go: not a command the helper started honestly
+        ok = (msg == b"S" and info is not None and info.ppid == self.pid
+              and info.pid != self.pid and info.ruid == self.uid
+              and info.cgroupid == self.cgroupid)
+        if not ok:
+            if pidfd is not None:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.close(pidfd)
+            return (_FORGED
+                    + (f"pid {info.pid}, parent {info.ppid} (helper {self.pid}), uid "
+                       f"{info.ruid}, cgroup {info.cgroupid}" if info else "no pidfd"))
+        assert pidfd is not None and info is not None
+        try:
+            mine.send(b"G")  # vouched for: now it may exec
+        except OSError as e:
+            os.close(pidfd)
+            return f"the command's socket failed: {e}"
+        return pidfd, info
+
