@@ -27,6 +27,7 @@ from typing import Any
 from . import commands, gc, owners, paths, reap, supervisor
 from .control import ControlWatcher
 from .errors import CommandBlocked, CommandTimeout, SessionClosed, SetupError
+from .gpu.driver import driver_files
 from .hooks import Hooks
 from .jail import firejail, users, workspace
 from .jail.images.attach import attach, no_bash, wait_joinable
@@ -160,7 +161,8 @@ class Session:
                 self.image_ref, profile=self.profile, spec=self._spec,
                 state_dir=self.store.path.parent.resolve(), fresh=self.placement.fresh,
                 kind=self.kind, keep=self.keep, add_resource=self.add_resource,
-                gpu_backend=self.gpu_part_backend)
+                gpu_files=tuple(driver_files(self.gpu_part_backend))
+                if dict(self._spec.gpu_env).get("CUDA_VISIBLE_DEVICES") else ())
             self.emit("session.image", {
                 "image": self.image.image.name, "digest": self.image.image.digest,
                 "workdir": self._spec.inside_workdir, "keep": self.keep})

@@ -149,9 +149,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
+    from ..errors import NotFound
     from ..jail.images.commit import commit
-    from ..record import Store
+    from ..record import FINAL_STATES, Store
 
-    image = commit(Store(), _store(), args.session, args.name)
+    try:
+        row = Store().get_session(args.session)
+    except Exception as e:
+        raise NotFound(f"no session {visible(args.session)!r} (`sandbox ls`)") from e
+    image = commit(row, row["state"] in FINAL_STATES, _store(), args.name)
     _print(image, args.json)
     return 0

@@ -15,7 +15,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ... import fdwait
@@ -24,7 +26,38 @@ from .kernel import SO_PASSPIDFD, PidInfo, fd_owner, pidfd_from, pidfd_info, pro
 from .proc import FastProc, readable
 
 if TYPE_CHECKING:
-    from ...parts import PartSession
+    from ..firejail import JailSpec
+
+
+class HelperHooks(Protocol):
+    """What the helper asks of its session's hooks (`Hooks` is one)."""
+
+    @property
+    def procs(self) -> Any: ...  # the exec monitor part: told of the join (`joining`)
+
+    def tamper(self, kind: str, detail: dict[str, Any]) -> None: ...
+
+
+class HelperSession(Protocol):
+    """What the helper uses of its session (a `Session` is one)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def workdir(self) -> Path: ...
+
+    @property
+    def hooks(self) -> HelperHooks: ...
+
+    def spec(self) -> JailSpec: ...
+
+    def env(self) -> dict[str, str]: ...
+
+    def launcher(self, ctty_fd: int | None = None) -> Callable[[], None]: ...
+
+    def emit(self, kind: str, detail: dict[str, Any], *, severity: str = "info",
+             action: str = "record", rule: str | None = None) -> None: ...
 
 log = logging.getLogger("sandbox")
 START_S = 2.0  # a command's start byte; a helper slower than this is treated as stuck
@@ -68,7 +101,7 @@ _FORGED = "the command's start is not the kernel's: "
 class Helper:
     """One session's exec helper: the join that runs it, its socket, its health."""
 
-    def __init__(self, session: PartSession) -> None:
+    def __init__(self, session: HelperSession) -> None:
         self.session = session
         self.state = "starting"  # -> ready -> off
         self.why_off = ""

@@ -79,16 +79,10 @@ class Attached:
 
 def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh: bool,
            kind: str, keep: bool, add_resource: Callable[[str, Any], None],
-           gpu_backend: Any = None) -> tuple[JailSpec, Attached]:
-    """The spec with its image root, made and recorded (as `image_root`) for this session.
-    With a GPU granted (`spec.gpu_env`), the host driver's files of `gpu_backend` are
-    bound in read-only (the image brings no driver)."""
+           gpu_files: tuple[str, ...] = ()) -> tuple[JailSpec, Attached]:
+    """The spec with its image root, made and recorded (as `image_root`) for this session;
+    `gpu_files`: the host driver's, bound in read-only (the image brings no driver)."""
     check_host()
-    gpu_files: tuple[str, ...] = ()
-    if dict(spec.gpu_env).get("CUDA_VISIBLE_DEVICES"):
-        from ...gpu.driver import driver_files
-
-        gpu_files = tuple(driver_files(gpu_backend))
     store = ImageStore()
     image = store.resolve(ref)
     has_bash = rootfs.has_program(image.rootfs, "bash")

@@ -15,12 +15,11 @@ import os
 import stat
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ...errors import NotFound, SetupError
-from ...record import FINAL_STATES, Store
-from ...textsafe import visible
+from ...errors import SetupError
 from . import rootfs
 from .store import Image, ImageStore
 
@@ -80,18 +79,16 @@ def write_layer(upper: Path, skip: set[str], dest: Path) -> int:
     return len(members)
 
 
-def commit(store: Store, images: ImageStore, session_id: str, name: str) -> Image:
-    try:
-        row = store.get_session(session_id)
-    except Exception as e:
-        raise NotFound(f"no session {visible(session_id)!r} (`sandbox ls`)") from e
+def commit(row: Mapping[str, Any], ended: bool, images: ImageStore, name: str) -> Image:
+    """A kept session's upper layer (`row`: its record; `ended`: it is over) as image
+    `name`, derived from the image it ran in."""
     res: dict[str, Any] = (row.get("resources") or {}).get("image_root") or {}
     if not res:
         raise SetupError(f"session {row['id']} did not run in an image")
     if not res.get("keep"):
         raise SetupError(f"session {row['id']} was not kept: start it with --keep "
                          "(API: keep=True) to commit its layer")
-    if row["state"] not in FINAL_STATES:
+    if not ended:
         raise SetupError(f"session {row['id']} is still {row['state']}: close it first")
     upper = Path(res["base"]) / "upper"
     if not upper.is_dir():
