@@ -8,32 +8,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .parts import PartSession
 from .result import CommandResult
 from .shell import Shell
 
 if TYPE_CHECKING:
     from .hooks import Hooks
-    from .record import Store
     from .shell.collect import RawResult
 
 
-class CommandSession(Protocol):
-    """What a command uses of its session (a `Session` is one)."""
-
-    @property
-    def id(self) -> str: ...
+class CommandSession(PartSession, Protocol):
+    """What a command uses of its session (a `Session` is one): what its parts see, and
+    its state, its hooks whole, and the limits' look at a finished command."""
 
     @property
     def state(self) -> str: ...
 
     @property
-    def store(self) -> Store: ...
-
-    @property
     def hooks(self) -> Hooks: ...
-
-    def emit(self, kind: str, detail: dict[str, Any], *, severity: str = "info",
-             action: str = "record", rule: str | None = None) -> None: ...
 
     def limits_finished(self, command: str, exit_code: int | None, output: str,
                         truncated: bool, output_bytes: int) -> None: ...

@@ -52,7 +52,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from ..events import Emit
 from ..jail.cgroup_layout import CFS_PERIOD_US
@@ -84,6 +84,21 @@ class Readings:
     saturated: bool = False  # inside an all-cores-busy episode (already reported)
     shm_peak: int = 0  # most tmpfs/shm bytes seen since the last memory hit was judged
     shm_full: bool = False  # the jail's /dev/shm tmpfs is full (already reported)
+
+
+class RulesOptions(TypedDict, total=False):
+    """`ResourceRules`' settings as keywords (what `ResourceSampler` passes on)."""
+
+    sample_every: float
+    breach_every: float
+    window_s: float
+    throttle_window_s: float
+    throttle_ratio: float
+    saturation_window_s: float
+    saturation_ratio: float
+    shm_share: float
+    cpus: int | None
+    clock: Callable[[], float]
 
 
 class ResourceRules:

@@ -20,21 +20,12 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Unpack
 
 from ..events import Emit
 from ..jail.cgroups import SessionCgroup
-from .resource_rules import (
-    SATURATION_RATIO,
-    SATURATION_WINDOW_S,
-    SHM_SHARE,
-    THROTTLE_RATIO,
-    THROTTLE_WINDOW_S,
-    WINDOW_S,
-    Readings,
-    ResourceRules,
-)
+from .resource_rules import Readings, ResourceRules, RulesOptions
 
 WATCH_FRACTIONS = (0.5, 0.75, 0.9)
 """v1: usage thresholds (of the limit) that wake the sampler at once, on the way up."""
@@ -57,20 +48,11 @@ class _State:
 class ResourceSampler:
     """Samples each session's cgroup; emits resource.sample and resource.breach."""
 
-    def __init__(self, interval: float = 1.0, sample_every: float = 5.0,
-                 breach_every: float = 5.0, *, window_s: float = WINDOW_S,
-                 throttle_window_s: float = THROTTLE_WINDOW_S,
-                 throttle_ratio: float = THROTTLE_RATIO,
-                 saturation_window_s: float = SATURATION_WINDOW_S,
-                 saturation_ratio: float = SATURATION_RATIO,
-                 shm_share: float = SHM_SHARE, cpus: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval: float = 1.0, **rules: Unpack[RulesOptions]) -> None:
+        """`interval`: seconds between reads; `rules`: the breach and sample settings
+        (see `ResourceRules`)."""
         self.interval = interval
-        self.rules = ResourceRules(
-            sample_every, breach_every, window_s=window_s,
-            throttle_window_s=throttle_window_s, throttle_ratio=throttle_ratio,
-            saturation_window_s=saturation_window_s, saturation_ratio=saturation_ratio,
-            shm_share=shm_share, cpus=cpus, clock=clock)
+        self.rules = ResourceRules(**rules)
         self._groups: dict[str, tuple[SessionCgroup, Emit, _State]] = {}
         self._by_fd: dict[int, str] = {}
         self._lock = threading.Lock()

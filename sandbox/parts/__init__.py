@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ..events import Emit
     from ..guard import Engine
     from ..jail.cgroups import SessionCgroup
     from ..jail.firejail import JailSpec
@@ -113,8 +114,8 @@ class PartSession(Protocol):
     @property
     def hooks(self) -> PartHooks: ...
 
-    def emit(self, kind: str, detail: dict[str, Any], *, severity: str = "info",
-             action: str = "record", rule: str | None = None) -> None: ...
+    @property
+    def emit(self) -> Emit: ...  # records an event of this session
 
     @property
     def workdir(self) -> Path: ...

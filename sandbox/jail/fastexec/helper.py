@@ -26,6 +26,7 @@ from .kernel import SO_PASSPIDFD, PidInfo, fd_owner, pidfd_from, pidfd_info, pro
 from .proc import FastProc, readable
 
 if TYPE_CHECKING:
+    from ...events import Emit
     from ..firejail import JailSpec
 
 
@@ -56,8 +57,8 @@ class HelperSession(Protocol):
 
     def launcher(self, ctty_fd: int | None = None) -> Callable[[], None]: ...
 
-    def emit(self, kind: str, detail: dict[str, Any], *, severity: str = "info",
-             action: str = "record", rule: str | None = None) -> None: ...
+    @property
+    def emit(self) -> Emit: ...  # records an event of this session
 
 log = logging.getLogger("sandbox")
 START_S = 2.0  # a command's start byte; a helper slower than this is treated as stuck
