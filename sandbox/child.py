@@ -25,13 +25,16 @@ class AsyncChild:
     """A `Popen` whose stdout/stderr go to `sinks` (b"" once at EOF) and whose stdin is
     fed from `write`; `wait()` is the exit status as `waitpid` says it."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], on_out: Sink, on_err: Sink) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], on_out: Sink, on_err: Sink,
+                 pidfd: int | None = None) -> None:
+        """`pidfd`: the process's, when the caller holds one that cannot be mistaken
+        (ours to close); else one is opened by pid (our child: it cannot be reaped yet)."""
         self.proc = proc
         self.pid = proc.pid
         self._loop = asyncio.get_running_loop()
         self._exited = self._loop.create_future()
         self._eof = [self._loop.create_future(), self._loop.create_future()]
-        self._pidfd = os.pidfd_open(proc.pid)
+        self._pidfd = os.pidfd_open(proc.pid) if pidfd is None else pidfd
         self._loop.add_reader(self._pidfd, self._on_exit)
         self._pending = bytearray()
         self._stdin_close = False

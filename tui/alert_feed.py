@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.text import Text
-from textual.widgets import DataTable
-
 from . import fmt
+from .tables import HostColumnsTable
 
 HOST_COLUMN: tuple[str, str, int | None] = ("host", "HOST", 12)  # several hosts: after SESSION
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -24,22 +22,14 @@ def columns(with_host: bool) -> tuple[tuple[str, str, int | None], ...]:
     return (*COLUMNS[:2], HOST_COLUMN, *COLUMNS[2:]) if with_host else COLUMNS
 
 
-class AlertFeed(DataTable[Text]):
+class AlertFeed(HostColumnsTable):
     """Newest alerts of all sessions, on every host; enter opens the alert's session.
     A HOST column appears when the alerts come from more than one host."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", **kwargs)
+        super().__init__(columns, **kwargs)
         self.alerts: tuple[dict[str, Any], ...] = ()
-        self.with_host = False
         self._rendered: list[tuple[int, str]] = []
-
-    def on_mount(self) -> None:
-        self._add_columns()
-
-    def _add_columns(self) -> None:
-        for key, label, width in columns(self.with_host):
-            self.add_column(label, key=key, width=width)
 
     @property
     def selected(self) -> dict[str, Any] | None:
@@ -50,16 +40,12 @@ class AlertFeed(DataTable[Text]):
     def show(self, alerts: tuple[dict[str, Any], ...], now: float) -> None:
         """Show `alerts` (newest first); redraw only when they or their ages changed."""
         rendered = [(a["id"], fmt.age(now - a["ts"])) for a in alerts]
-        with_host = len({a.get("host") for a in alerts}) > 1
-        if rendered == self._rendered and with_host == self.with_host:
-            return
         selected = self.selected
+        if not self.set_hosts(a.get("host") for a in alerts) and rendered == self._rendered:
+            return
+        with_host = self.with_host
         self.alerts = alerts
         self._rendered = rendered
-        if with_host != self.with_host:
-            self.with_host = with_host
-            self.clear(columns=True)
-            self._add_columns()
         self.clear()
         for a, (_, ago) in zip(alerts, rendered, strict=True):
             host = (fmt.cell(a.get("host"), "cyan", width=12),) if with_host else ()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+from textual.screen import Screen
 
 from sandbox.record import Store
 
@@ -39,3 +41,12 @@ class ScreenHost(Protocol):
 
     def choose_export(self, session_id: str) -> None:
         """Ask for a format, then export one session."""
+
+
+class HostedScreen(Screen[None]):
+    """A screen of this app: it reaches the app only as a `ScreenHost`."""
+
+    @property
+    def host(self) -> ScreenHost:
+        """The app, through the one surface a screen may use."""
+        return cast(ScreenHost, self.app)

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, cast
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label
 from textual.worker import get_current_worker
 
 from . import fmt
 from .alert_feed import AlertFeed
-from .host import ScreenHost
+from .host import HostedScreen
 from .messages import FleetPolled
 from .poller import FleetPoller, FleetSnapshot
 from .sessions_table import SessionsTable
 
 
-class MainScreen(Screen[None]):
+class MainScreen(HostedScreen):
     """Every live and recent session, what each runs now, and alerts as they happen."""
 
     BINDINGS = [
@@ -43,11 +42,6 @@ class MainScreen(Screen[None]):
         self.snapshot = FleetSnapshot((), (), 0)
         self.query_text = ""
         self.wake = threading.Event()
-
-    @property
-    def host(self) -> ScreenHost:
-        """The app, through the one surface a screen may use (see host.py)."""
-        return cast(ScreenHost, self.app)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="■")

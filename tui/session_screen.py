@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, cast
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from sandbox.textsafe import visible
 
 from . import fmt
-from .host import ScreenHost
+from .host import HostedScreen
 from .messages import SessionPolled
 from .output_modal import OutputModal
 from .poller import SessionPoller, event_group
@@ -44,7 +43,7 @@ def output_preview(output: str, width: int = 80) -> str:
     return fmt.evidence(" ⏎ ".join(lines[:3]), width) if lines else ""
 
 
-class SessionScreen(Screen[None]):
+class SessionScreen(HostedScreen):
     """Everything recorded for one session, tailing live while it runs."""
 
     BINDINGS = [
@@ -70,11 +69,6 @@ class SessionScreen(Screen[None]):
         self.commands: dict[str, dict[str, Any]] = {}
         self._keys: dict[str, deque[str]] = {name: deque() for name in TABS}
         self.wake = threading.Event()
-
-    @property
-    def host(self) -> ScreenHost:
-        """The app, through the one surface a screen may use (see host.py)."""
-        return cast(ScreenHost, self.app)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="■")

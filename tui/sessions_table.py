@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from . import fmt
 from .filtering import matches
+from .tables import HostColumnsTable
 
 HOST_COLUMN = ("host", "HOST", 12)  # shown after ID when the sessions span several hosts
 COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -51,24 +51,16 @@ def row_cells(s: dict[str, Any], now: float, with_host: bool = False) -> tuple[T
     )
 
 
-class SessionsTable(DataTable[Text]):
+class SessionsTable(HostColumnsTable):
     """Every live and recent session; rows keyed by session id, updated cell by cell.
     A HOST column appears when the sessions come from more than one host (a fleet's
     store), and goes when they do not."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        super().__init__(columns, zebra_stripes=True, **kwargs)
         self.sessions: dict[str, dict[str, Any]] = {}
-        self.with_host = False
         self._order: list[str] = []
         self._cells: dict[str, tuple[Text, ...]] = {}
-
-    def on_mount(self) -> None:
-        self._add_columns()
-
-    def _add_columns(self) -> None:
-        for key, label, width in columns(self.with_host):
-            self.add_column(label, key=key, width=width)
 
     @property
     def selected_id(self) -> str | None:
@@ -79,13 +71,9 @@ class SessionsTable(DataTable[Text]):
     def show(self, sessions: tuple[dict[str, Any], ...], now: float, query: str = "") -> None:
         """Show `sessions` (newest first) that match `query`; keep the cursor on its session."""
         self.sessions = {s["id"]: s for s in sessions}
-        with_host = len({s.get("host") for s in sessions}) > 1
         selected = self.selected_id
-        redraw = with_host != self.with_host
-        if redraw:
-            self.with_host = with_host
-            self.clear(columns=True)
-            self._add_columns()
+        redraw = self.set_hosts(s.get("host") for s in sessions)
+        with_host = self.with_host
         visible = [s for s in sessions if matches(s, query)]
         order = [s["id"] for s in visible]
         cells = {s["id"]: row_cells(s, now, with_host) for s in visible}

@@ -166,24 +166,11 @@ class FastChild(AsyncChild):
     exit from the pidfd the kernel handed over, the status from the kernel."""
 
     def __init__(self, proc: FastProc, on_out: Sink, on_err: Sink) -> None:
-        # Not AsyncChild.__init__: that opens a pidfd by pid, and this command may be
-        # reaped already; the pidfd it handed over is the one that cannot be mistaken.
-        self.proc = cast(subprocess.Popen[bytes], proc)
+        # Not a pidfd opened by pid: this command may be reaped already; the pidfd it
+        # handed over is the one that cannot be mistaken.
+        super().__init__(cast(subprocess.Popen[bytes], proc), on_out, on_err,
+                         pidfd=os.dup(proc.pidfd))
         self.fast = proc
-        self.pid = proc.pid
-        self._loop = asyncio.get_running_loop()
-        self._exited = self._loop.create_future()
-        self._eof = [self._loop.create_future(), self._loop.create_future()]
-        self._pidfd = os.dup(proc.pidfd)
-        self._loop.add_reader(self._pidfd, self._on_exit)
-        self._pending = bytearray()
-        self._stdin_close = False
-        self._drained = None
-        for i, (stream, sink) in enumerate(((proc.stdout, on_out), (proc.stderr, on_err))):
-            fd = stream.fileno()
-            os.set_blocking(fd, False)
-            self._loop.add_reader(fd, self._on_read, fd, sink, self._eof[i])
-        os.set_blocking(proc.stdin.fileno(), False)
 
     async def wait(self, timeout: float | None = None) -> int:
         await asyncio.wait_for(asyncio.shield(self._exited), timeout)
