@@ -28,6 +28,7 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         row_image,
         row_kill,
         row_load,
+        row_many,
         row_pool,
         row_ray,
         row_start,
@@ -44,14 +45,14 @@ def _rows() -> dict[str, Callable[[Ctx], Row]]:
         "flood": row_flood.run,
         "exec": row_exec.exec_row,
         "files": row_exec.files_row,
-        "many": row_exec.many,
+        "many": row_many.many,
         "pool": row_pool.run,
         "fleet": row_fleet.run,
         "ray": row_ray.run,
         "image": row_image.run,
         # Issue 20's rows, after the numbered ones the docs name (row 15 is images).
         "fastexec": row_fastexec.run,
-        "many_fast": row_exec.many_fast,
+        "many_fast": row_many.many_fast,
     }
 
 
