@@ -1,7 +1,9 @@
 """sandbox: a terminal sandbox runtime with built-in guardrails for AI agents.
 
-Public API: `Sandbox(profile, workdir, env).run(cmd) -> CommandResult`, the exception
-tree rooted at `SandboxError`, profiles (`load_profile`) and the event `Store`.
+Public API: `Sandbox(profile, workdir, env).run(cmd) -> CommandResult`, `AsyncSandbox`,
+`WarmPool`, the exception tree rooted at `SandboxError`, profiles (`load_profile`) and
+the event `Store`. The packages below say what they own: `doors` (the API), `jail`,
+`record`, `monitor`, `network`, `guard`, `gpu`, `parts`, `ray`, `adapters`, `cli`.
 
 Names are imported on first use (PEP 562): `sandbox kill` and other short CLI calls
 should not pay for pexpect, psutil and the guard packs they never touch.
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from .doors.aio import AsyncSandbox
     from .doors.api import Sandbox
     from .doors.execute import ExecTimeout
+    from .doors.pool import WarmPool
     from .events import ListEmit
     from .jail.profile import Profile
     from .jail.profile import load as load_profile
@@ -46,6 +49,7 @@ _LAZY = {
     "load_profile": ("jail.profile", "load"),
     "CommandResult": ("result", "CommandResult"),
     "Store": ("record", "Store"),
+    "WarmPool": ("doors.pool", "WarmPool"),
 }
 
 __all__ = [
@@ -66,6 +70,7 @@ __all__ = [
     "SetupError",
     "Store",
     "StoreError",
+    "WarmPool",
     "__version__",
     "load_profile",
 ]
