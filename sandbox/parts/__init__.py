@@ -15,10 +15,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:
-    from pathlib import Path
+from ..jail.session_view import JailHooks, JailSession
 
-    from ..events import Emit
+if TYPE_CHECKING:
     from ..guard import Engine
     from ..jail.cgroups import SessionCgroup
     from ..jail.firejail import JailSpec
@@ -69,7 +68,7 @@ class GuardApi(Protocol):
     def engine(self) -> Engine: ...
 
 
-class PartHooks(Protocol):
+class PartHooks(JailHooks, Protocol):
     """What a part asks of its session's `Hooks`: its neighbour parts, each by what it
     offers (none: the profile or the host has it off), and a list of its own alerts
     (see `Hooks.own_alerts`)."""
@@ -82,16 +81,12 @@ class PartHooks(Protocol):
 
     def own_alerts(self) -> AbstractContextManager[list[dict[str, Any]]]: ...
 
-    def tamper(self, kind: str, detail: dict[str, Any]) -> None: ...
 
-
-class PartSession(Protocol):
-    """What the parts (and `Hooks`) use of their session; a `Session` is one."""
+class PartSession(JailSession, Protocol):
+    """What the parts (and `Hooks`) use of their session; a `Session` is one. The jail's
+    part of it (id, workspace, spec, env, launch, events) is `JailSession`'s."""
 
     gpu_part_backend: Any  # set by the GPU part: the backend it resolved (or None)
-
-    @property
-    def id(self) -> str: ...
 
     @property
     def kind(self) -> str: ...
@@ -115,19 +110,7 @@ class PartSession(Protocol):
     def hooks(self) -> PartHooks: ...
 
     @property
-    def emit(self) -> Emit: ...  # records an event of this session
-
-    @property
-    def workdir(self) -> Path: ...
-
-    @property
     def image(self) -> Any: ...  # images.attach.Attached while the jail lives, or None
-
-    def spec(self) -> JailSpec: ...
-
-    def env(self) -> dict[str, str]: ...
-
-    def launcher(self, ctty_fd: int | None = None) -> Callable[[], None]: ...
 
     def add_resource(self, name: str, value: Any) -> None: ...
 

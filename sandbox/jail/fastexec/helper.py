@@ -15,9 +15,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ... import fdwait
@@ -26,39 +25,8 @@ from .kernel import SO_PASSPIDFD, PidInfo, fd_owner, pidfd_from, pidfd_info, pro
 from .proc import FastProc, readable
 
 if TYPE_CHECKING:
-    from ...events import Emit
-    from ..firejail import JailSpec
+    from ..session_view import JailSession
 
-
-class HelperHooks(Protocol):
-    """What the helper asks of its session's hooks (`Hooks` is one)."""
-
-    @property
-    def procs(self) -> Any: ...  # the exec monitor part: told of the join (`joining`)
-
-    def tamper(self, kind: str, detail: dict[str, Any]) -> None: ...
-
-
-class HelperSession(Protocol):
-    """What the helper uses of its session (a `Session` is one)."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def workdir(self) -> Path: ...
-
-    @property
-    def hooks(self) -> HelperHooks: ...
-
-    def spec(self) -> JailSpec: ...
-
-    def env(self) -> dict[str, str]: ...
-
-    def launcher(self, ctty_fd: int | None = None) -> Callable[[], None]: ...
-
-    @property
-    def emit(self) -> Emit: ...  # records an event of this session
 
 log = logging.getLogger("sandbox")
 START_S = 2.0  # a command's start byte; a helper slower than this is treated as stuck
@@ -96,13 +64,20 @@ def _frame(data: bytes) -> bytes:
 
 
 
-_FORGED = "the command's start is not the kernel's: "
+@dataclass(frozen=True)
+class NoStart:
+    """Why a command did not start the fast way. `why` "": the helper is well and only
+    could not fork (this one exec joins); `alert`: the tamper kind, or None to take it
+    from the helper's health (dead or stopped), else start_unconfirmed."""
+
+    why: str
+    alert: str | None = None
 
 
 class Helper:
     """One session's exec helper: the join that runs it, its socket, its health."""
 
-    def __init__(self, session: HelperSession) -> None:
+    def __init__(self, session: JailSession) -> None:
         self.session = session
         self.state = "starting"  # -> ready -> off
         self.why_off = ""
@@ -292,36 +267,35 @@ class Helper:
             for fd in fds:
                 os.close(fd)
             raise
-        if isinstance(started, str):
+        if isinstance(started, NoStart):
             mine.close()
             for fd in fds:
                 os.close(fd)
-            if started.startswith(_FORGED):  # the kernel names another process
-                self.off(started, "fastexec.start_unconfirmed", {"argv": ex.argv[:20]})
-            elif started:  # no helper, or one that stalls
-                bad = self.health()
-                self.off(started, bad[0] if bad else "fastexec.start_unconfirmed",
+            if started.why:
+                bad = self.health() if started.alert is None else None
+                self.off(started.why, started.alert or (bad[0] if bad else
+                                                        "fastexec.start_unconfirmed"),
                          {"argv": ex.argv[:20]})
             return None
         pidfd, info = started
         return FastProc(self, info.pid, pidfd, mine, *fds)
 
-    async def _started(self, mine: socket.socket) -> tuple[int, PidInfo] | str:
-        """The command's pidfd, vouched for by the kernel; else why not ("" when the
-        helper is well and only could not fork: this one exec goes the joined way).
-        Awaited, not selected: the loop runs other sandboxes' execs meanwhile."""
+    async def _started(self, mine: socket.socket) -> tuple[int, PidInfo] | NoStart:
+        """The command's pidfd, vouched for by the kernel; else why not. Awaited, not
+        selected: the loop runs other sandboxes' execs meanwhile."""
         if not await readable(mine, START_S):
-            return f"no start from the exec helper within {START_S}s (stopped or stuck)"
+            return NoStart(f"no start from the exec helper within {START_S}s "
+                           "(stopped or stuck)")
         try:
             msg, anc, _f, _a = mine.recvmsg(1, socket.CMSG_SPACE(4))
         except OSError as e:
-            return f"the command's socket failed: {e}"
+            return NoStart(f"the command's socket failed: {e}")
         pidfd = pidfd_from(anc)
         if not msg:  # EOF: the fork failed (nproc), or the helper died
             if pidfd is not None:
                 os.close(pidfd)
             bad = self.health()
-            return bad[1] if bad else ""
+            return NoStart(bad[1] if bad else "")
         info = pidfd_info(pidfd) if pidfd is not None else None
         if info is not None and info.exited:
             info = None  # reaped before its go: not a command the helper started honestly
@@ -333,14 +307,16 @@ class Helper:
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 os.close(pidfd)
-            return (_FORGED
-                    + (f"pid {info.pid}, parent {info.ppid} (helper {self.pid}), uid "
-                       f"{info.ruid}, cgroup {info.cgroupid}" if info else "no pidfd"))
+            # The kernel names another process (or none): never a matter of health.
+            return NoStart("the command's start is not the kernel's: "
+                           + (f"pid {info.pid}, parent {info.ppid} (helper {self.pid}), "
+                              f"uid {info.ruid}, cgroup {info.cgroupid}" if info
+                              else "no pidfd"), "fastexec.start_unconfirmed")
         assert pidfd is not None and info is not None
         try:
             mine.send(b"G")  # vouched for: now it may exec
         except OSError as e:
             os.close(pidfd)
-            return f"the command's socket failed: {e}"
+            return NoStart(f"the command's socket failed: {e}")
         return pidfd, info
 
