@@ -12,6 +12,8 @@ PKGS=(firejail nftables iproute2 acl util-linux passwd procps psmisc openssl cur
 # Images (--image): skopeo copies them in, umoci unpacks them, bash-static is the shell
 # firejail starts programs through in an image that has none of its own.
 PKGS+=(skopeo umoci bash-static)
+# Fast exec's helper (sandbox/jail/fastexec/sandbox-exec.c) is built here, static.
+PKGS+=(gcc libc6-dev)
 # `--test` (scripts/test): postgresql too, for the fleet tests' throwaway servers. Not for
 # the quick start's `sandbox run`: SQLite is the default store, and Debian's package would
 # start a server on every machine that only wanted a sandbox.
@@ -87,4 +89,11 @@ if ! done_already; then
     exit 1
   fi
   touch "$stamp"
+fi
+
+# The compiled exec helper, into its cache (/var/cache/sandbox/fastexec): cheap when it is
+# there already. A failure is said, not fatal: sessions then use the Python helper.
+if [[ $(id -u) -eq 0 ]]; then
+  .venv/bin/python -m sandbox.jail.fastexec >/dev/null || \
+    echo "bootstrap: the compiled exec helper did not build (see above): fast exec uses the Python helper" >&2
 fi

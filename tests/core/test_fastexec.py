@@ -31,11 +31,34 @@ def _helper(box: Sandbox) -> fastexec.Helper:
     return helper
 
 
+@pytest.fixture(params=["c", "python"])
+def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both helpers, the compiled one (what bootstrap builds) and the Python one (a host
+    without a compiler), behind the same wall and the same checks."""
+    _use_helper(monkeypatch, request.param)
+    return str(request.param)
+
+
+def _use_helper(monkeypatch: pytest.MonkeyPatch, kind: str, *, c_define: str = "",
+                py_swap: tuple[str, str] = ("", "")) -> None:
+    """Sessions started from here on run this helper; `c_define` / `py_swap` make it one
+    the agent would want, one that lies (tests only)."""
+    from sandbox.jail.fastexec import build, helper
+
+    if kind == "c":
+        payload = build.build((c_define,) if c_define else ()).read_bytes()
+    else:
+        src = helper._python_source().decode()
+        assert py_swap[0] in src
+        payload = src.replace(*py_swap).encode()
+    monkeypatch.setattr(helper, "_payload", lambda: (payload, kind))
+
+
 @pytest.fixture
-def fsb(workspace: Path) -> Iterator[Sandbox]:
+def fsb(workspace: Path, kind: str) -> Iterator[Sandbox]:
     box = Sandbox(_fast_profile(), workdir=workspace)
     box.start()
-    _helper(box)
+    assert _helper(box).kind == kind
     try:
         yield box
     finally:
@@ -62,15 +85,6 @@ def _inner_pid(host_pid: int) -> int:
 
 def _rules(result: Any) -> list[str]:
     return [a["rule"] for a in result.alerts]
-
-
-def _patched_source(monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
-    """A helper the agent would want: one that lies (tests only)."""
-    from sandbox.jail.fastexec import helper
-
-    src = helper._source().decode()
-    assert old in src
-    monkeypatch.setattr(helper, "_source", lambda: src.replace(old, new).encode())
 
 
 # -- it works, the same as the join -------------------------------------------------------
@@ -220,12 +234,14 @@ def _fast_off(box: Sandbox) -> list[dict[str, Any]]:
     return [e["detail"] for e in Store().events(box.id) if e["kind"] == "exec.fast_off"]
 
 
-def test_a_forged_exit_status_is_caught(workspace: Path, monkeypatch: pytest.MonkeyPatch
-                                        ) -> None:
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_a_forged_exit_status_is_caught(workspace: Path, monkeypatch: pytest.MonkeyPatch,
+                                        kind: str) -> None:
     """A helper that says every command passed: the result is the kernel's status, and
     a tamper alert. (A supervisor trusting the helper would return 0 here.)"""
-    _patched_source(monkeypatch, 'sock.send(b"X" + struct.pack("<i", status))',
-                    'sock.send(b"X" + struct.pack("<i", 0))')
+    _use_helper(monkeypatch, kind, c_define="SANDBOX_TEST_FORGE_STATUS",
+                py_swap=('sock.send(b"X" + struct.pack("<i", status))',
+                         'sock.send(b"X" + struct.pack("<i", 0))'))
     with Sandbox(_fast_profile(), workdir=workspace) as box:
         helper = _helper(box)
         r = box.exec(["sh", "-c", "exit 3"])
@@ -237,11 +253,15 @@ def test_a_forged_exit_status_is_caught(workspace: Path, monkeypatch: pytest.Mon
         assert [d["alert"] for d in _fast_off(box)] == ["fastexec.status_forged"]
 
 
-def test_a_forged_start_is_caught(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kind", ["c", "python"])
+def test_a_forged_start_is_caught(workspace: Path, monkeypatch: pytest.MonkeyPatch,
+                                  kind: str) -> None:
     """A helper that reports a start itself (its own pid, not a child's): the kernel says
     whose pidfd it is; alert, and the exec runs on the joined path."""
-    _patched_source(monkeypatch, "        try:\n            pid = os.fork()",
-                    "        os.write(fds[0], b'S')\n        try:\n            pid = os.fork()")
+    _use_helper(monkeypatch, kind, c_define="SANDBOX_TEST_FORGE_START",
+                py_swap=("        try:\n            pid = os.fork()",
+                         "        os.write(fds[0], b'S')\n        try:\n"
+                         "            pid = os.fork()"))
     with Sandbox(_fast_profile(), workdir=workspace) as box:
         helper = _helper(box)
         r = box.exec(["sh", "-c", "echo ran; exit 4"])
@@ -310,3 +330,28 @@ def test_fast_exec_with_fds_past_1024(workspace: Path) -> None:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_compiled_helper_is_the_default_and_its_build_says_the_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bootstrap installs a compiler, so sessions get the compiled helper; where a host has
+    none, the build says what to install (and sessions get the Python helper)."""
+    from sandbox.jail.fastexec import build, helper
+
+    assert helper._payload()[1] == "c"
+    assert helper._payload()[0][:4] == b"\x7fELF"
+    monkeypatch.setenv("SANDBOX_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-cc")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(build.BuildError, match="apt-get install gcc libc6-dev"):
+        build.build()
+
+
+def test_a_nul_in_argv_is_refused_as_on_the_joined_path(fsb: Sandbox) -> None:
+    """The helper's wire format is NUL-separated: a NUL inside an argument must not split
+    it into two (a different command than the guard checked)."""
+    with pytest.raises(ValueError, match="null byte"):
+        fsb.exec(["echo", "a\0rm"])
+    with pytest.raises(ValueError, match="null byte"):
+        fsb.exec(["true"], env={"X": "a\0PATH=/tmp"})
+    assert fsb.exec(["echo", "ok"]).stdout == "ok\n"

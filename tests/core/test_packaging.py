@@ -24,7 +24,8 @@ def test_wheel_ships_profiles_tui_rc_and_packs(test_dir: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for must in ("sandbox/py.typed", "sandbox/shell_rc.bash",
                  "sandbox/profiles_builtin/default.toml", "sandbox/profiles_builtin/strict.toml",
-                 "sandbox/guard/packs/mining.toml", "sandbox_tui/app.py", "sandbox_tui/app.tcss",
+                 "sandbox/guard/packs/mining.toml", "sandbox/jail/fastexec/sandbox-exec.c",
+                 "sandbox_tui/app.py", "sandbox_tui/app.tcss",
                  "sandbox/parts/guard.py", "sandbox/network/gateway.py", "sandbox/gpu/fake.py"):
         assert must in names, must
     assert not any(n.startswith("tui/") for n in names)  # no generic top-level `tui`

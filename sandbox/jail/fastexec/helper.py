@@ -8,7 +8,6 @@ import array
 import contextlib
 import functools
 import logging
-import marshal
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ... import fdwait
 from .. import launch
+from . import build
 from .kernel import SO_PASSPIDFD, PidInfo, fd_owner, pidfd_from, pidfd_info, proc_state
 from .proc import FastProc, readable
 
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sandbox")
 START_S = 2.0  # a command's start byte; a helper slower than this is treated as stuck
 
-# One `python3 -c`: read the helper's source from the socket on fd 0, run it.
+# One `python3 -c`: read the helper from the socket on fd 0; the compiled one (an ELF)
+# is written to a memfd and exec'd (no path in the jail holds it), the Python one run.
 BOOT = ("import os\n"
         "def r(n):\n"
         " d=b''\n"
@@ -40,8 +41,13 @@ BOOT = ("import os\n"
         "  if not c:raise SystemExit(1)\n"
         "  d+=c\n"
         " return d\n"
-        "exec(compile(r(int.from_bytes(r(4),'big')),'sandbox-exec-helper','exec'))\n")
-
+        "s=r(int.from_bytes(r(4),'big'))\n"
+        "if s[:4]==b'\\x7fELF':\n"
+        " f=os.memfd_create('sandbox-exec',os.MFD_CLOEXEC);m=memoryview(s)\n"
+        " while m:m=m[os.write(f,m):]\n"
+        " os.execve(f,['sandbox-exec'],os.environ)\n"
+        "exec(compile(s,'sandbox-exec-helper','exec'))\n")
+SO_SNDBUFFORCE = 32
 
 
 class ExecRequest(Protocol):
@@ -55,8 +61,28 @@ class ExecRequest(Protocol):
 
 
 @functools.cache
-def _source() -> bytes:
+def _python_source() -> bytes:
     return resources.files("sandbox.jail.fastexec").joinpath("injail.py").read_bytes()
+
+
+def _payload() -> tuple[bytes, str]:
+    """What the join runs: the compiled helper, else the Python one ("c" or "python")."""
+    compiled, _why = build.binary()
+    return (compiled, "c") if compiled is not None else (_python_source(), "python")
+
+
+def _strings(items: list[bytes]) -> bytes:
+    """NUL-terminated strings, as the helper reads them."""
+    if any(b"\0" in item for item in items):
+        raise ValueError("embedded null byte")  # as subprocess says on the joined path
+    return b"".join(item + b"\0" for item in items)
+
+
+def request_body(argv: list[str], env: dict[str, str], cwd: str) -> bytes:
+    """argc and envc (4 bytes each, little endian), then cwd, argv, "key=value" env."""
+    return (len(argv).to_bytes(4, "little") + len(env).to_bytes(4, "little")
+            + _strings([os.fsencode(cwd), *map(os.fsencode, argv),
+                        *(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items())]))
 
 
 def _frame(data: bytes) -> bytes:
@@ -80,6 +106,7 @@ class Helper:
     def __init__(self, session: JailSession) -> None:
         self.session = session
         self.state = "starting"  # -> ready -> off
+        self.kind = ""  # "c" (sandbox-exec.c) or "python" (injail.py, no compiler here)
         self.why_off = ""
         self.pid = 0  # the helper's host pid, from the kernel (its hello's pidfd)
         self.pidfd = -1
@@ -110,9 +137,34 @@ class Helper:
                 procs.joining(-1, proc.pid if proc is not None else None)
         assert proc is not None
         self.join: subprocess.Popen[bytes] = proc
-        # Queued in the socket now; the helper reads it when it runs (nothing waits here).
-        self.ctl.sendall(_frame(_source()) + _frame(marshal.dumps(
-            [(k.encode(), v.encode()) for k, v in env.items()])))
+        payload, self.kind = _payload()
+        self._boot(_frame(payload) + _frame(_strings(
+            [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()])))
+
+    def _boot(self, data: bytes) -> None:
+        """Queue the helper and its environment in the socket; the join reads them when
+        it runs, so nothing here waits for it. The compiled helper is bigger than a
+        socket's default buffer: the buffer is grown to hold it (root may force that),
+        else a thread feeds the rest."""
+        for opt in (SO_SNDBUFFORCE, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                self.ctl.setsockopt(socket.SOL_SOCKET, opt, len(data) + (64 << 10))
+                break
+        self.ctl.setblocking(False)
+        try:
+            sent = self.ctl.send(data)
+        except BlockingIOError:
+            sent = 0
+        finally:
+            self.ctl.setblocking(True)
+        if sent < len(data):
+            rest = memoryview(data)[sent:]
+
+            def feed() -> None:
+                with contextlib.suppress(OSError):  # the join died: ready() says why
+                    self.ctl.sendall(rest)
+
+            threading.Thread(target=feed, name="sandbox-exec-boot", daemon=True).start()
 
     # -- health -----------------------------------------------------------------------
 
@@ -228,16 +280,13 @@ class Helper:
         return proc
 
     async def _request(self, ex: ExecRequest) -> FastProc | None:
+        body = request_body(ex.argv, ex.env, ex.join_cwd or self.session.spec().inside_workdir)
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         mine.setsockopt(socket.SOL_SOCKET, SO_PASSPIDFD, 1)
         give = [theirs.fileno(), in_r, out_w, err_w]
-        cwd = ex.join_cwd or self.session.spec().inside_workdir
-        body = marshal.dumps(([os.fsencode(a) for a in ex.argv],
-                              [(os.fsencode(k), os.fsencode(v)) for k, v in ex.env.items()],
-                              os.fsencode(cwd)))
         ex.started, ex.t0 = time.time(), time.monotonic()
         try:
             with self._lock:

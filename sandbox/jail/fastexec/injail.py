@@ -1,7 +1,9 @@
-"""The exec helper: runs inside a session's jail and forks the commands `exec` asks for.
+"""The exec helper in Python: the same helper as `sandbox-exec.c` (whose comment holds
+the protocol), for a host without a C compiler. Runs inside a session's jail and forks
+the commands `exec` asks for.
 
 Shipped as package data and read by the supervisor, which sends it over the socket on fd
-0 of one `firejail --join` made at session start (see `fastexec.BOOT`): so it lives in
+0 of one `firejail --join` made at session start (see `helper.BOOT`): so it lives in
 the jail with everything the agent's shell has (namespaces, seccomp filters, no
 capabilities, no-new-privs, cgroup, agent uid, rlimits, the TIOCSTI filter), and it is
 reached only over that inherited socket, never over a path in the jail. Standard library
@@ -12,25 +14,12 @@ identity and exit status from the kernel (a pidfd the command itself hands over 
 socket: SCM_PIDFD; the pidfd's exit info once it is reaped), and compares this helper's
 word with it. It makes itself non-dumpable, so the agent cannot ptrace it or take its
 fds; the supervisor checks that too (/proc/PID then belongs to root).
-
-Protocol (all on the stream socket on fd 0, frames are a 4-byte big-endian length and a
-body):
-  boot:    supervisor -> helper: this source; then marshal(list of (key, value)) of the
-           environment the supervisor gave the join (firejail's changes to it are then
-           known: they are applied to each command's environment the same way)
-  hello:   helper -> supervisor: b"H" (the kernel attaches the helper's pidfd)
-  request: supervisor -> helper: a frame with four fds attached (SCM_RIGHTS): the
-           command's socket, stdin, stdout, stderr; body marshal((argv, env, cwd))
-  on the command's socket: the command (after fork, before exec) sends b"S" (its pidfd
-  attached by the kernel) and execs on the supervisor's b"G"; the helper sends b"X" +
-  status (4 bytes, little endian, as waitpid says it) once it has reaped it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import marshal
 import os
 import select
 import signal
@@ -70,6 +59,20 @@ def _request(ctl: socket.socket) -> tuple[list[int], bytes]:
         else:
             raise EOFError
     return fds, _read_exact(ctl, int.from_bytes(head, "big"))
+
+
+def _pairs(items: list[bytes]) -> list[tuple[bytes, bytes]]:
+    return [(kv.partition(b"=")[0], kv.partition(b"=")[2]) for kv in items]
+
+
+def _parse(body: bytes) -> tuple[list[bytes], list[tuple[bytes, bytes]], bytes]:
+    """A request's body: argc, envc (4 bytes each, little endian), then cwd, argv and
+    "key=value" env, each NUL-terminated."""
+    argc, envc = struct.unpack("<II", body[:8])
+    items = body[8:].split(b"\0")[:-1]
+    if argc == 0 or len(items) != 1 + argc + envc:
+        raise ValueError("malformed request")
+    return items[1:1 + argc], _pairs(items[1 + argc:]), items[0]
 
 
 def _execvpe(argv: list[bytes], env: dict[bytes, bytes]) -> None:
@@ -130,7 +133,7 @@ def main(ctl: socket.socket) -> None:
         libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
         # Its name in ps/pgrep: not one of the agent's own python3 processes.
         libc.prctl(_PR_SET_NAME, b"sandbox-exec", 0, 0, 0)
-    base = dict(marshal.loads(_frame(ctl)))
+    base = dict(_pairs(_frame(ctl).split(b"\0")[:-1]))
     here = os.environb
     # What firejail did to the environment it was given (added container=firejail,
     # dropped what it drops): done the same way to every command's environment.
@@ -179,7 +182,12 @@ def main(ctl: socket.socket) -> None:
             for fd in fds:
                 os.close(fd)
             continue
-        argv, env_items, cwd = marshal.loads(body)
+        try:
+            argv, env_items, cwd = _parse(body)
+        except ValueError:
+            for fd in fds:
+                os.close(fd)
+            continue
         env = {k: v for k, v in env_items if k not in dropped}
         env.update(added)
         try:
