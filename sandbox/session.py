@@ -162,7 +162,8 @@ class Session:
                 state_dir=self.store.path.parent.resolve(), fresh=self.placement.fresh,
                 kind=self.kind, keep=self.keep, add_resource=self.add_resource,
                 gpu_files=tuple(driver_files(self.gpu_part_backend))
-                if dict(self._spec.gpu_env).get("CUDA_VISIBLE_DEVICES") else ())
+                if dict(self._spec.gpu_env).get("CUDA_VISIBLE_DEVICES") else (),
+                exec_helper=self.profile.exec.fast and self.kind == "api")
             self.emit("session.image", {
                 "image": self.image.image.name, "digest": self.image.image.digest,
                 "workdir": self._spec.inside_workdir, "keep": self.keep})

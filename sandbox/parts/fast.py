@@ -2,8 +2,9 @@
 jail when the profile's `[exec] fast` asks for it and stopped with it.
 
 `execute` asks this part for a process (`child`); None means the joined path. Where fast
-exec cannot work at all (an image, a kernel without pidfd exit info) that is recorded
-once as info, and every exec joins.
+exec cannot work at all (a kernel without pidfd exit info, an image on a host that cannot
+build the compiled helper) that is recorded once as info, and every exec joins. In an
+image the compiled helper is bound in read-only (it is static) and run by the join.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ class FastExecPart(Part):
         session = self.session
         if not session.profile.exec.fast or session.kind != "api":
             return
-        if session.image is not None:
-            why: str | None = "a sandbox in an image: its python3 is the image's (or none)"
-        else:
-            why = fastexec.unsupported()
+        why = fastexec.unsupported()
+        at = session.image.exec_helper if session.image is not None else ""
+        if why is None and session.image is not None and not at:
+            why = ("a sandbox in an image needs the compiled exec helper: "
+                   + fastexec.build.binary()[1])
         if why is None:
             try:
-                self.helper = fastexec.Helper(session)
+                self.helper = fastexec.Helper(session, binary_at=at)
             except (OSError, subprocess.SubprocessError) as e:
                 why = f"the helper could not start: {e}"
         if why is not None:

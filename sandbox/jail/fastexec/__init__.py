@@ -30,9 +30,10 @@ run by the jail's python3; standard library only).
 
 from __future__ import annotations
 
+from . import build
 from .helper import ExecRequest, Helper
 from .kernel import PidInfo, pidfd_info, unsupported
 from .proc import FastChild, FastProc
 
-__all__ = ["ExecRequest", "FastChild", "FastProc", "Helper", "PidInfo", "pidfd_info",
+__all__ = ["ExecRequest", "FastChild", "FastProc", "Helper", "PidInfo", "build", "pidfd_info",
            "unsupported"]

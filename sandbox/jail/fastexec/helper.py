@@ -103,7 +103,9 @@ class NoStart:
 class Helper:
     """One session's exec helper: the join that runs it, its socket, its health."""
 
-    def __init__(self, session: JailSession) -> None:
+    def __init__(self, session: JailSession, binary_at: str = "") -> None:
+        """`binary_at`: where the compiled helper is bound in the jail (an image, whose
+        python3 is its own or none); else the join's python3 is sent the helper."""
         self.session = session
         self.state = "starting"  # -> ready -> off
         self.kind = ""  # "c" (sandbox-exec.c) or "python" (injail.py, no compiler here)
@@ -120,7 +122,8 @@ class Helper:
         self.ctl.setsockopt(socket.SOL_SOCKET, SO_PASSPIDFD, 1)
         env = session.env()
         argv = [launch.tool("firejail"), "--quiet", f"--join=sbx-{session.id}", "--",
-                launch.tool("python3"), "-I", "-S", "-c", BOOT]
+                *([binary_at] if binary_at else
+                  [launch.tool("python3"), "-I", "-S", "-c", BOOT])]
         # As `Exec.popen`: the monitor is told a join is coming, so it sees the helper.
         procs = session.hooks.procs
         if procs is not None:
@@ -137,8 +140,8 @@ class Helper:
                 procs.joining(-1, proc.pid if proc is not None else None)
         assert proc is not None
         self.join: subprocess.Popen[bytes] = proc
-        payload, self.kind = _payload()
-        self._boot(_frame(payload) + _frame(_strings(
+        payload, self.kind = (b"", "c") if binary_at else _payload()
+        self._boot((_frame(payload) if payload else b"") + _frame(_strings(
             [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()])))
 
     def _boot(self, data: bytes) -> None:

@@ -60,6 +60,7 @@ class Attached:
     has_bash: bool = True  # else the API's jail is held by `holder` and only exec works
     shell: str = "/bin/sh"  # the agent's login shell, present inside (see rootfs.prepare)
     workspace_at: str = ""  # where the workspace is bound, as found in the image
+    exec_helper: str = ""  # the compiled exec helper, bound in read-only (fast exec)
 
     def holder(self) -> list[str]:
         """The program that keeps a bash-less image's jail alive for exec: the login
@@ -79,9 +80,13 @@ class Attached:
 
 def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh: bool,
            kind: str, keep: bool, add_resource: Callable[[str, Any], None],
-           gpu_files: tuple[str, ...] = ()) -> tuple[JailSpec, Attached]:
+           gpu_files: tuple[str, ...] = (), exec_helper: bool = False
+           ) -> tuple[JailSpec, Attached]:
     """The spec with its image root, made and recorded (as `image_root`) for this session;
-    `gpu_files`: the host driver's, bound in read-only (the image brings no driver)."""
+    `gpu_files`: the host driver's, bound in read-only (the image brings no driver);
+    `exec_helper`: the compiled exec helper too (static: it needs nothing of the image's)."""
+    helper = _helper_file() if exec_helper else ""
+    files_ro = gpu_files + ((helper,) if helper else ())
     check_host()
     store = ImageStore()
     image = store.resolve(ref)
@@ -103,7 +108,7 @@ def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh
             image, session_id=spec.session_id, state_dir=state_dir, workdir=workdir,
             disk_mib=profile.limits.disk_mib, agent=agent, netns_files=netns_files,
             workspace=spec.workdir, login_shell=shell or "/bin/sh", keep=keep,
-            dirs=(spec.home,) if spec.home is not None else (), files_ro=gpu_files)
+            dirs=(spec.home,) if spec.home is not None else (), files_ro=files_ro)
         add_resource("image_root", {**root.resource(), "injected": injected})
         if fresh and profile.image.seed:
             rootfs.seed_workspace(root, spec.workdir, agent[:2] if agent else None)
@@ -113,13 +118,25 @@ def attach(ref: str, *, profile: Profile, spec: JailSpec, state_dir: Path, fresh
     mount = launch.ImageMount(
         lower=str(image.rootfs), upper=str(root.upper), work=str(root.work),
         target=str(root.mountpoint), workdir=workdir, binds=tuple(binds),
-        readonly=tuple(dst for src, dst in binds if src in gpu_files))
+        readonly=tuple(dst for src, dst in binds if src in files_ro))
     spec = dataclasses.replace(spec, image=mount, image_env=image.config.env)
     has_env = rootfs.lower_kind(image.rootfs, rootfs.inside(image.rootfs, "usr/bin/env")) \
         == "file"
     return spec, Attached(image=image, root=root, hold_fd=hold, has_env=has_env,
                           has_bash=has_bash, shell=shell or "/bin/sh",
-                          workspace_at=binds[0][1])
+                          workspace_at=binds[0][1],
+                          exec_helper=next((d for s, d in binds if helper and s == helper), ""))
+
+
+def _helper_file() -> str:
+    """The compiled exec helper's host path, "" where it cannot be built (the exec part
+    records why: `build.binary`)."""
+    from ..fastexec import build
+
+    try:
+        return str(build.build())
+    except (build.BuildError, OSError):
+        return ""
 
 
 def no_bash(name: str) -> str:
