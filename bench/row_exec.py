@@ -171,7 +171,7 @@ def files_row(ctx: Ctx) -> Row:
     local, why_local = _inspect_local()
     sb = Sandbox(workdir=ctx.workspace())
     asb = AsyncSandbox(workdir=ctx.workspace())
-    names = ("floor", "sync", "async", "local")
+    names = ("floor", "cat", "sync", "async", "local")
     w: dict[str, list[float]] = {k: [] for k in names}
     r: dict[str, list[float]] = {k: [] for k in names}
     bad: list[str] = []
@@ -188,6 +188,14 @@ def files_row(ctx: Ctx) -> Row:
         got = _join(s, ["/bin/cat", "--", "floor.bin"])
         r["floor"].append(time.perf_counter() - t0)
         check("floor", got)
+
+    def cat_once() -> None:  # the same door's own path, exec: what the file door adds
+        w["cat"].append(_timed(lambda: sb.exec(["/bin/sh", "-c", 'cat > "$1"', "sh",
+                                                "cat.bin"], input=data)))
+        t0 = time.perf_counter()
+        got = sb.exec(["/bin/cat", "--", "cat.bin"], max_output=size * 2).stdout_bytes
+        r["cat"].append(time.perf_counter() - t0)
+        check("cat", got)
 
     def sync_once() -> None:
         w["sync"].append(_timed(lambda: sb.write_file("sync.bin", data)))
@@ -206,7 +214,7 @@ def files_row(ctx: Ctx) -> Row:
     try:
         sb.start()
         aloop.run(asb.start())
-        variants: list[Callable[[], None]] = [floor_once, sync_once,
+        variants: list[Callable[[], None]] = [floor_once, cat_once, sync_once,
                                               lambda: aloop.run(a_once("async", asb))]
         if local is not None:
             variants.append(lambda: aloop.run(a_once("local", local)))
@@ -232,13 +240,17 @@ def files_row(ctx: Ctx) -> Row:
         row.notes.append(f"bytes read back differ from those written: {', '.join(bad)}")
     labels = {"floor": "firejail --join floor", "sync": "Sandbox", "async": "AsyncSandbox",
               "local": "inspect-ai local"}
+    goal = Goal("<= 1.2x cat through exec", lambda v: v <= 1.2)
     for what, d, how in (("write_file", w, "`sh -c 'cat > f'` fed 5 MB"),
                          ("read_file", r, "`cat f`, 5 MB back")):
         base = f"{what}: firejail --join floor"
         row.add(Line(base, "ms", stat([v * MS for v in d["floor"]]), note=how))
+        cat = f"{what}: the same cat through Sandbox.exec"
+        row.add(Line(cat, "ms", stat([v * MS for v in d["cat"]]), baseline=base,
+                     note="the profile's exec path (fast exec, by default), recorded"))
         for k in ("sync", "async"):
             row.add(Line(f"{what}: {labels[k]}.{what}", "ms", stat([v * MS for v in d[k]]),
-                         baseline=base))
+                         baseline=cat, goal=goal))
         name = f"{what}: inspect-ai local"
         if d["local"]:
             row.add(Line(name, "ms", stat([v * MS for v in d["local"]]), baseline=base,

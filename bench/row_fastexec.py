@@ -17,7 +17,7 @@ from sandbox.jail import fastexec
 from sandbox.jail.profile import ExecSection, load
 
 from .core import Ctx, Deadline, Goal, Line, Row, stat, unavailable
-from .row_exec import MS, _atimed, _join, _Loop, _timed
+from .row_exec import MS, _atimed, _inspect_local, _join, _Loop, _timed
 
 
 def run(ctx: Ctx) -> Row:
@@ -34,7 +34,8 @@ def run(ctx: Ctx) -> Row:
     sb_join = Sandbox(dataclasses.replace(fast, exec=ExecSection(fast=False)),
                       workdir=ctx.workspace())
     asb = AsyncSandbox(fast, workdir=ctx.workspace())
-    names = ("host", "floor", "join", "fast", "afast")
+    local, why_local = _inspect_local()
+    names = ("host", "floor", "join", "fast", "afast", "local")
     got: dict[str, list[float]] = {k: [] for k in names}
     used = ""
     try:
@@ -52,6 +53,8 @@ def run(ctx: Ctx) -> Row:
             ("fast", lambda: _timed(lambda: sb_fast.exec(["true"]))),
             ("afast", lambda: aloop.run(_atimed(asb.exec(["true"])))),
         ]
+        if local is not None:
+            variants.append(("local", lambda: aloop.run(_atimed(local.exec(["true"])))))
         for i in range(-3, n):  # three discarded warm-up rounds
             if not dl.left():
                 break
@@ -70,6 +73,8 @@ def run(ctx: Ctx) -> Row:
         sb_fast.close()
         sb_join.close()
         aloop.run(asb.close())
+        if local is not None:
+            local.directory.cleanup()
         aloop.close()
     base = "Sandbox.exec(['true']), joined"
     row.add(Line("subprocess.run(['true']) on the host", "ms", stat(got["host"]),
@@ -81,6 +86,11 @@ def run(ctx: Ctx) -> Row:
                  goal=goal, note="forked by the in-jail helper; status from the kernel"))
     row.add(Line("AsyncSandbox.exec(['true']), fast", "ms", stat(got["afast"]),
                  baseline=base, goal=goal))
+    if got["local"]:
+        row.add(Line("inspect-ai local exec(['true'])", "ms", stat(got["local"]),
+                     baseline=base, note="no sandbox: a host subprocess"))
+    else:
+        row.add(unavailable("inspect-ai local exec(['true'])", "ms", why_local or "no samples"))
     row.notes.append(f"the fast sandbox's execs: {used}")
     return row
 

@@ -219,7 +219,7 @@ class ExecSection:
 
     fast: bool = _doc("Fork each command from a helper started inside the jail with it "
                       "(no firejail join per command); its exit status is the kernel's, "
-                      "and a broken helper is an alert and a fall back to the join.", False)
+                      "and a broken helper is an alert and a fall back to the join.", True)
 
 
 @dataclass(frozen=True)
