@@ -355,3 +355,23 @@ def test_a_nul_in_argv_is_refused_as_on_the_joined_path(fsb: Sandbox) -> None:
     with pytest.raises(ValueError, match="null byte"):
         fsb.exec(["true"], env={"X": "a\0PATH=/tmp"})
     assert fsb.exec(["echo", "ok"]).stdout == "ok\n"
+
+
+def test_the_compiled_helper_runs_from_a_sealed_memfd(workspace: Path) -> None:
+    """On the host the compiled helper is no file in the jail: the join execs the memfd on
+    its stdin, and that memfd is sealed, so nobody (the agent, through a /proc link of the
+    join before it execs, included) can rewrite what the next session runs."""
+    import os
+
+    from sandbox.jail.fastexec import helper as helper_mod
+
+    with Sandbox(_fast_profile(), workdir=workspace) as box:
+        helper = _helper(box)
+        assert helper.kind == "c"
+        assert os.readlink(f"/proc/{helper.pid}/exe").startswith("/memfd:sandbox-exec")
+        fd = helper_mod._sealed(helper_mod._payload()[0])
+        with pytest.raises(PermissionError):
+            os.pwrite(fd, b"\0", 0)
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 0)
+        assert box.exec(["true"]).returncode == 0 and helper.used["fast"] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sandbox")
 START_S = 2.0  # a command's start byte; a helper slower than this is treated as stuck
 
-# One `python3 -c`: read the helper from the socket on fd 0; the compiled one (an ELF)
-# is written to a memfd and exec'd (no path in the jail holds it), the Python one run.
+# The Python helper's boot (a host without a compiler): one `python3 -c` that reads the
+# helper's source from the socket on fd 0 and runs it.
 BOOT = ("import os\n"
         "def r(n):\n"
         " d=b''\n"
@@ -41,13 +42,8 @@ BOOT = ("import os\n"
         "  if not c:raise SystemExit(1)\n"
         "  d+=c\n"
         " return d\n"
-        "s=r(int.from_bytes(r(4),'big'))\n"
-        "if s[:4]==b'\\x7fELF':\n"
-        " f=os.memfd_create('sandbox-exec',os.MFD_CLOEXEC);m=memoryview(s)\n"
-        " while m:m=m[os.write(f,m):]\n"
-        " os.execve(f,['sandbox-exec'],os.environ)\n"
-        "exec(compile(s,'sandbox-exec-helper','exec'))\n")
-SO_SNDBUFFORCE = 32
+        "exec(compile(r(int.from_bytes(r(4),'big')),'sandbox-exec-helper','exec'))\n")
+MFD_EXEC = 0x10  # Linux 6.3: exec wanted, whatever vm.memfd_noexec defaults to
 
 
 class ExecRequest(Protocol):
@@ -69,6 +65,29 @@ def _payload() -> tuple[bytes, str]:
     """What the join runs: the compiled helper, else the Python one ("c" or "python")."""
     compiled, _why = build.binary()
     return (compiled, "c") if compiled is not None else (_python_source(), "python")
+
+
+_memfds: dict[bytes, int] = {}
+
+
+def _sealed(binary: bytes) -> int:
+    """A memfd holding `binary`, sealed (nobody, the agent through a /proc link included,
+    can change it), made once per process and shared by every session's join: it is the
+    join's stdin, and `/proc/self/fd/0` is what the join execs, so no path holds it."""
+    fd = _memfds.get(binary)
+    if fd is None:
+        flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+        try:
+            fd = os.memfd_create("sandbox-exec", flags | MFD_EXEC)
+        except OSError:  # a kernel before 6.3: no such flag, and exec is the default
+            fd = os.memfd_create("sandbox-exec", flags)
+        view = memoryview(binary)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        _memfds[binary] = fd
+    return fd
 
 
 def _strings(items: list[bytes]) -> bytes:
@@ -105,7 +124,7 @@ class Helper:
 
     def __init__(self, session: JailSession, binary_at: str = "") -> None:
         """`binary_at`: where the compiled helper is bound in the jail (an image, whose
-        python3 is its own or none); else the join's python3 is sent the helper."""
+        python3 is its own or none); else it runs from a memfd (see `_sealed`)."""
         self.session = session
         self.state = "starting"  # -> ready -> off
         self.kind = ""  # "c" (sandbox-exec.c) or "python" (injail.py, no compiler here)
@@ -121,9 +140,19 @@ class Helper:
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.ctl.setsockopt(socket.SOL_SOCKET, SO_PASSPIDFD, 1)
         env = session.env()
-        argv = [launch.tool("firejail"), "--quiet", f"--join=sbx-{session.id}", "--",
-                *([binary_at] if binary_at else
-                  [launch.tool("python3"), "-I", "-S", "-c", BOOT])]
+        # How the join starts it: the compiled helper where an image binds it, or from a
+        # sealed memfd on the join's stdin (the socket is then its stdout); else python3
+        # is sent the Python helper.
+        payload, self.kind = (b"", "c") if binary_at else _payload()
+        stdin, stdout = theirs.fileno(), subprocess.DEVNULL
+        if binary_at:
+            program = [binary_at]
+        elif self.kind == "c":
+            program, stdin, stdout = ["/proc/self/fd/0", "1"], _sealed(payload), theirs.fileno()
+            payload = b""
+        else:
+            program = [launch.tool("python3"), "-I", "-S", "-c", BOOT]
+        argv = [launch.tool("firejail"), "--quiet", f"--join=sbx-{session.id}", "--", *program]
         # As `Exec.popen`: the monitor is told a join is coming, so it sees the helper.
         procs = session.hooks.procs
         if procs is not None:
@@ -131,43 +160,17 @@ class Helper:
         proc = None
         try:
             proc = subprocess.Popen(
-                argv, env=env, cwd=str(session.workdir), stdin=theirs.fileno(),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                preexec_fn=session.launcher())
+                argv, env=env, cwd=str(session.workdir), stdin=stdin, stdout=stdout,
+                stderr=subprocess.PIPE, preexec_fn=session.launcher())
         finally:
             theirs.close()
             if procs is not None:
                 procs.joining(-1, proc.pid if proc is not None else None)
         assert proc is not None
         self.join: subprocess.Popen[bytes] = proc
-        payload, self.kind = (b"", "c") if binary_at else _payload()
-        self._boot((_frame(payload) if payload else b"") + _frame(_strings(
+        # Queued in the socket (a few KiB); the helper reads it when it runs.
+        self.ctl.sendall((_frame(payload) if payload else b"") + _frame(_strings(
             [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()])))
-
-    def _boot(self, data: bytes) -> None:
-        """Queue the helper and its environment in the socket; the join reads them when
-        it runs, so nothing here waits for it. The compiled helper is bigger than a
-        socket's default buffer: the buffer is grown to hold it (root may force that),
-        else a thread feeds the rest."""
-        for opt in (SO_SNDBUFFORCE, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                self.ctl.setsockopt(socket.SOL_SOCKET, opt, len(data) + (64 << 10))
-                break
-        self.ctl.setblocking(False)
-        try:
-            sent = self.ctl.send(data)
-        except BlockingIOError:
-            sent = 0
-        finally:
-            self.ctl.setblocking(True)
-        if sent < len(data):
-            rest = memoryview(data)[sent:]
-
-            def feed() -> None:
-                with contextlib.suppress(OSError):  # the join died: ready() says why
-                    self.ctl.sendall(rest)
-
-            threading.Thread(target=feed, name="sandbox-exec-boot", daemon=True).start()
 
     # -- health -----------------------------------------------------------------------
 

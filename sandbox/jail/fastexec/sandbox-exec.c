@@ -2,18 +2,19 @@
  * Python, used where no C compiler is at hand).
  *
  * Runs inside a session's jail, started by the one `firejail --join` of the session's
- * start (the boot line reads this binary from the socket on fd 0 into a memfd and execs
- * it), so it has everything the agent's shell has and nothing is re-applied per command.
- * It forks the commands the supervisor asks for. It is not trusted: it shares the
- * agent's uid, so the supervisor takes each command's identity and exit status from the
- * kernel (the pidfd the command hands over, SCM_PIDFD) and compares this helper's claim.
+ * start, which runs it from a sealed memfd (no path in the jail holds it) or, in an
+ * image, from where it is bound in read-only: so it has everything the agent's shell
+ * has, and nothing is re-applied per command. It forks the commands the supervisor asks
+ * for. It is not trusted: it shares the agent's uid, so the supervisor takes each
+ * command's identity and exit status from the kernel (the pidfd the command hands over,
+ * SCM_PIDFD) and compares this helper's claim.
  *
  * Why C: a fork of this process costs a few page tables instead of a Python heap's, and
  * nothing runs between the fork and the exec but a dozen system calls (issue 20: the
  * Python helper's fork and child were a third of an exec's time). Static, so it runs in
  * any image, with or without a libc of its own.
  *
- * Protocol on the stream socket on fd 0 (frames: 4-byte big-endian length, then body):
+ * Protocol on the stream socket (fd 0, or fd 1 when argv[1] is "1"; frames: 4-byte big-endian length, then body):
  *   boot:    supervisor -> helper: the environment the supervisor gave the join, as
  *            NUL-terminated "key=value" strings (firejail's changes to it are then known
  *            and made to every command's environment the same way)
@@ -276,7 +277,15 @@ static void reap(void) {
     }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    /* `sandbox-exec 1`: started as /proc/self/fd/0 (fd 0 is the memfd holding this binary,
+     * fd 1 the socket: no python3 needed to boot it). The socket becomes fd 0 here. */
+    if (argc > 1 && !strcmp(argv[1], "1")) {
+        if (dup2(1, CTL) < 0) die("dup2");
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null < 0 || dup2(null, 1) < 0) die("/dev/null");
+        close(null);
+    }
     /* No ptrace, no /proc/PID/fd, no pidfd_getfd by the agent (same uid). Where this
      * fails, the supervisor sees /proc/PID still the agent's and stays on the join. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
