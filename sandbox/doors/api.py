@@ -60,7 +60,7 @@ class Sandbox(Handle):
         `max_output`, `user`): see `ExecOptions`. Raises `ExecTimeout` (a
         `TimeoutError`) with the partial output when `timeout` passes; the whole process
         tree is killed first. A non-executable target raises PermissionError."""
-        return loop.call(execute.exec_async(self._session, cmd, **options))
+        return execute.exec_sync(self._session, cmd, **options)
 
     def spawn(self, cmd: list[str] | str, /, **options: Unpack[ExecOptions]) -> SyncProcess:
         """Start a process and stream it: `p.write(b"..")`, `p.close_stdin()`,

@@ -9,6 +9,7 @@ drives every exec from one thread (no thread per blocking call).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -38,7 +39,12 @@ def loop() -> asyncio.AbstractEventLoop:
 def call(coro: Coroutine[Any, Any, T]) -> T:
     """Run `coro` on the shared loop and wait for its result (its exception raised here).
     Never call it from the loop's own thread (that would wait on itself)."""
+    return submit(coro).result()
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """`coro` started on the shared loop: its future, for a caller in another thread."""
     if threading.current_thread().name == NAME:
         coro.close()
         raise RuntimeError("sandbox: the sync API was called from inside its own loop")
-    return asyncio.run_coroutine_threadsafe(coro, loop()).result()
+    return asyncio.run_coroutine_threadsafe(coro, loop())

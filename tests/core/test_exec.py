@@ -153,3 +153,30 @@ def test_what_an_exec_runs_is_watched_like_the_shell(sb: Sandbox) -> None:
     assert r.returncode == 137  # the block killed the process
     execs = [e["detail"]["argv"] for e in Store().events(sb.id) if e["kind"] == "proc.exec"]
     assert ["sh", "t.sh"] in execs
+
+
+def test_a_sync_caller_interrupted_mid_exec_still_leaves_its_record(
+        sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Sandbox.exec` writes the record in the caller's thread; a caller interrupted while
+    it waits (Ctrl-C) hands the record to the recorder's threads: what ran is recorded."""
+    import concurrent.futures
+
+    real = concurrent.futures.Future.result
+    calls = {"n": 0}
+
+    def interrupted(self: concurrent.futures.Future[object], timeout: float | None = None
+                    ) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real(self, timeout)
+
+    monkeypatch.setattr(concurrent.futures.Future, "result", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sb.exec(["sh", "-c", "sleep 0.3; echo interrupted-but-recorded"])
+    monkeypatch.setattr(concurrent.futures.Future, "result", real)
+    deadline = time.monotonic() + 10
+    while not any("interrupted-but-recorded" in (c["output"] or "")
+                  for c in Store().commands(sb.id)):
+        assert time.monotonic() < deadline, Store().commands(sb.id)
+        time.sleep(0.05)
