@@ -127,7 +127,8 @@ def as_sample(c: Counters, cpu_percent: float, pids_dir: Path,
     }
 
 
-def memory_watch(version: int, dirs: dict[str, Path], fractions: Sequence[float]) -> list[int]:
+def memory_watch(version: int, dirs: dict[str, Path], fractions: Sequence[float],
+                 oom: bool = True) -> list[int]:
     """File descriptors that wake a poller when the group's memory nears its limit or
     it goes out of memory, so a sample is taken then, while the jail still lives
     (what fills memory can end the session in well under a sampling interval, and
@@ -135,15 +136,17 @@ def memory_watch(version: int, dirs: dict[str, Path], fractions: Sequence[float]
 
     v1: eventfds on cgroup.event_control: every OOM (memory.oom_control), and usage
     crossing each of `fractions` of the limit. v2: memory.events itself (POLLPRI
-    when a counter changes: `max` when usage hits the limit, then `oom_kill`)."""
+    when a counter changes: `max` when usage hits the limit, then `oom_kill`).
+    `oom=False`: the thresholds only (v2: nothing)."""
     fds: list[int] = []
     try:
         if version == 2:
-            fds.append(os.open(dirs[""] / "memory.events", os.O_RDONLY | os.O_CLOEXEC))
+            if oom:
+                fds.append(os.open(dirs[""] / "memory.events", os.O_RDONLY | os.O_CLOEXEC))
             return fds
         md = dirs["memory"]
         limit = read_int(md / "memory.limit_in_bytes")
-        targets = [("memory.oom_control", "")]
+        targets = [("memory.oom_control", "")] if oom else []
         if 0 < limit < _NO_LIMIT:
             targets += [("memory.usage_in_bytes", f" {int(limit * f)}") for f in fractions]
         for name, arg in targets:

@@ -211,10 +211,10 @@ class SessionCgroup:
                     return pid
         return None
 
-    def memory_watch(self, fractions: Sequence[float]) -> list[int]:
+    def memory_watch(self, fractions: Sequence[float], oom: bool = True) -> list[int]:
         """Descriptors that wake the sampler when memory nears the limit (see
         `cgroup_usage.memory_watch`); the caller closes them."""
-        return cgroup_usage.memory_watch(self.version, self.dirs, fractions)
+        return cgroup_usage.memory_watch(self.version, self.dirs, fractions, oom)
 
     def sample(self) -> dict[str, Any]:
         """Usage now: cpu_percent (since the last sample), mem_bytes, pids, limit counters.
