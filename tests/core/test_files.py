@@ -23,6 +23,29 @@ def test_write_then_read_exact_bytes_with_parents(sb: Sandbox, workspace: Path) 
     assert ev["bytes"] == len(blob) and len(ev["sha256"]) == 64
 
 
+def test_write_makes_parents_only_when_missing_and_hashes_large_files(
+        sb: Sandbox, workspace: Path) -> None:
+    """The write's shell makes missing parents with builtins (no dirname, no mkdir when
+    they exist); a parent that is a file fails with its name; a large file's sha256 is
+    taken beside the exec and is the file's."""
+    import hashlib
+
+    sb.write_file("top.txt", "t")
+    sb.write_file("./one/two/three.txt", "3")
+    sb.write_file(f"{sb.workdir}/abs/x.txt", "abs")
+    sb.write_file("one/two/again.txt", "again")  # the parent exists now
+    assert [(workspace / p).read_text() for p in
+            ("top.txt", "one/two/three.txt", "abs/x.txt", "one/two/again.txt")] == \
+        ["t", "3", "abs", "again"]
+    with pytest.raises(OSError, match="top.txt"):
+        sb.write_file("top.txt/under.txt", "no")
+    big = bytes(range(256)) * 8192  # 2 MiB: past the size hashed on a thread
+    sb.write_file("big.bin", big)
+    ev = Store().events(sb.id, kinds=("file.write",))[-1]["detail"]
+    assert ev["sha256"] == hashlib.sha256(big).hexdigest() and ev["bytes"] == len(big)
+    assert (workspace / "big.bin").read_bytes() == big
+
+
 def test_errors_name_the_path(sb: Sandbox, state_dir: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.txt"):
         sb.read_file("nope.txt")
