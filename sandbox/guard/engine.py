@@ -122,6 +122,10 @@ class Engine:
         if isinstance(evidence, ProcessExec) and sum(map(len, evidence.argv)) < _MEMO_ARGV:
             key = (evidence.argv, evidence.exe, evidence.comm, evidence.argv_truncated,
                    evidence.recorder)
+        elif isinstance(evidence, CommandText) and len(evidence.text) < _MEMO_ARGV:
+            # An agent's loop sends the same few commands (every exec is checked by its
+            # text first): a quiet one costs ~100 rule matches, a dictionary look here.
+            key = ("text", evidence.text)
             with self._quiet_lock:
                 if key in self._quiet:
                     self._quiet.move_to_end(key)

@@ -282,7 +282,11 @@ def session_env(profile: Profile, spec: JailSpec, extra: dict[str, str],
     """A session's jail environment: the profile's allowlist from this process's
     environment (never the store's settings), the caller's `extra`, checked; refused if
     any value holds the store's password."""
-    host_env = {k: v for k, v in os.environ.items() if k not in STORE_SECRET_ENV}
+    # Only what build_env reads of the host (USER, the passthrough names): copying all of
+    # os.environ decoded every variable on every exec.
+    wanted = ("USER", *profile.env.passthrough)
+    host_env = {k: os.environ[k] for k in wanted
+                if k in os.environ and k not in STORE_SECRET_ENV}
     env = build_env(profile, spec, host_env)
     env.update(extra)
     check_env(env)
