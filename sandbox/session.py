@@ -32,7 +32,7 @@ from .hooks import Hooks
 from .jail import firejail, users, workspace
 from .jail.images.attach import attach, no_bash, wait_joinable
 from .jail.profile import Profile, load
-from .record import Store, StoreUnavailable, open_store
+from .record import Store, StoreUnavailable, session_store
 from .record.ship import ship_head
 from .result import CommandResult
 from .shell import Shell
@@ -68,7 +68,7 @@ class Session:
         self._holder: subprocess.Popen[bytes] | None = None  # a bash-less image's jail
         self.id = new_id()
         self.kind = kind
-        self.store = store or open_store()
+        self.store = store or session_store()
         self.requested_workdir = Path(workdir) if workdir is not None else None
         self.workdir = (self.requested_workdir or Path.cwd()).resolve()
         self.placement: users.Placement | None = None

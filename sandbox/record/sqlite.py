@@ -69,12 +69,17 @@ class Store(Verify, Sessions, Appends, Reads, Controls):
                 return super().__new__(_backend("postgresql"))
         return super().__new__(cls)
 
+    @staticmethod
+    def default_path() -> Path:
+        """The SQLite file `Store()` opens: `SANDBOX_STORE` (a path or `sqlite:///path`)
+        unless `SANDBOX_DB` is set, else the state dir's `sandbox.db`."""
+        chosen = paths.store_url()
+        if chosen and not os.environ.get("SANDBOX_DB"):
+            return Path(chosen.removeprefix("sqlite://"))
+        return paths.db_path()
+
     def __init__(self, path: Path | str | None = None) -> None:
-        if path is None:
-            chosen = paths.store_url()
-            if chosen and not os.environ.get("SANDBOX_DB"):
-                path = chosen.removeprefix("sqlite://")
-        self.path = Path(path) if path is not None else paths.db_path()
+        self.path = Path(path) if path is not None else self.default_path()
         self.host = paths.host_id()
         self._lock = threading.RLock()
         try:
