@@ -89,14 +89,11 @@ class Session:
 
     # -- events -----------------------------------------------------------------------
 
-    def emit(
-        self, kind: str, detail: dict[str, Any], *, severity: str = "info",
-        action: str = "record", rule: str | None = None,
-    ) -> None:
+    def emit(self, kind: str, detail: dict[str, Any], *, severity: str = "info",
+             action: str = "record", rule: str | None = None) -> None:
         """Record an event (thread-safe); rules see it through the hooks."""
-        row = self.store.add_event(
-            self.id, kind, detail, severity=severity, action=action, rule=rule)
-        self.hooks.on_event(row.to_dict())
+        self.hooks.on_event(self.store.add_event(
+            self.id, kind, detail, severity=severity, action=action, rule=rule).to_dict())
 
     def add_resource(self, name: str, value: Any) -> None:
         """Record a host resource in the store at once, before it is relied on: a crash
@@ -265,24 +262,28 @@ class Session:
             raise CommandTimeout(f"{command!r} timed out after {timeout}s")
         return result
 
-    def record_command(self, text: str, output: bytes, exit_code: int | None,
-                       started: float, duration: float, source: str,
-                       truncated: bool = False, output_bytes: int | None = None,
-                       timed_out: bool = False) -> None:
-        self.store.add_command(
-            self.id, text=text, output=output, timed_out=timed_out,
-            exit_code=exit_code, started=started, duration=duration, truncated=truncated,
-            output_bytes=len(output) if output_bytes is None else output_bytes, source=source,
-        )
+    def record_command(self, text: str, output: bytes, exit_code: int | None, started: float,
+                       duration: float, source: str, truncated: bool = False,
+                       output_bytes: int | None = None, timed_out: bool = False,
+                       then: tuple[str, dict[str, Any]] | None = None) -> None:
+        """`then`: an info event about the command (kind, detail), in the same write."""
+        size = len(output) if output_bytes is None else output_bytes
+        cmd: dict[str, Any] = dict(text=text, output=output, timed_out=timed_out, source=source,
+                                   exit_code=exit_code, started=started, duration=duration,
+                                   truncated=truncated, output_bytes=size)
+        if then is None:
+            self.store.add_command(self.id, **cmd)
+        else:
+            self.hooks.on_event(self.store.add_command_and_event(self.id, cmd, *then)[1].to_dict())
         self.limits_finished(text, exit_code, output.decode("utf-8", errors="replace"),
-                              truncated, len(output) if output_bytes is None else output_bytes)
+                             truncated, size)
 
     def limits_finished(self, command: str, exit_code: int | None, output: str,
                          truncated: bool, output_bytes: int) -> None:
         """Limits no cgroup counter sees (file size, output cap), from the result."""
-        limits = self.hooks.limits
-        if limits is not None:
-            limits.command_finished(command, exit_code, output, truncated, output_bytes)
+        if self.hooks.limits is not None:
+            self.hooks.limits.command_finished(command, exit_code, output, truncated,
+                                               output_bytes)
 
     # -- end --------------------------------------------------------------------------
 

@@ -170,16 +170,16 @@ class Exec:
         stderr, cut_err = self.err.result()
         duration = time.monotonic() - self.t0
         recorded, cut = self._recorded(stdout, stderr)
+        # The command row and its exec.result: one write.
         session.record_command(
             self.text, recorded, None if timed_out else code, self.started, duration,
             "exec", truncated=cut_out or cut_err or cut, timed_out=timed_out,
-            output_bytes=self.out.total + self.err.total)
-        session.emit("exec.result", {
-            "argv": self.argv, "cwd": self.cwd, "stdin_bytes": len(self.data),
-            "returncode": code, "timed_out": timed_out, "stdout_bytes": self.out.total,
-            "stderr_bytes": self.err.total,
-            # the command row's output is stdout then stderr: this is where they meet
-            "stdout_recorded": None if cut else len(stdout)})
+            output_bytes=self.out.total + self.err.total, then=("exec.result", {
+                "argv": self.argv, "cwd": self.cwd, "stdin_bytes": len(self.data),
+                "returncode": code, "timed_out": timed_out, "stdout_bytes": self.out.total,
+                "stderr_bytes": self.err.total,
+                # the command row's output is stdout then stderr: this is where they meet
+                "stdout_recorded": None if cut else len(stdout)}))
         procs = session.hooks.procs
         if procs is not None:
             procs.settle()

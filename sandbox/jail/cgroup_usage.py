@@ -51,6 +51,13 @@ def read(version: int, dirs: dict[str, Path]) -> Counters:
     return _read_v2(dirs[""]) if version == 2 else _read_v1(dirs)
 
 
+def cpu_ns(version: int, dirs: dict[str, Path]) -> int:
+    """The group's CPU time so far, one file read: whether anything ran since a look."""
+    if version == 2:
+        return read_keyed(dirs[""] / "cpu.stat").get("usage_usec", 0) * 1000
+    return read_int(dirs["cpuacct"] / "cpuacct.usage")
+
+
 def _read_v2(d: Path) -> Counters:
     cpu_stat = read_keyed(d / "cpu.stat")
     events = read_keyed(d / "memory.events")

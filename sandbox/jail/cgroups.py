@@ -216,6 +216,9 @@ class SessionCgroup:
         `cgroup_usage.memory_watch`); the caller closes them."""
         return cgroup_usage.memory_watch(self.version, self.dirs, fractions, oom)
 
+    def cpu_ns(self) -> int:
+        return cgroup_usage.cpu_ns(self.version, self.dirs)
+
     def sample(self) -> dict[str, Any]:
         """Usage now: cpu_percent (since the last sample), mem_bytes, pids, limit counters.
 

@@ -112,6 +112,10 @@ class StoreBackend(Protocol):
         output_bytes: int | None = None, source: str = "api",
     ) -> CommandRow: ...
 
+    def add_command_and_event(
+        self, session_id: str, command: dict[str, Any], kind: str, detail: dict[str, Any],
+    ) -> tuple[CommandRow, EventRow]: ...
+
     def add_event(
         self, session_id: str, kind: str, detail: dict[str, Any] | None = None, *,
         severity: Severity = "info", action: Action = "record", rule: str | None = None,

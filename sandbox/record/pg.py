@@ -37,7 +37,7 @@ from ..errors import StoreError
 from .api import StoreUnavailable, is_pg_url, redact_url
 from .pg_lost import LostSessions
 from .pg_pool import DEFAULTS, PgDb, Pool, load_psycopg
-from .rows import RowKind
+from .rows import CommandRow, EventRow, RowKind
 from .schema import PG_EXTRA, PG_TX, PG_TYPES, apply_migrations, pg_schema
 from .sqlite import Store, register_backend
 
@@ -283,6 +283,13 @@ class PgStore(Store):
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
         out = super()._append(kind, session_id, row, detail)
         self._losses.appended(session_id, out[0]["seq"], out[0]["hash"])
+        return out
+
+    def add_command_and_event(
+        self, session_id: str, command: dict[str, Any], kind: str, detail: dict[str, Any],
+    ) -> tuple[CommandRow, EventRow]:
+        out = super().add_command_and_event(session_id, command, kind, detail)
+        self._losses.appended(session_id, out[1].seq, out[1].hash)
         return out
 
     def replay_lost(self) -> list[str]:
