@@ -37,7 +37,7 @@ def test_write_makes_parents_only_when_missing_and_hashes_large_files(
     assert [(workspace / p).read_text() for p in
             ("top.txt", "one/two/three.txt", "abs/x.txt", "one/two/again.txt")] == \
         ["t", "3", "abs", "again"]
-    with pytest.raises(OSError, match="top.txt"):
+    with pytest.raises(OSError, match=r"top\.txt"):
         sb.write_file("top.txt/under.txt", "no")
     big = bytes(range(256)) * 8192  # 2 MiB: past the size hashed on a thread
     sb.write_file("big.bin", big)
