@@ -10,6 +10,7 @@ image the compiled helper is bound in read-only (it is static) and run by the jo
 from __future__ import annotations
 
 import asyncio
+import pwd
 import subprocess
 import time
 from concurrent.futures import Future
@@ -48,9 +49,13 @@ class FastExecPart(Part):
             self._start, at)
 
     def _start(self, at: str) -> fastexec.Helper | None:
+        session = self.session
+        agent = session.spec().agent
         try:
-            return fastexec.Helper(self.session, binary_at=at)
-        except (OSError, subprocess.SubprocessError) as e:
+            shell = (session.image.shell if session.image is not None
+                     else pwd.getpwuid(agent.uid).pw_shell if agent is not None else "/bin/sh")
+            return fastexec.Helper(session, binary_at=at, shell=shell)
+        except (OSError, KeyError, subprocess.SubprocessError) as e:
             self.session.emit("exec.fast_off", {"reason": f"the helper could not start: {e}",
                                                 "alert": None})
             return None

@@ -122,6 +122,25 @@ def test_path_search_and_errors_are_execvps(fsb: Sandbox) -> None:
     assert helper.used["fast"] == before + 3 and helper.state == "ready"
 
 
+def test_builtins_and_scripts_without_a_hashbang_run_as_on_the_joined_path(
+        fsb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """firejail starts every joined program through the login shell, so a name that only
+    the shell knows (`cd`) and a script with no #! line run there; the helper hands
+    those to the same shell instead of failing with 127 or 126."""
+    helper = _helper(fsb)
+    fsb.write_file("plain.sh", "echo from-sh $1\n")
+    fsb.exec(["chmod", "+x", "plain.sh"])
+    n = helper.used["fast"]
+    for cmd in (["./plain.sh", "arg"], ["cd", "/"]):
+        fast = fsb.exec(cmd)
+        joined = _joined(fsb, cmd, monkeypatch)
+        assert (fast.returncode, fast.stdout) == (joined.returncode, joined.stdout), \
+            (cmd, fast, joined)
+    assert fsb.exec(["./plain.sh", "x"]).stdout == "from-sh x\n"
+    assert fsb.exec(["no-such-program-xyz"]).returncode == 127
+    assert helper.used["fast"] == n + 4
+
+
 def test_timeout_kills_the_tree_with_detached_jobs(fsb: Sandbox) -> None:
     t0 = time.monotonic()
     with pytest.raises(ExecTimeout) as info:

@@ -61,4 +61,23 @@ def test_a_bash_less_image_gets_the_fast_way_too(images: Images) -> None:
         e = sb.exec(["id", "-u"])
         assert e.returncode == 0 and e.stdout.strip() != "0", e.stderr
         assert sb.exec("echo hi; exit 3").returncode == 3
-        assert helper.used["fast"] == 2 and helper.state == "ready"
+        # No /bin/true in it: busybox's sh has the builtin, as the joined path finds.
+        assert sb.exec(["true"]).returncode == 0
+        assert helper.used["fast"] == 3 and helper.state == "ready"
+
+
+def test_an_images_loader_variables_reach_fast_execs(images: Images) -> None:
+    """The helper's join gets the image's LD_* through firejail's --env, as every join
+    does, so what it forks has them too."""
+    from sandbox.jail.images import ImageStore
+
+    store = ImageStore()
+    store.import_rootfs(images.root / "build/bb.tar", "bb-ld-fast",
+                        env=["PATH=/bin", "LD_LIBRARY_PATH=/usr/local/nvidia/lib64"])
+    try:
+        with Sandbox(_fast(), image="bb-ld-fast") as sb:
+            helper = _helper(sb)
+            r = sb.exec(["sh", "-c", "echo $LD_LIBRARY_PATH"])
+            assert r.stdout == "/usr/local/nvidia/lib64\n" and helper.used["fast"] == 1
+    finally:
+        store.remove("bb-ld-fast")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ... import fdwait
 from .. import launch
+from ..firejail import image_env_flags
 from . import build
 from .kernel import SO_PASSPIDFD, PidInfo, fd_owner, pidfd_from, pidfd_info, proc_state
 from .proc import FastProc, readable
@@ -122,9 +123,11 @@ class NoStart:
 class Helper:
     """One session's exec helper: the join that runs it, its socket, its health."""
 
-    def __init__(self, session: JailSession, binary_at: str = "") -> None:
+    def __init__(self, session: JailSession, binary_at: str = "", shell: str = "") -> None:
         """`binary_at`: where the compiled helper is bound in the jail (an image, whose
-        python3 is its own or none); else it runs from a memfd (see `_sealed`)."""
+        python3 is its own or none); else it runs from a memfd (see `_sealed`). `shell`:
+        the agent's login shell in the jail, which runs a builtin or a #!-less script (as
+        the joined path does: firejail starts every program through it)."""
         self.session = session
         self.state = "starting"  # -> ready -> off
         self.kind = ""  # "c" (sandbox-exec.c) or "python" (injail.py, no compiler here)
@@ -145,14 +148,18 @@ class Helper:
         # is sent the Python helper.
         payload, self.kind = (b"", "c") if binary_at else _payload()
         stdin, stdout = theirs.fileno(), subprocess.DEVNULL
+        shell = shell or "-"
         if binary_at:
-            program = [binary_at]
+            program = [binary_at, "0", shell]
         elif self.kind == "c":
-            program, stdin, stdout = ["/proc/self/fd/0", "1"], _sealed(payload), theirs.fileno()
+            program, stdin, stdout = (["/proc/self/fd/0", "1", shell], _sealed(payload),
+                                      theirs.fileno())
             payload = b""
         else:
-            program = [launch.tool("python3"), "-I", "-S", "-c", BOOT]
-        argv = [launch.tool("firejail"), "--quiet", f"--join=sbx-{session.id}", "--", *program]
+            program = [launch.tool("python3"), "-I", "-S", "-c", BOOT, shell]
+        # An image's loader variables, as every join gets them (`Exec.popen`).
+        argv = [launch.tool("firejail"), "--quiet", *image_env_flags(session.spec()),
+                f"--join=sbx-{session.id}", "--", *program]
         # As `Exec.popen`: the monitor is told a join is coming, so it sees the helper.
         procs = session.hooks.procs
         if procs is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import select
 import signal
@@ -29,6 +30,8 @@ import sys
 
 _PR_SET_DUMPABLE, _PR_SET_NAME = 4, 15
 _IGNORED: list[int] = []  # signals set to SIG_IGN in the helper (see main)
+# The agent's login shell (the boot's argument): what runs a builtin or a #!-less script.
+_SHELL = os.fsencode(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1][:1] == "/" else b""
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:
@@ -115,7 +118,15 @@ def _child(fds: list[int], argv: list[bytes], env: dict[bytes, bytes], cwd: byte
         if os.read(sock, 1) != b"G":
             os._exit(127)
         try:
-            _execvpe(argv, env)
+            try:
+                _execvpe(argv, env)
+            except OSError as e:
+                # As sandbox-exec.c: a builtin or a script with no #! line runs through
+                # the login shell, as on the joined path.
+                builtin = isinstance(e, FileNotFoundError) and b"/" not in argv[0]
+                if _SHELL and (builtin or e.errno == errno.ENOEXEC):
+                    os.execve(_SHELL, [_SHELL, b"-c", b'"$@"', _SHELL, *argv], env)
+                raise
         except OSError as e:
             name = os.fsdecode(argv[0])
             why = "command not found" if isinstance(e, FileNotFoundError) else e.strerror

@@ -130,17 +130,38 @@ static void learn_env(void) {
         if (!has_key(environ, given[j])) dropped[d++] = given[j];
 }
 
+static const char *shell; /* the agent's login shell in the jail (argv[2]), or NULL */
+
 static void fail_exec(const char *name, int err) {
     if (err == ENOENT) dprintf(2, "%s: command not found\n", name);
     else dprintf(2, "%s: %s\n", name, strerror(err));
     _exit(err == ENOENT ? 127 : 126);
 }
 
-/* execvp(3)'s search of PATH (the command's own PATH), without its /bin/sh retry of a
- * file that is no executable: as the Python helper does, and as the joined path reports. */
+/* A name no file answers to (a builtin: `true` in a busybox image) or a script with no
+ * #! line: the joined path runs every command through the login shell, which runs
+ * those; so does this, as `SHELL -c '"$@"' sh ARGV...`. */
+static void fail_or_shell(char **argv, char **envp, int err) {
+    int builtin = err == ENOENT && !strchr(argv[0], '/');
+    if (shell && (builtin || err == ENOEXEC)) {
+        size_t n = 0;
+        while (argv[n]) n++;
+        char **sh = calloc(n + 5, sizeof *sh);
+        if (sh) {
+            sh[0] = sh[3] = (char *)shell; /* sh[3] is the script's $0 */
+            sh[1] = "-c";
+            sh[2] = "\"$@\"";
+            memcpy(sh + 4, argv, (n + 1) * sizeof *sh);
+            execve(shell, sh, envp);
+        }
+    }
+    fail_exec(argv[0], err);
+}
+
+/* execvp(3)'s search of PATH (the command's own PATH), as the Python helper does. */
 static void exec_path(char **argv, char **envp) {
     const char *name = argv[0];
-    if (strchr(name, '/')) { execve(name, argv, envp); fail_exec(name, errno); }
+    if (strchr(name, '/')) { execve(name, argv, envp); fail_or_shell(argv, envp, errno); }
     const char *path = "/usr/local/bin:/usr/bin:/bin";
     for (char **e = envp; *e; e++)
         if (!strncmp(*e, "PATH=", 5)) { path = *e + 5; break; }
@@ -158,12 +179,13 @@ static void exec_path(char **argv, char **envp) {
             memcpy(buf + dlen + 1, name, nlen + 1);
             execve(buf, argv, envp);
             if (errno == EACCES) denied = 1;
-            else if (errno != ENOENT && errno != ENOTDIR) fail_exec(name, errno);
+            else if (errno != ENOENT && errno != ENOTDIR) fail_or_shell(argv, envp, errno);
         }
         p = end;
         if (!*p) break;
     }
-    fail_exec(name, denied ? EACCES : ENOENT);
+    if (denied) fail_exec(name, EACCES);
+    fail_or_shell(argv, envp, ENOENT);
 }
 
 /* In the forked child: become the command (never returns). */
@@ -278,8 +300,10 @@ static void reap(void) {
 }
 
 int main(int argc, char **argv) {
-    /* `sandbox-exec 1`: started as /proc/self/fd/0 (fd 0 is the memfd holding this binary,
-     * fd 1 the socket: no python3 needed to boot it). The socket becomes fd 0 here. */
+    /* `sandbox-exec 1 SHELL`: started as /proc/self/fd/0 (fd 0 is the memfd holding this
+     * binary, fd 1 the socket: no python3 needed to boot it); the socket becomes fd 0
+     * here. `sandbox-exec 0 SHELL`: started from a path (an image), the socket on fd 0. */
+    if (argc > 2 && argv[2][0] == '/') shell = argv[2];
     if (argc > 1 && !strcmp(argv[1], "1")) {
         if (dup2(1, CTL) < 0) die("dup2");
         int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
