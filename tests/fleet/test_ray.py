@@ -77,6 +77,9 @@ class RayCluster:
         return str(node.node_id)
 
     def connect(self) -> None:
+        # Every added node registered with the head first: the pool adopts the nodes
+        # alive when it starts (a loaded host once had only one of two by then).
+        self.cluster.wait_for_nodes(timeout=60)
         ray.init(address=self.cluster.address, include_dashboard=False,
                  log_to_driver=False)
 
