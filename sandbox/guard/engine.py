@@ -126,6 +126,7 @@ class Engine:
             # An agent's loop sends the same few commands (every exec is checked by its
             # text first): a quiet one costs ~100 rule matches, a dictionary look here.
             key = ("text", evidence.text)
+        if key is not None:
             with self._quiet_lock:
                 if key in self._quiet:
                     self._quiet.move_to_end(key)

@@ -248,6 +248,41 @@ def test_process_evidence_by_name_and_argv() -> None:
     assert engine.evaluate(ProcessExec(("/usr/bin/env", "python3", "x.py"), exe="/usr/bin/env")) == []
 
 
+
+class _Counting:
+    """A rule that counts how often the engine asks it to match."""
+
+    def __init__(self, rule: object, calls: list[int]) -> None:
+        self._rule, self._calls = rule, calls
+
+    def match(self, *args: object) -> object:
+        self._calls[0] += 1
+        return self._rule.match(*args)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._rule, name)
+
+
+@pytest.mark.parametrize("evidence", [
+    ProcessExec(("/usr/bin/true",), exe="/usr/bin/true", comm="true"),
+    CommandText("ls -la /tmp"),
+], ids=["exec", "text"])
+def test_a_quiet_exec_or_text_is_judged_once(evidence: object) -> None:
+    """An exec loop repeats the same argv: the second quiet one is a memo look, not a
+    match against every rule (the process memo was written and never read once)."""
+    engine = build_engine()
+    calls = [0]
+    engine.rules = tuple(_Counting(r, calls) for r in engine.rules)  # type: ignore[misc]
+    assert engine.evaluate(evidence) == []  # type: ignore[arg-type]
+    first = calls[0]
+    assert first >= len(engine.rules)
+    assert engine.evaluate(evidence) == []  # type: ignore[arg-type]
+    assert calls[0] == first
+    # Anything rules look at differs: judged again (and a loud one always is).
+    loud = ProcessExec(("/opt/xmrig",), exe="/opt/xmrig")
+    assert engine.evaluate(loud) and engine.evaluate(loud)
+    assert calls[0] >= first + 2 * len(engine.rules)
+
 # -- events in and out ----------------------------------------------------------------
 
 
