@@ -15,7 +15,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 
-import psutil
+from .monitor.proctree import descendants
 
 Sink = Callable[[bytes], None]
 CHUNK = 1 << 16
@@ -179,8 +179,7 @@ def kill_tree(pid: int, *, root: bool = False) -> None:
     and the jail would show a zombie until that reaper gets round to it."""
     for _ in range(5):
         pids = set(session_members(pid))
-        with contextlib.suppress(psutil.Error):
-            pids |= {p.pid for p in psutil.Process(pid).children(recursive=True)}
+        pids |= set(descendants(pid))
         if not root:
             pids.discard(pid)
         if not pids:

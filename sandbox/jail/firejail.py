@@ -360,14 +360,13 @@ def check_firejail() -> tuple[int, ...]:
 def program_started(jail_pid: int) -> bool:
     """Whether firejail has set the jail up and started its program: a process below it
     that is not firejail, in a mount namespace of its own (what `--join` needs)."""
-    import psutil
+    from ..monitor.proctree import named_descendants
 
     try:
-        kids = psutil.Process(jail_pid).children(recursive=True)
         mine = os.readlink("/proc/self/ns/mnt")
-        return any(k.name() != "firejail" and os.readlink(f"/proc/{k.pid}/ns/mnt") != mine
-                   for k in kids)
-    except (psutil.Error, OSError):
+        return any(name not in ("firejail", "") and os.readlink(f"/proc/{pid}/ns/mnt") != mine
+                   for pid, name in named_descendants(jail_pid))
+    except OSError:
         return False
 
 
@@ -378,13 +377,12 @@ def exec_var_tmp(jail_pid: int) -> None:
     first program), running none of the jail's files (`remount`): the agent has no
     capability to do it itself. Refuses to touch a process that shares the supervisor's
     mount namespace (that /var/tmp would be the host's)."""
-    import psutil
+    from ..monitor.proctree import named_descendants
 
-    try:
-        kids = psutil.Process(jail_pid).children(recursive=True)
-    except psutil.Error as e:
-        raise SetupError(f"exec_var_tmp: the jail ({jail_pid}) is gone: {e}") from e
-    program = next((k.pid for k in kids if k.name() != "firejail"), None)
+    if not os.path.exists(f"/proc/{jail_pid}"):
+        raise SetupError(f"exec_var_tmp: the jail ({jail_pid}) is gone")
+    program = next((pid for pid, name in named_descendants(jail_pid)
+                    if name not in ("firejail", "")), None)
     try:
         same = program is None or (os.readlink(f"/proc/{program}/ns/mnt")
                                    == os.readlink("/proc/self/ns/mnt"))

@@ -18,12 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import time
 from collections.abc import Callable
 
-import psutil
-
 from ..errors import SessionClosed
+from ..monitor.proctree import descendants, named_descendants
 
 
 class Prober:
@@ -75,28 +75,16 @@ class Prober:
     # -- bash's process and its tree ------------------------------------------------------
 
     def _find_bash(self) -> int | None:
-        try:
-            for proc in psutil.Process(self.jail_pid).children(recursive=True):
-                if proc.name() == "bash":
-                    return int(proc.pid)
-        except psutil.Error:
-            pass
-        return None
+        return next((pid for pid, name in named_descendants(self.jail_pid)
+                     if name == "bash"), None)
 
     def kill_foreground(self) -> bool:
         """SIGKILL every process below the jailed bash; True if something was killed."""
-        try:
-            if self.bash_pid is not None:
-                victims = psutil.Process(self.bash_pid).children(recursive=True)
-            else:
-                tree = psutil.Process(self.jail_pid).children(recursive=True)
-                shells = [p for p in tree if p.name() == "bash"]
-                victims = shells[0].children(recursive=True) if shells else []
-        except psutil.Error:
-            return False
-        for proc in victims:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+        shell = self.bash_pid if self.bash_pid is not None else self._find_bash()
+        victims = descendants(shell) if shell is not None else []
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         return bool(victims)
 
     # -- identity: the same program on the same terminal -----------------------------------
