@@ -42,9 +42,8 @@ __sbx_t=
 # POSIXLY_CORRECT and __sbx_s; BASHOPTS. (In shell mode C adds the command text, last: it may hold ';'.)
 __sbx_d='\e]133;D;$?;'"$__sbx_n"';\#;${__sbx_t};$-;${POSIXLY_CORRECT@a}${__sbx_s@a};${BASHOPTS}'
 if [ "$__sbx_mode" = api ]; then
-  # No echo: the command text is not part of its output. No ONLCR: output keeps its
-  # own line endings. -icanon: lines longer than the 4 KiB canonical buffer get through.
-  stty -echo -onlcr -icanon 2>/dev/null
+  # The pty's modes (no echo, no ONLCR, no ICANON) are set by the supervisor before
+  # bash starts (driver._api_modes).
   PS1=$__sbx_d'\a'
   PS0='\e]133;C;'"$__sbx_n"';\#\a'
   PROMPT_COMMAND=

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SetupError
-from . import cgroup_usage
+from . import cgroup_layout, cgroup_usage
 from .cgroup_layout import (
     CFS_PERIOD_US,
     FIX,
@@ -79,6 +79,15 @@ class SessionCgroup:
         # Precomputed so the preexec_fn does nothing but open/write/close.
         self._procs_files = [os.fsencode(d / "cgroup.procs")
                              for d in dict.fromkeys(self.dirs.values())]
+        # What the forked child writes "0" to. v1: `tasks`, the calling thread alone. The
+        # kernel moves `current` by itself without the global threadgroup rwsem, whose
+        # write side waits an RCU grace period (cgroup.procs: ~5 ms per hierarchy write,
+        # on every start and every joined exec; `tasks`: 0.05 ms, measured here). A
+        # preexec_fn runs in a fresh fork, whose only thread is the caller, so the thread
+        # is the whole process, and everything it execs and forks inherits the group. v2
+        # has no thread-granular move for a domain group: cgroup.procs.
+        self._enter_files = [os.fsencode(d / ("cgroup.procs" if version == 2 else "tasks"))
+                             for d in dict.fromkeys(self.dirs.values())]
         self._last_cpu: tuple[float, int] | None = None
         self._member: int | None = None  # a member in the jail's mount namespace
 
@@ -89,8 +98,8 @@ class SessionCgroup:
         """Make `sandbox/<session_id>` with the profile's limits; SetupError when impossible."""
         if not SESSION_ID.match(session_id):
             raise SetupError(f"session id {session_id!r} cannot name a cgroup")
-        ok, reason = available()
-        layout = detect()
+        layout = cgroup_layout.cached()
+        ok, reason = available(layout)
         if not ok or layout is None:
             raise SetupError(reason)
         dirs = {c: m / PARENT / session_id for c, m in layout.mounts.items()}
@@ -113,6 +122,10 @@ class SessionCgroup:
         for d in dict.fromkeys(self.dirs.values()):
             d.parent.mkdir(exist_ok=True)
             d.mkdir(exist_ok=False)
+            if not (d / "cgroup.procs").exists():  # not a cgroup: the layout moved
+                cgroup_layout.forget()
+                raise OSError(f"{d} is not in a cgroup hierarchy (were the hierarchies "
+                              "remounted? the next start looks again)")
 
     def _limit(self, limits: LimitsSection) -> None:
         mem = limits.memory_mib << 20 if limits.memory_mib > 0 else 0
@@ -137,15 +150,16 @@ class SessionCgroup:
         write(self.dirs["pids"] / "pids.max", pids)
 
     def enter_current_process(self) -> None:
-        """Move the calling process into the group. Safe in a preexec_fn: os calls only.
+        """Move the calling process into the group. For a preexec_fn only (os calls, and
+        a single-threaded fork: in v1 it moves the calling thread).
 
         Must run before the child drops root. Raises OSError when a write fails, which
         makes the spawn fail (fail closed) rather than run the jail unconfined.
         """
-        for path in self._procs_files:
+        for path in self._enter_files:
             fd = os.open(path, os.O_WRONLY)
             try:
-                os.write(fd, b"0")  # 0 = the writing process itself
+                os.write(fd, b"0")  # 0 = the writing thread itself (the whole fork)
             finally:
                 os.close(fd)
 

@@ -146,6 +146,50 @@ def test_enter_current_process_fails_closed(make_cgroup: Any) -> None:
     assert os.getpid() not in group.pids()
 
 
+def test_everything_a_joined_process_starts_is_in_the_group(
+        make_cgroup: Any, procs: list[subprocess.Popen[bytes]]) -> None:
+    """The child moves itself thread by thread (v1 `tasks`: no RCU wait); its later
+    threads and children, forked after the move, are in the group in every hierarchy."""
+    group = make_cgroup()
+    code = ("import os, subprocess, threading, time\n"
+            "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+            "subprocess.Popen(['sleep', '30.37'])\n"
+            "print('up', flush=True); time.sleep(30)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         preexec_fn=group.enter_current_process)
+    procs.append(p)
+    assert p.stdout is not None and p.stdout.readline() == b"up\n"
+    kid = next(c for c in proctree.children(p.pid))
+    tasks = [Path(f"/proc/{p.pid}/task/{t}") for t in os.listdir(f"/proc/{p.pid}/task")]
+    assert len(tasks) >= 2  # the main thread and the sleeper
+    for where in (*tasks, Path(f"/proc/{kid}")):
+        lines = (where / "cgroup").read_text().splitlines()
+        paths = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in lines}
+        for c in group.dirs:
+            key = "" if group.version == 2 else next(k for k in paths if c in k.split(","))
+            assert paths[key] == group.rel_path, (where, c, lines)
+    assert {p.pid, kid} <= set(group.pids())
+
+
+def test_a_hierarchy_that_moved_fails_the_start(tmp_path: Path) -> None:
+    """The layout is detected once per process: a group made where no cgroup is
+    mounted any more is refused (no limits silently written to plain files), and the
+    next start detects again."""
+    real = cgroup_layout.cached()
+    assert real is not None
+    fake = cgroup_layout.Layout(real.version, {c: tmp_path / (c or "v2") for c in real.mounts})
+    for d in fake.mounts.values():
+        d.mkdir(exist_ok=True)
+    cgroup_layout._seen[:] = [fake]
+    try:
+        with pytest.raises(SetupError, match="not in a cgroup hierarchy"):
+            cgroups.SessionCgroup.create(new_id(), LimitsSection(memory_mib=64))
+        assert cgroup_layout.cached() == real  # looked again
+        assert not list(tmp_path.rglob("memory.limit_in_bytes"))
+    finally:
+        cgroup_layout.forget()
+
+
 UNIFIED = Path("/sys/fs/cgroup/unified")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import SetupError
-from .. import launch
+from .. import launch, mounts
 from .store import Image
 
 # Not under /run/sandbox: every jail blacklists that (its hide-list include files).
@@ -226,8 +226,8 @@ def prepare(image: Image, *, session_id: str, state_dir: Path, workdir: str,
     if disk_mib:
         # A quota on what the sandbox writes anywhere in its root: its pages are charged to
         # the writer's memory cgroup, like the workspace quota's (users.mount_quota).
-        _mount(["mount", "-t", "tmpfs", "-o", f"size={disk_mib}m,mode=0700,nosuid,nodev",
-                f"sbx-upper-{session_id}", str(base)], "the image upper's quota")
+        mounts.tmpfs(str(base), f"sbx-upper-{session_id}", f"size={disk_mib}m,mode=0700",
+                     "the image upper's quota")
     root.upper.mkdir(mode=0o755)
     root.work.mkdir(mode=0o700)
     MOUNT_BASE.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -327,6 +327,5 @@ def cleanup(resource: dict[str, Any]) -> None:
     if resource.get("keep"):
         return
     if os.path.ismount(base):
-        with contextlib.suppress(SetupError):
-            _mount(["umount", "-l", str(base)], f"unmounting {base}")
+        mounts.detach(str(base))
     shutil.rmtree(base, ignore_errors=True)
