@@ -109,7 +109,7 @@ def floor_cmd(ctx: Ctx, program: list[str], ws: Path, name: str
     )
     profile = load_profile("default")
     return (firejail.build_argv(profile, spec, program),
-            firejail.build_env(profile, spec, dict(os.environ)), firejail.launcher(spec, []))
+            firejail.build_env(profile, spec, dict(os.environ)), firejail.launcher(spec))
 
 
 def time_until_first_byte(argv: list[str], env: dict[str, str] | None, cwd: Path | str,

@@ -1,7 +1,7 @@
 """Rows 9-11: the framework door (`Sandbox.exec`, `AsyncSandbox.exec`, files, many sandboxes
 in one event loop) against the floor of entering a running jail and inspect-ai's `local`.
 
-The floor is the join `exec` makes (`firejail --quiet --join=sbx-<id> -- argv`, the
+The floor is the join `exec` makes (`firejail --quiet --join=<jail pid> -- argv`, the
 session's environment and child-side launch: cgroup, rlimits, TIOCSTI filter, drop to the
 agent user) run with `subprocess.run`, without the guard check, the record, the monitor's
 settle or the asyncio plumbing. inspect-ai's `LocalSandboxEnvironment` runs the command on
@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 def _join(sess: Any, argv: list[str], data: bytes | None = None) -> bytes:
     """The floor: the join `Exec.popen` runs, as a plain subprocess (stdout back)."""
-    join = [launch.tool("firejail"), "--quiet", f"--join=sbx-{sess.id}", "--", *argv]
+    join = [launch.tool("firejail"), "--quiet", sess.join_flag(), "--", *argv]
     proc = subprocess.run(join, input=data, stdin=None if data is not None else
                           subprocess.DEVNULL, capture_output=True, env=sess.env(),
                           cwd=str(sess.workdir), preexec_fn=sess.launcher(), timeout=60,

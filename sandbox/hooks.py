@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .record import is_alert
@@ -75,17 +75,9 @@ class Hooks:
             spec = part.before_jail(spec)
         return spec
 
-    def preexec(self) -> Callable[[], None] | None:
-        """Runs in the jail's child process before exec (e.g. join the cgroup)."""
-        steps = [fn for fn in (p.preexec() for p in self.parts) if fn is not None]
-        if not steps:
-            return None
-
-        def run_all() -> None:
-            for step in steps:
-                step()
-
-        return run_all
+    def cgroup_files(self) -> list[bytes]:
+        """What the jail's child writes "0" to before it execs: the session's cgroup."""
+        return [f for p in self.parts for f in p.cgroup_files()]
 
     def jail_started(self, jail_pid: int) -> None:
         for part in self.parts:

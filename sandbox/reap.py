@@ -47,8 +47,11 @@ def kill_jail(jail_pid: int | None, jail_name: str | None) -> bool:
             cmdline = fh.read()
     except OSError:
         return False
-    # Only kill what is really that jail: the pid may have been reused.
-    if jail_name and f"--name={jail_name}".encode() not in cmdline:
+    # Only kill what is really that jail: the pid may have been reused. `--ignore=` marks
+    # it since 2026-12-08; `--name=` a jail an older sandbox started.
+    args = cmdline.split(b"\0")
+    if jail_name and not {f"--ignore={jail_name}".encode(),
+                          f"--name={jail_name}".encode()} & set(args):
         return False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(jail_pid, signal.SIGKILL)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from .. import supervisor
 from ..child import AsyncChild, end, kill_tree
 from ..errors import CommandTimeout, SessionClosed
-from ..jail import fastexec, launch
+from ..jail import fastexec, launch, spawn
 from ..jail.firejail import image_env_flags
 from ..result import ExecResult
 from ..shell import Capture
@@ -138,8 +138,6 @@ class Exec:
         # firejail takes no option after --join: the cwd goes first.
         cwd = [f"--private-cwd={self.join_cwd}"] if self.join_cwd else []
         cwd += image_env_flags(self.session.spec())  # an image's LD_* (see jail.py)
-        join = [launch.tool("firejail"), "--quiet", *cwd, f"--join=sbx-{self.session.id}",
-                "--", *argv]
         self.started, self.t0 = time.time(), time.monotonic()
         # The exec monitor must see what the join runs (process rules, the record): it
         # is our child, not the jail's, so tell the monitor it is coming.
@@ -148,11 +146,12 @@ class Exec:
             procs.joining(1)
         proc = None
         try:
-            proc = subprocess.Popen(
-                join, env=self.env, cwd=str(self.session.workdir),
+            join = [launch.tool("firejail"), "--quiet", *cwd, self.session.join_flag(),
+                    "--", *argv]
+            proc = spawn.popen(
+                join, self.session.launcher(), env=self.env, cwd=str(self.session.workdir),
                 stdin=subprocess.PIPE if stdin or self.preamble else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                preexec_fn=self.session.launcher())
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except BaseException:
             self.session.hooks.close_alerts(self.alerts)
             raise

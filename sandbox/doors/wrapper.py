@@ -33,6 +33,7 @@ import tty
 from typing import Any, BinaryIO
 
 from ..errors import SetupError
+from ..jail import spawn
 from ..session import Session
 from ..shell import Capture
 
@@ -155,10 +156,10 @@ def run_wrapped(session: Session, program: list[str], timeout: float | None = No
         master, slave = term.pty_for_jail()
     stdout = slave if slave is not None and os.isatty(1) else subprocess.PIPE
     try:
-        proc = subprocess.Popen(
-            argv, env=env, cwd=str(session.workdir),
-            stdin=slave if slave is not None else None, stdout=stdout,
-            stderr=subprocess.PIPE, preexec_fn=session.launcher(ctty_fd=0 if slave else None),
+        proc = spawn.popen(
+            argv, session.launcher(ctty_fd=0 if slave else None), env=env,
+            cwd=str(session.workdir), stdin=slave if slave is not None else None,
+            stdout=stdout, stderr=subprocess.PIPE,
         )
     except OSError as e:
         for fd in (master, slave):

@@ -86,7 +86,7 @@ class SessionCgroup:
         # preexec_fn runs in a fresh fork, whose only thread is the caller, so the thread
         # is the whole process, and everything it execs and forks inherits the group. v2
         # has no thread-granular move for a domain group: cgroup.procs.
-        self._enter_files = [os.fsencode(d / ("cgroup.procs" if version == 2 else "tasks"))
+        self.enter_files = [os.fsencode(d / ("cgroup.procs" if version == 2 else "tasks"))
                              for d in dict.fromkeys(self.dirs.values())]
         self._last_cpu: tuple[float, int] | None = None
         self._member: int | None = None  # a member in the jail's mount namespace
@@ -156,7 +156,7 @@ class SessionCgroup:
         Must run before the child drops root. Raises OSError when a write fails, which
         makes the spawn fail (fail closed) rather than run the jail unconfined.
         """
-        for path in self._enter_files:
+        for path in self.enter_files:
             fd = os.open(path, os.O_WRONLY)
             try:
                 os.write(fd, b"0")  # 0 = the writing thread itself (the whole fork)

@@ -16,7 +16,7 @@ import functools
 import os
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +140,10 @@ def firejail_flags(profile: Profile, spec: JailSpec) -> list[str]:
     flags = [
         "--quiet",
         "--noprofile",  # no host-provided profile: everything is stated here
-        f"--name={jail_name(spec.session_id)}",
+        # Which session's jail this is, for a crash's cleanup (`reap.kill_jail` checks it
+        # before a SIGKILL): a no-op option (no profile line starts with it). Not
+        # --name, which makes firejail scan every process's cmdline (see join_flag).
+        f"--ignore={jail_name(spec.session_id)}",
         "--deterministic-shutdown",  # the whole tree dies with the first child (nohup too)
         "--deterministic-exit-code",  # exit with the program's status, not a late child's
         "--caps.drop=all",
@@ -232,7 +235,7 @@ def rlimits(profile: Profile) -> list[tuple[int, int]]:
     return out
 
 
-def launcher(spec: JailSpec, steps: list[Callable[[], None]], *,
+def launcher(spec: JailSpec, *, join_files: Sequence[bytes] = (),
              ctty_fd: int | None = None,
              limits: list[tuple[int, int]] | None = None) -> launch.Launch:
     """The child-side set-up for this spec: cgroup steps, own session, netns, rlimits,
@@ -240,7 +243,7 @@ def launcher(spec: JailSpec, steps: list[Callable[[], None]], *,
     return launch.Launch(
         agent_uid=spec.agent.uid if spec.agent else None,
         agent_gid=spec.agent.gid if spec.agent else None,
-        netns=spec.netns, steps=steps, ctty_fd=ctty_fd, rlimits=limits or (),
+        netns=spec.netns, join_files=join_files, ctty_fd=ctty_fd, rlimits=limits or (),
         image=spec.image,
     )
 

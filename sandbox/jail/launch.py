@@ -193,6 +193,7 @@ class Launch:
         agent_gid: int | None,
         netns: str | None,
         steps: Sequence[Callable[[], None]] = (),
+        join_files: Sequence[bytes] = (),
         setsid: bool = True,
         ctty_fd: int | None = None,
         rlimits: Sequence[tuple[int, int]] = (),
@@ -208,6 +209,7 @@ class Launch:
             self.etc_binds = [(str(p).encode(), f"/etc/{p.name}".encode())
                               for p in sorted((ETC_NETNS / netns).iterdir())]
         self.steps = list(steps)
+        self.join_files = list(join_files)  # cgroup files the child writes "0" to
         self.rlimits = list(rlimits)
         self.setsid = setsid
         self.ctty_fd = ctty_fd
@@ -259,12 +261,41 @@ class Launch:
             if libc.mount(None, where, None, flags, None) != 0:
                 raise OSError(ctypes.get_errno(), f"remount {dst} nodev,nosuid in the image")
 
+    def compiled_options(self) -> list[str] | None:
+        """These steps as `sandbox-launch` options (see sandbox-launch.c, which runs them in
+        the order `__call__` does), or None where only the Python steps can: an image's
+        root (its overlay and binds), or a step that is a callable."""
+        if self.image is not None or self.steps:
+            return None
+        opts: list[str] = []
+        for path in self.join_files:
+            opts += ["-c", os.fsdecode(path)]
+        if self.ctty_fd is not None:
+            opts += ["-y", str(self.ctty_fd)]
+        if self.netns_path is not None:
+            opts += ["-n", self.netns_path]
+            for src, dst in self.etc_binds:
+                opts += ["-b", os.fsdecode(src), os.fsdecode(dst)]
+        if self.root:
+            opts += ["-f", _filter_program().hex()]
+        for res, value in self.rlimits:
+            opts += ["-r", str(res), str(value)]
+        if self.agent is not None:
+            opts += ["-u", str(self.agent[0]), str(self.agent[1])]
+        return opts
+
     def __call__(self) -> None:
         # Python ignores SIGPIPE and SIGXFSZ; the jail gets the defaults (`yes | head`
         # ends, a write past RLIMIT_FSIZE is the kill it is everywhere else).
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
-        for step in self.steps:  # cgroup join: needs root, so first
+        for path in self.join_files:  # the cgroup join: needs root, so first
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")  # 0 = the writing thread: this fork's only one
+            finally:
+                os.close(fd)
+        for step in self.steps:
             step()
         if self.setsid:
             with contextlib.suppress(PermissionError):  # pexpect already made one

@@ -4,13 +4,13 @@ a protocol below the session: the session imports the jail, never the other way 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..events import Emit
     from .firejail import JailSpec
+    from .launch import Launch
 
 
 class JailHooks(Protocol):
@@ -42,4 +42,6 @@ class JailSession(Protocol):
 
     def env(self) -> dict[str, str]: ...
 
-    def launcher(self, ctty_fd: int | None = None) -> Callable[[], None]: ...
+    def launcher(self, ctty_fd: int | None = None) -> Launch: ...
+
+    def join_flag(self) -> str: ...  # `--join=PID` of the live jail; SessionClosed if gone

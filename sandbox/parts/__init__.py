@@ -11,7 +11,7 @@ other way round.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -128,8 +128,9 @@ class Part:
     def before_jail(self, spec: JailSpec) -> JailSpec:
         return spec
 
-    def preexec(self) -> Callable[[], None] | None:
-        return None
+    def cgroup_files(self) -> Sequence[bytes]:
+        """Files the jail's child writes "0" to before it execs (a cgroup's)."""
+        return ()
 
     def jail_started(self, jail_pid: int) -> None:
         pass

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from .. import supervisor
+from ..errors import SessionClosed
 from ..jail import fastexec
 from . import Part
 
@@ -55,7 +56,7 @@ class FastExecPart(Part):
             shell = (session.image.shell if session.image is not None
                      else pwd.getpwuid(agent.uid).pw_shell if agent is not None else "/bin/sh")
             return fastexec.Helper(session, binary_at=at, shell=shell)
-        except (OSError, KeyError, subprocess.SubprocessError) as e:
+        except (OSError, KeyError, subprocess.SubprocessError, SessionClosed) as e:
             self.session.emit("exec.fast_off", {"reason": f"the helper could not start: {e}",
                                                 "alert": None})
             return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from .. import supervisor
@@ -100,8 +100,8 @@ class LimitsPart(Part):
         self.session.add_resource("cgroup", self.cgroup.resources)
         return spec
 
-    def preexec(self) -> Callable[[], None] | None:
-        return self.cgroup.enter_current_process if self.cgroup else None
+    def cgroup_files(self) -> Sequence[bytes]:
+        return self.cgroup.enter_files if self.cgroup else ()
 
     def jail_started(self, jail_pid: int) -> None:
         if self.cgroup is not None:

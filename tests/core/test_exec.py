@@ -180,3 +180,69 @@ def test_a_sync_caller_interrupted_mid_exec_still_leaves_its_record(
                   for c in Store().commands(sb.id)):
         assert time.monotonic() < deadline, Store().commands(sb.id)
         time.sleep(0.05)
+
+
+def test_the_join_names_the_live_jail_by_its_pid(sb: Sandbox) -> None:
+    """The join enters the jail by its first process's pid (no firejail --name: its
+    uniqueness scan read every process's cmdline on the host). The pid stays the jail's
+    only until it is reaped: a jail that has ended is never joined, whatever now holds
+    its pid."""
+    import os
+    import signal
+    import subprocess
+
+    from sandbox import SessionClosed
+    from sandbox.jail.firejail import jail_name
+
+    s = sb._session
+    assert s.join_flag() == f"--join={s.jail_pid}"
+    argv = Path(f"/proc/{s.jail_pid}/cmdline").read_bytes().split(b"\0")
+    assert not any(a.startswith(b"--name=") for a in argv)
+    assert f"--ignore={jail_name(s.id)}".encode() in argv  # the marker a crash's gc checks
+    assert sb.exec(["true"], timeout=10).returncode == 0
+    assert s.jail_pid is not None
+    os.kill(s.jail_pid, signal.SIGKILL)
+    os.waitpid(s.jail_pid, 0)  # reaped: from here its pid may be any process's
+    with pytest.raises(SessionClosed, match="jail has ended"):
+        s.join_flag()
+    with pytest.raises((SessionClosed, subprocess.SubprocessError)):
+        r = sb.exec(["true"], timeout=10)
+        raise AssertionError(f"an exec in an ended jail ran: {r}")
+
+
+def test_a_crash_cleanup_kills_only_the_jail_its_marker_names(workspace: Path) -> None:
+    """`reap.kill_jail` (gc after an owner's crash) checks the pid's argv for the
+    session's marker as a whole argument: a process whose argument merely starts with it
+    (a reused pid) is left alone."""
+    import subprocess
+    import sys
+
+    from sandbox import reap
+    from sandbox.jail.firejail import jail_name
+
+    with Sandbox(workdir=workspace) as box:
+        name = jail_name(box.id)
+        decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                                  f"--ignore={name}x", f"--name={name}x"])
+        try:
+            assert not reap.kill_jail(decoy.pid, name)
+            assert decoy.poll() is None
+            pid = box._session.jail_pid
+            assert pid is not None
+            assert not reap.kill_jail(pid, jail_name("0000000000"))
+            assert reap.kill_jail(pid, name)
+            assert _wait_for_exit(pid)
+        finally:
+            decoy.kill()
+            decoy.wait()
+
+
+def _wait_for_exit(pid: int) -> bool:
+    import os
+
+    for _ in range(200):
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return True
+        time.sleep(0.01)
+    return False

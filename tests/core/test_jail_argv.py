@@ -21,7 +21,7 @@ SPEC = JailSpec(session_id="abc123", workdir=Path("/srv/ws"), state_dir=Path("/v
 def test_default_flags() -> None:
     flags = firejail_flags(load_profile("default"), SPEC)
     for f in ("--net=none", "--caps.drop=all", "--seccomp", "--nonewprivs", "--private-tmp",
-              "--private-dev", "--read-only=/", "--read-write=/srv/ws", "--name=sbx-abc123",
+              "--private-dev", "--read-only=/", "--read-write=/srv/ws", "--ignore=sbx-abc123",
               "--deterministic-shutdown", "--noprofile", "--no3d", "--restrict-namespaces",
               "--rlimit-nproc=512", "--rlimit-nofile=1024",
               f"--rlimit-fsize={4096 * 1024 * 1024}"):

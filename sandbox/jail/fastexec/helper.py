@@ -20,7 +20,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ... import fdwait
-from .. import launch
+from .. import launch, spawn
 from ..firejail import image_env_flags
 from . import build
 from .kernel import SO_PASSPIDFD, PidInfo, fd_owner, pidfd_from, pidfd_info, proc_state
@@ -159,16 +159,16 @@ class Helper:
             program = [launch.tool("python3"), "-I", "-S", "-c", BOOT, shell]
         # An image's loader variables, as every join gets them (`Exec.popen`).
         argv = [launch.tool("firejail"), "--quiet", *image_env_flags(session.spec()),
-                f"--join=sbx-{session.id}", "--", *program]
+                session.join_flag(), "--", *program]
         # As `Exec.popen`: the monitor is told a join is coming, so it sees the helper.
         procs = session.hooks.procs
         if procs is not None:
             procs.joining(1)
         proc = None
         try:
-            proc = subprocess.Popen(
-                argv, env=env, cwd=str(session.workdir), stdin=stdin, stdout=stdout,
-                stderr=subprocess.PIPE, preexec_fn=session.launcher())
+            proc = spawn.popen(
+                argv, session.launcher(), env=env, cwd=str(session.workdir), stdin=stdin,
+                stdout=stdout, stderr=subprocess.PIPE)
         finally:
             theirs.close()
             if procs is not None:
