@@ -7,13 +7,15 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from sandbox import Sandbox, load_profile
-from sandbox.jail import firejail
+from sandbox.jail import firejail, spawn
+from sandbox.jail.launch import Launch
 from sandbox.jail.profile import Profile
 
 from .core import Ctx
@@ -93,7 +95,7 @@ def wait_gone(pids: Iterable[int], timeout: float = 5.0) -> float | None:
 
 
 def floor_cmd(ctx: Ctx, program: list[str], ws: Path, name: str
-              ) -> tuple[list[str], dict[str, str], Callable[[], None]]:
+              ) -> tuple[list[str], dict[str, str], Launch]:
     """The firejail floor: exactly the session's argv, env and child-side launch (the drop
     to the agent user, the TIOCSTI filter), other program."""
     from sandbox.jail.firejail import Agent, JailSpec
@@ -113,13 +115,15 @@ def floor_cmd(ctx: Ctx, program: list[str], ws: Path, name: str
 
 
 def time_until_first_byte(argv: list[str], env: dict[str, str] | None, cwd: Path | str,
-                          timeout: float = 30.0, preexec: Callable[[], None] | None = None
+                          timeout: float = 30.0, preexec: Launch | None = None
                           ) -> tuple[float, float]:
     """(seconds to the first stdout byte, seconds to exit) of one run of `argv`."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                            preexec_fn=preexec)
+    # The session's own spawn (`jail.spawn`: the compiled launcher where there is one).
+    kw: dict[str, Any] = dict(cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              stdin=subprocess.DEVNULL)
+    proc = (spawn.popen(argv, preexec, env=env or {}, **kw) if preexec is not None
+            else subprocess.Popen(argv, env=env, **kw))
     try:
         assert proc.stdout is not None
         proc.stdout.read(1)

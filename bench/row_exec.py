@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from sandbox import AsyncSandbox, Sandbox
-from sandbox.jail import launch
+from sandbox.jail import launch, spawn
 
 from .core import Ctx, Deadline, Goal, Line, Row, Stat, stat, unavailable
 
@@ -34,10 +34,11 @@ T = TypeVar("T")
 def _join(sess: Any, argv: list[str], data: bytes | None = None) -> bytes:
     """The floor: the join `Exec.popen` runs, as a plain subprocess (stdout back)."""
     join = [launch.tool("firejail"), "--quiet", sess.join_flag(), "--", *argv]
-    proc = subprocess.run(join, input=data, stdin=None if data is not None else
-                          subprocess.DEVNULL, capture_output=True, env=sess.env(),
-                          cwd=str(sess.workdir), preexec_fn=sess.launcher(), timeout=60,
-                          check=False)
+    p = spawn.popen(join, sess.launcher(), env=sess.env(), cwd=str(sess.workdir),
+                    stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # as `Exec.popen`
+    out, err = p.communicate(data, timeout=60)
+    proc = subprocess.CompletedProcess(join, p.returncode, out, err)
     if proc.returncode != 0:
         raise RuntimeError(f"floor join {argv} exited {proc.returncode}: "
                            f"{proc.stderr.decode(errors='replace')[-300:]}")

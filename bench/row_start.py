@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from sandbox import Sandbox
+from sandbox.jail import spawn
 
 from . import peers
 from .boxes import floor_cmd, time_until_first_byte
@@ -62,7 +63,7 @@ def run(ctx: Ctx) -> Row:
 
     def floor_exit() -> None:
         t0 = time.perf_counter()
-        subprocess.run(true_argv, env=env, cwd=ws, check=False, preexec_fn=launch)
+        spawn.popen(true_argv, launch, env=env, cwd=ws).wait()
         samples[FLOOR_EXIT].append(time.perf_counter() - t0)
 
     def none_mode() -> None:

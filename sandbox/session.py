@@ -217,7 +217,7 @@ class Session:
         self.shell = Shell(
             argv, self.env(), str(self.workdir), mode=self.kind,
             max_output=self.profile.recording.max_output_bytes,
-            preexec_fn=self.launcher(),
+            launch=self.launcher(),
         )
         self.jail_pid = self.shell.pid
         self.store.update_session(self.id, jail_pid=self.jail_pid)

@@ -14,10 +14,9 @@ import logging
 import os
 import secrets
 import signal
-import termios
+import subprocess
 import threading
 import time
-from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -25,10 +24,12 @@ import pexpect
 
 from .. import fdwait
 from ..errors import SessionClosed, SetupError
+from ..jail.launch import Launch
 from . import marker
 from .collect import Collect, RawResult
 from .marker import FORGED, HOOKS, MISSING, quote_ansi_c
 from .probe import Prober
+from .ptyjail import PtyJail
 from .relay import InteractiveParser, OnCommand, OnTamper, relay
 
 _READ = 65536
@@ -38,17 +39,6 @@ log = logging.getLogger("sandbox")
 
 def rc_text() -> str:
     return resources.files("sandbox").joinpath("shell_rc.bash").read_text()
-
-
-def _api_modes(fd: int) -> None:
-    """The api shell's pty modes, set from the master before bash reads a byte: no echo
-    (the command text is not its output), no ONLCR (output keeps its own line endings),
-    no ICANON (lines past the 4 KiB canonical buffer get through). Set here rather than
-    by `stty` in the rc: that was a process in the jail on every start (~3 ms)."""
-    attrs = termios.tcgetattr(fd)
-    attrs[1] &= ~termios.ONLCR
-    attrs[3] &= ~(termios.ECHO | termios.ICANON)
-    termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
 class Shell:
@@ -64,7 +54,7 @@ class Shell:
         *,
         mode: str = "api",
         max_output: int = 1 << 20,
-        preexec_fn: Callable[[], None] | None = None,
+        launch: Launch | None = None,
         dimensions: tuple[int, int] = (50, 200),
     ) -> None:
         self.nonce = secrets.token_hex(8)
@@ -79,12 +69,24 @@ class Shell:
         self._start_rest = b""  # shell mode: the first prompt, read during start-up
         self.closed = False
         try:
-            self.child: Any = pexpect.spawn(
-                argv[0], argv[1:], env=env, cwd=cwd, echo=False, encoding=None,
-                maxread=_READ, dimensions=dimensions, preexec_fn=preexec_fn,
-            )
-        except (pexpect.ExceptionPexpect, OSError) as e:
+            if mode == "api" and launch is not None:  # see ptyjail: no fork of this process
+                self.child: Any = PtyJail(argv, env, cwd, launch, dimensions)
+            else:
+                self.child = pexpect.spawn(
+                    argv[0], argv[1:], env=env, cwd=cwd, echo=False, encoding=None,
+                    maxread=_READ, dimensions=dimensions, preexec_fn=launch,
+                )
+                self._pexpect_quiet()
+        except (pexpect.ExceptionPexpect, OSError, subprocess.SubprocessError) as e:
             raise SetupError(f"cannot start the jail ({argv[0]}): {e}") from e
+        self.fd: int = self.child.child_fd
+        # Non-blocking: read first and only select() when the PTY is empty (a select
+        # before every read costs ~10% of bulk throughput).
+        os.set_blocking(self.fd, False)
+        self.pid: int = self.child.pid
+        self.probe = Prober(self.pid, mode, self._write)
+
+    def _pexpect_quiet(self) -> None:
         # pexpect sleeps 50 ms before every send by default: 100x our per-command budget.
         self.child.delaybeforesend = None
         # pexpect also sleeps 0.1 s in close() and after terminate(): the jail is already
@@ -93,14 +95,6 @@ class Shell:
         self.child.delayafterterminate = 0.0
         self.child.ptyproc.delayafterclose = 0.0
         self.child.ptyproc.delayafterterminate = 0.0
-        self.fd: int = self.child.child_fd
-        if mode == "api":
-            _api_modes(self.fd)
-        # Non-blocking: read first and only select() when the PTY is empty (a select
-        # before every read costs ~10% of bulk throughput).
-        os.set_blocking(self.fd, False)
-        self.pid: int = self.child.pid
-        self.probe = Prober(self.pid, mode, self._write)
 
     # -- start-up ---------------------------------------------------------------------
 
