@@ -1,6 +1,7 @@
 """The pexpect layer: a bash in the jail whose commands are delimited by markers.
 
-`Shell` spawns the jail's argv with pexpect (PTY set-up, preexec for the cgroup), evals
+`Shell` spawns the jail's argv on a PTY (api mode: `ptyjail`, through the compiled
+launcher; the operator's interactive shell: pexpect, for its interact loop), evals
 the shipped rc file (`shell_rc.bash`) as its first input, and then talks to bash with one
 line per command: `\\__sbx_run $'<command, ANSI-C quoted>'`. bash's own prompt expansion
 prints OSC 133 style markers: C (PS0) when it has read the line, D (PS1, with `$?`) when
