@@ -87,7 +87,7 @@ class Sandbox(Handle):
 
     def write_file(self, path: str, data: str | bytes) -> None:
         """Create or replace a file as the agent user (parents created, bytes exact)."""
-        loop.call(files.write_file(self._session, path, data))
+        files.write_file_sync(self._session, path, data)
 
     def upload(self, host_path: str | os.PathLike[str], path: str) -> None:
         """Copy a host file or directory into the sandbox (owned by the agent user)."""

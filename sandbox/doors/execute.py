@@ -296,14 +296,18 @@ async def exec_async(session: Session, cmd: list[str] | str, *, record_output: b
     return ex.check(result)
 
 
-def exec_sync(session: Session, cmd: list[str] | str, **options: Unpack[ExecOptions]
-              ) -> ExecResult:
+def exec_sync(session: Session, cmd: list[str] | str, *, record_output: bool = True,
+              meanwhile: Callable[[], object] | None = None,
+              **options: Unpack[ExecOptions]) -> ExecResult:
     """`Sandbox.exec`: the process driven on the shared loop, its record written here, in
     the caller's own thread, which waits anyway (two thread hand-offs fewer than the
     recorder's threads: about 0.5 ms an exec). A caller interrupted meanwhile leaves the
-    record to the recorder's threads: nothing run goes unrecorded."""
-    future = loop.submit(run_async(session, cmd, **options))
+    record to the recorder's threads: nothing run goes unrecorded. `meanwhile` runs in
+    this thread while the exec does (the file door's sha256)."""
+    future = loop.submit(run_async(session, cmd, record_output=record_output, **options))
     try:
+        if meanwhile is not None:
+            meanwhile()
         got = future.result()
     except BaseException:
         future.add_done_callback(_record_later)
