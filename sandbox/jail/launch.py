@@ -264,8 +264,8 @@ class Launch:
     def compiled_options(self) -> list[str] | None:
         """These steps as `sandbox-launch` options (see sandbox-launch.c, which runs them in
         the order `__call__` does), or None where only the Python steps can: an image's
-        root (its overlay and binds), or a step that is a callable."""
-        if self.image is not None or self.steps:
+        root with more binds than it takes, or a step that is a callable."""
+        if self.steps or (self.image is not None and len(self.image.binds) > 250):
             return None
         opts: list[str] = []
         for path in self.join_files:
@@ -276,6 +276,11 @@ class Launch:
             opts += ["-n", self.netns_path]
             for src, dst in self.etc_binds:
                 opts += ["-b", os.fsdecode(src), os.fsdecode(dst)]
+        if self.image is not None:
+            img = self.image
+            opts += ["-o", img.target, os.fsdecode(self._image_opts)]
+            for host, inside in img.binds:
+                opts += ["-B", host, inside, "1" if inside in img.readonly else "0"]
         if self.root:
             opts += ["-f", _filter_program().hex()]
         for res, value in self.rlimits:

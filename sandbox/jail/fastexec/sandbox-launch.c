@@ -18,6 +18,9 @@
  *     -y FD    TIOCSCTTY on FD: the session's own pty as the controlling terminal
  *     -n PATH  setns(PATH, CLONE_NEWNET), then a mount namespace as `ip netns exec` makes
  *     -b S D   bind S over D (after -n: /etc/netns/<ns>/* over /etc)
+ *     -o T O   an image's root: overlay (nodev, nosuid) on T with options O, in a mount
+ *              namespace of its own (the -n one, if any)
+ *     -B S D R bind S on T+D in the image, remounted nodev, nosuid (and read-only if R is 1)
  *     -f HEX   a classic BPF seccomp filter (launch._filter_program), installed as root
  *     -r R V   setrlimit(R, V, V)
  *     -u U G   setgroups(0), setresgid(G), setresuid(U)
@@ -40,7 +43,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#define MAX 64
+#define MAX 256
 
 static int errfd = -1;
 
@@ -107,6 +110,8 @@ int main(int argc, char **argv) {
 
     const char *cgroups[MAX]; int ncg = 0;
     const char *binds[MAX][2]; int nbinds = 0;
+    const char *ibinds[MAX][2]; int ibro[MAX]; int nibinds = 0;
+    const char *overlay = NULL, *overlay_opts = NULL;
     long limits[MAX][2]; int nlim = 0;
     const char *netns = NULL, *filter = NULL;
     int ctty = -1, drop = 0;
@@ -120,6 +125,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(o, "-n") && left >= 1) netns = argv[++i];
         else if (!strcmp(o, "-b") && left >= 2 && nbinds < MAX) {
             binds[nbinds][0] = argv[i + 1]; binds[nbinds][1] = argv[i + 2]; nbinds++; i += 2;
+        } else if (!strcmp(o, "-o") && left >= 2) {
+            overlay = argv[i + 1]; overlay_opts = argv[i + 2]; i += 2;
+        } else if (!strcmp(o, "-B") && left >= 3 && nibinds < MAX) {
+            ibinds[nibinds][0] = argv[i + 1]; ibinds[nibinds][1] = argv[i + 2];
+            ibro[nibinds] = (int)number(argv[i + 3]); nibinds++; i += 3;
         } else if (!strcmp(o, "-f") && left >= 1) filter = argv[++i];
         else if (!strcmp(o, "-r") && left >= 2 && nlim < MAX) {
             limits[nlim][0] = number(argv[i + 1]); limits[nlim][1] = number(argv[i + 2]);
@@ -151,6 +161,30 @@ int main(int argc, char **argv) {
             if (mount(binds[k][0], binds[k][1], NULL, MS_BIND, NULL) != 0) fail("bind", binds[k][0]);
     } else if (nbinds) {
         usage("-b without -n");
+    }
+    if (overlay) {
+        if (!netns) {
+            if (unshare(CLONE_NEWNS) != 0) fail("unshare(CLONE_NEWNS)", NULL);
+            if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) != 0)
+                fail("mount --make-rslave /", NULL);
+        }
+        if (mount("overlay", overlay, "overlay", MS_NODEV | MS_NOSUID, overlay_opts) != 0)
+            fail("mount overlay on", overlay);
+        for (int k = 0; k < nibinds; k++) {
+            char where[4096];
+            int n = snprintf(where, sizeof where, "%s%s", overlay, ibinds[k][1]);
+            if (n < 0 || (size_t)n >= sizeof where) usage("image path too long");
+            if (mount(ibinds[k][0], where, NULL, MS_BIND, NULL) != 0)
+                fail("bind in the image:", ibinds[k][0]);
+            /* nodev,nosuid on every bind too: a fresh workspace is seeded (as root) from
+             * the image's own working directory, which may hold a layer's device node. */
+            unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV;
+            if (ibro[k]) flags |= MS_RDONLY;
+            if (mount(NULL, where, NULL, flags, NULL) != 0)
+                fail("remount nodev,nosuid in the image:", ibinds[k][1]);
+        }
+    } else if (nibinds) {
+        usage("-B without -o");
     }
     if (filter) {
         size_t n = strlen(filter);
