@@ -66,10 +66,11 @@ def partial_start(buf: bytes) -> int:
     return j if _PARTIAL_RE.fullmatch(buf, j) else len(buf)
 
 
-def ours_after_end(buf: bytes, nonce: bytes) -> bool:
-    """Whether `buf` holds a C or D marker with our nonce (read after a probe's end, it
-    means the command answered the probe itself)."""
-    return re.search(rb"\x1b\]133;[CD];(?:[^\x07\x1b;]*;)?" + nonce, buf) is not None
+def ours_re(nonce: bytes) -> re.Pattern[bytes]:
+    """A C or D marker with our nonce: read after a probe's end, it means the command
+    answered the probe itself. Compiled once per shell (`re`'s cache holds 512 patterns:
+    with hundreds of sessions each command compiled its own again, ~0.3 ms)."""
+    return re.compile(rb"\x1b\]133;[CD];(?:[^\x07\x1b;]*;)?" + re.escape(nonce))
 
 
 def prompt_re(nonce: bytes) -> re.Pattern[bytes]:
