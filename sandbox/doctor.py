@@ -117,6 +117,27 @@ def _cgroups() -> Check:
                  "" if kinds else "mount cgroup2 at /sys/fs/cgroup", required=False)
 
 
+def _compiled() -> list[Check]:
+    """The compiled exec helper (fast exec) and jail launcher (vfork spawns): without a
+    compiler both fall back to their Python versions (slower, the same wall)."""
+    from .jail import spawn
+    from .jail.fastexec import build
+
+    fix = "apt-get install gcc libc6-dev, then scripts/bootstrap.sh (or python -m " \
+          "sandbox.jail.fastexec)"
+    helper, why = build.binary()
+    out = [Check("exec helper", helper is not None,
+                 "compiled (sandbox-exec)" if helper is not None
+                 else f"Python helper: {why}", "" if helper is not None else fix,
+                 required=False)]
+    tool = spawn.launcher()
+    out.append(Check("jail launcher", tool is not None,
+                     f"compiled: {tool}" if tool else "Python launch steps (each spawn forks "
+                     "the supervisor): not built, or not in a root-owned path",
+                     "" if tool else fix, required=False))
+    return out
+
+
 def _gpu() -> Check:
     try:
         from .gpu import get_backend
@@ -197,5 +218,6 @@ def run_checks() -> list[Check]:
         if root else "not root: `none` network mode only (allowlist and guarded need root)",
         required=False))
     checks.append(_gpu())
+    checks += _compiled()
     checks += _images()
     return checks
