@@ -115,10 +115,23 @@ def write(path: Path, value: str) -> None:
         fh.write(value)
 
 
+def _raw(path: Path) -> str:
+    """A small kernel file's text: os calls, no pathlib or text-wrapper objects (half the
+    cost of `read_text` a file; the sampler reads ~16 per busy session a second)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
 def read_int(path: Path, default: int = 0) -> int:
     """An integer file; `default` when it is missing, empty or "max" (no limit)."""
     try:
-        text = path.read_text().strip()
+        text = _raw(path).strip()
     except OSError:
         return default
     return default if text in ("", "max") else int(text)
@@ -126,7 +139,7 @@ def read_int(path: Path, default: int = 0) -> int:
 
 def read_text(path: Path) -> str:
     try:
-        return path.read_text().strip()
+        return _raw(path).strip()
     except OSError:
         return ""
 
@@ -135,7 +148,7 @@ def read_keyed(path: Path) -> dict[str, int]:
     """'key value' lines (memory.events, pids.events, oom_control, cpu.stat)."""
     out: dict[str, int] = {}
     with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
+        for line in _raw(path).splitlines():
             key, _, value = line.partition(" ")
             with contextlib.suppress(ValueError):
                 out[key] = int(value)
