@@ -17,7 +17,7 @@
  *     -c FILE  write "0" to FILE: the calling thread (this whole process) joins a cgroup
  *     -y FD    TIOCSCTTY on FD: the session's own pty as the controlling terminal
  *     -n PATH  setns(PATH, CLONE_NEWNET), then a mount namespace as `ip netns exec` makes
- *     -b S D   bind S over D (after -n: /etc/netns/<ns>/* over /etc)
+ *     -b S D   bind S over D (after -n: each /etc/netns/<ns>/F over /etc/F)
  *     -o T O   an image's root: overlay (nodev, nosuid) on T with options O, in a mount
  *              namespace of its own (the -n one, if any)
  *     -B S D R bind S on T+D in the image, remounted nodev, nosuid (and read-only if R is 1)
