@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,6 +32,8 @@ from .reads import Reads
 from .schema import SCHEMA, apply_migrations
 from .sessions import Sessions
 from .verify import Verify
+
+OPEN_RETRY_S = 5.0  # a new store opened by several processes at once: how long to retry
 
 # Backends other than SQLite, by the URL scheme they open ("postgresql"; see `pg`).
 _BACKENDS: dict[str, type[Store]] = {}
@@ -82,25 +85,41 @@ class Store(Verify, Sessions, Appends, Reads, Controls):
         self.path = Path(path) if path is not None else self.default_path()
         self.host = paths.host_id()
         self._lock = threading.RLock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(
-                str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit survives a process crash; only a power cut
-            # can lose the last transactions. Keeps a command's record well under 1 ms.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._migrate()
-        except sqlite3.Error as e:
-            raise StoreError(
-                f"cannot open the event store {self.path}: {e} "
-                "(check permissions, or set SANDBOX_STATE_DIR)"
-            ) from e
+        deadline = time.monotonic() + OPEN_RETRY_S
+        while True:
+            try:
+                self._open()
+                break
+            except sqlite3.OperationalError as e:
+                # Processes opening a new store at once (a fleet's agents starting): the
+                # switch to WAL and WAL recovery answer "locked" without waiting in the
+                # busy handler. Bounded: past the deadline it is a real error.
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise self._open_error(e) from e
+                with suppress(sqlite3.Error, AttributeError):
+                    self._db.close()
+                time.sleep(0.02)
+            except sqlite3.Error as e:
+                raise self._open_error(e) from e
         with suppress(OSError):
             os.chmod(self.path, 0o600)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a process crash; only a power cut
+        # can lose the last transactions. Keeps a command's record well under 1 ms.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._migrate()
+
+    def _open_error(self, e: sqlite3.Error) -> StoreError:
+        return StoreError(f"cannot open the event store {self.path}: {e} "
+                          "(check permissions, or set SANDBOX_STATE_DIR)")
 
     # -- plumbing (what a backend overrides) ------------------------------------------
 

@@ -136,3 +136,25 @@ def test_open_store_hands_the_backend_the_url_it_chose(monkeypatch: pytest.Monke
     monkeypatch.setattr(record, "PgStore", Backend)
     record.open_store()
     assert opened == [url]
+
+
+def test_processes_opening_a_new_store_at_once_all_get_it(test_dir: Path) -> None:
+    """A fleet's agents start together and open one new SQLite file: the switch to WAL
+    (and WAL recovery) answer "database is locked" without the busy handler's wait, so
+    some opens failed (3 of 80 here before the retry)."""
+    import subprocess
+    import sys
+
+    failed: list[str] = []
+    for trial in range(10):
+        db = test_dir / f"race-{trial}" / "sandbox.db"
+        go = time.time() + 1.0  # every process spins until then, then opens
+        code = (f"import time\nfrom sandbox import Store\nwhile time.time() < {go}: pass\n"
+                f"Store({str(db)!r}).close()\n")
+        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+                 for _ in range(8)]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            if p.returncode:
+                failed.append(err.decode(errors="replace")[-300:])
+    assert not failed, failed

@@ -13,7 +13,8 @@ from .conftest import Images
 
 
 def _mounts(sb: Sandbox, compiled: bool) -> list[str]:
-    """The image's mounts as the launch leaves them (mount ids dropped: per namespace)."""
+    """The image's mounts as the launch leaves them (mount ids and device numbers
+    dropped: each namespace numbers its mounts, each overlay gets a new device)."""
     s = sb._session
     launch = s.launcher()
     assert launch.image is not None
@@ -23,7 +24,7 @@ def _mounts(sb: Sandbox, compiled: bool) -> list[str]:
                        cwd="/")
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    lines = [line.split(" ", 2)[2] for line in out.decode().splitlines()]
+    lines = [line.split(" ", 3)[3] for line in out.decode().splitlines()]
     return [line for line in lines if f" {target}" in line]
 
 
