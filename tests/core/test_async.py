@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import AsyncSandbox, ExecTimeout, NotFound, Sandbox, Store
-from sandbox.doors.files import extract_plain
+from sandbox.doors.hostfs import extract_plain
 from tests.helpers import make_workspace
 
 
