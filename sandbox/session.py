@@ -28,9 +28,8 @@ from .control import ControlWatcher
 from .errors import CommandBlocked, CommandTimeout, SessionClosed, SetupError
 from .gpu.driver import driver_files
 from .hooks import Hooks
-from .jail import firejail, spawn, users, workspace
+from .jail import firejail, launch, spawn, users, workspace
 from .jail.images.attach import attach, no_bash, wait_joinable
-from .jail.launch import Launch
 from .jail.profile import Profile, load
 from .record import Store, StoreUnavailable, session_store
 from .record.ship import ship_head
@@ -187,23 +186,10 @@ class Session:
         return argv
 
     def join_flag(self) -> str:
-        """firejail's `--join=` for this jail: the pid of its first process, this
-        process's child. Not a name: a `--name` made firejail read every process's
-        cmdline on the host, to check the name unused at the start and to find it at
-        each join (with 256 sandboxes alive ~8 ms of CPU a start and ~4 ms a join). A
-        child's pid is not reused before it is reaped: checked here (waitid, WNOWAIT),
-        and the session's state leaves "running" before its teardown reaps the jail."""
-        pid = self.jail_pid
-        try:
-            exited = pid is not None and os.waitid(
-                os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-        except ChildProcessError:  # reaped already: its pid may be another process's
-            exited = True
-        if pid is None or exited or self.state != "running":
-            raise SessionClosed(f"session {self.id}: its jail has ended")
-        return f"--join={pid}"
+        """`--join=PID` of this running jail (`spawn.join_flag`; the teardown reaps it)."""
+        return spawn.join_flag(self.jail_pid if self.state == "running" else None, self.id)
 
-    def launcher(self, ctty_fd: int | None = None) -> Launch:
+    def launcher(self, ctty_fd: int | None = None) -> launch.Launch:
         """What the jail's child runs before exec: cgroup, own session, netns, TIOCSTI
         filter, privilege drop (see `launch`)."""
         return firejail.launcher(self._spec, join_files=self.hooks.cgroup_files(),
@@ -214,11 +200,9 @@ class Session:
         if self.kind == "api":
             program.insert(3, "--noediting")
         argv = self.jail_argv(program)
-        self.shell = Shell(
-            argv, self.env(), str(self.workdir), mode=self.kind,
-            max_output=self.profile.recording.max_output_bytes,
-            launch=self.launcher(),
-        )
+        self.shell = Shell(argv, self.env(), str(self.workdir), mode=self.kind,
+                           max_output=self.profile.recording.max_output_bytes,
+                           launch=self.launcher())
         self.jail_pid = self.shell.pid
         self.store.update_session(self.id, jail_pid=self.jail_pid)
         self.hooks.jail_started(self.jail_pid)
@@ -380,7 +364,7 @@ class Session:
         if self.shell is not None:
             self.shell.close()
         elif self.jail_pid:
-            reap.kill_jail(self.jail_pid, firejail.jail_name(self.id))  # its marker
+            reap.kill_jail(self.jail_pid, firejail.jail_name(self.id))
         holder = self._holder
         if holder is not None:  # reap it, and close the pipe it was blocked on
             with contextlib.suppress(subprocess.TimeoutExpired):

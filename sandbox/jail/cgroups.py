@@ -48,6 +48,7 @@ from .cgroup_layout import (
     read_keyed,
     write,
 )
+from .launch import join_cgroup
 from .profile import LimitsSection
 
 
@@ -156,12 +157,7 @@ class SessionCgroup:
         Must run before the child drops root. Raises OSError when a write fails, which
         makes the spawn fail (fail closed) rather than run the jail unconfined.
         """
-        for path in self.enter_files:
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")  # 0 = the writing thread itself (the whole fork)
-            finally:
-                os.close(fd)
+        join_cgroup(self.enter_files)
 
     def add(self, pid: int) -> None:
         """Move an existing process into the group (every hierarchy)."""

@@ -238,7 +238,7 @@ def rlimits(profile: Profile) -> list[tuple[int, int]]:
 def launcher(spec: JailSpec, *, join_files: Sequence[bytes] = (),
              ctty_fd: int | None = None,
              limits: list[tuple[int, int]] | None = None) -> launch.Launch:
-    """The child-side set-up for this spec: cgroup steps, own session, netns, rlimits,
+    """The child-side set-up for this spec: cgroup join, own session, netns, rlimits,
     drop."""
     return launch.Launch(
         agent_uid=spec.agent.uid if spec.agent else None,

@@ -5,7 +5,7 @@ PATH entry or an `LD_PRELOAD`. So no root helper ever runs with it (red-team H1)
 everything the root side needs before firejail happens *in the forked child itself*, in
 Python, before the one `exec`:
 
-1. join the session's cgroup (the parts' preexec steps, still root);
+1. join the session's cgroup (the files the parts name, still root);
 2. a new session with no controlling tty, or the session's own pty as one (C1: the
    operator's terminal is never the jail's);
 3. enter the session's network namespace (`setns`, instead of `ip netns exec`);
@@ -35,7 +35,7 @@ import signal
 import stat
 import struct
 import termios
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +55,7 @@ def supervisor_env() -> dict[str, str]:
     return {"PATH": TRUSTED_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
-def _trusted_file(path: Path) -> str | None:
+def trusted_file(path: Path) -> str | None:
     """Why `path` (and each directory above it) is not safe for root to run, or None."""
     for p in (path, *path.parents):
         try:
@@ -80,7 +80,7 @@ def tool(name: str) -> str:
             f"{name} not found in {TRUSTED_PATH}: apt-get install {package} "
             "(or run `sandbox doctor`)")
     real = Path(found).resolve()
-    problem = _trusted_file(real)
+    problem = trusted_file(real)
     if problem is not None:
         raise DependencyMissing(
             f"refusing to run {found} as root: {problem}. Fix: reinstall it "
@@ -179,6 +179,17 @@ _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x20
 ETC_NETNS = Path("/etc/netns")
 
 
+def join_cgroup(files: Sequence[bytes]) -> None:
+    """Write "0" (the writing thread: a fresh fork's only one) to each of a group's
+    files; OSError if one fails, which fails the spawn (fail closed). os calls only."""
+    for path in files:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
 class Launch:
     """The child-side steps before firejail's exec; built in the parent, run in the child.
 
@@ -192,7 +203,6 @@ class Launch:
         agent_uid: int | None,
         agent_gid: int | None,
         netns: str | None,
-        steps: Sequence[Callable[[], None]] = (),
         join_files: Sequence[bytes] = (),
         setsid: bool = True,
         ctty_fd: int | None = None,
@@ -208,7 +218,6 @@ class Launch:
         if netns and (ETC_NETNS / netns).is_dir():
             self.etc_binds = [(str(p).encode(), f"/etc/{p.name}".encode())
                               for p in sorted((ETC_NETNS / netns).iterdir())]
-        self.steps = list(steps)
         self.join_files = list(join_files)  # cgroup files the child writes "0" to
         self.rlimits = list(rlimits)
         self.setsid = setsid
@@ -264,8 +273,8 @@ class Launch:
     def compiled_options(self) -> list[str] | None:
         """These steps as `sandbox-launch` options (see sandbox-launch.c, which runs them in
         the order `__call__` does), or None where only the Python steps can: an image's
-        root with more binds than it takes, or a step that is a callable."""
-        if self.steps or (self.image is not None and len(self.image.binds) > 250):
+        root with more binds than it takes."""
+        if self.image is not None and len(self.image.binds) > 250:
             return None
         opts: list[str] = []
         for path in self.join_files:
@@ -294,14 +303,7 @@ class Launch:
         # ends, a write past RLIMIT_FSIZE is the kill it is everywhere else).
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
-        for path in self.join_files:  # the cgroup join: needs root, so first
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")  # 0 = the writing thread: this fork's only one
-            finally:
-                os.close(fd)
-        for step in self.steps:
-            step()
+        join_cgroup(self.join_files)  # needs root, so first
         if self.setsid:
             with contextlib.suppress(PermissionError):  # pexpect already made one
                 os.setsid()

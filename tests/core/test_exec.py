@@ -205,9 +205,12 @@ def test_the_join_names_the_live_jail_by_its_pid(sb: Sandbox) -> None:
     os.waitpid(s.jail_pid, 0)  # reaped: from here its pid may be any process's
     with pytest.raises(SessionClosed, match="jail has ended"):
         s.join_flag()
-    with pytest.raises((SessionClosed, subprocess.SubprocessError)):
+    try:  # the helper may take it in the namespace's last moments: then it is killed
         r = sb.exec(["true"], timeout=10)
-        raise AssertionError(f"an exec in an ended jail ran: {r}")
+    except (SessionClosed, subprocess.SubprocessError):
+        pass
+    else:
+        assert r.returncode != 0, f"an exec in an ended jail ran: {r}"
 
 
 def test_a_crash_cleanup_kills_only_the_jail_its_marker_names(workspace: Path) -> None:

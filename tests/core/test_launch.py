@@ -29,7 +29,7 @@ def test_the_launcher_is_built_and_trusted() -> None:
     """bootstrap builds it; root runs it only from a root-owned path."""
     path = spawn.launcher()
     assert path is not None, "sandbox-launch is not built: scripts/bootstrap.sh builds it"
-    assert launch._trusted_file(Path(path)) is None
+    assert launch.trusted_file(Path(path)) is None
 
 
 def test_compiled_and_python_launches_make_the_same_jail(sb: Sandbox) -> None:
