@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SessionClosed
+from ..textsafe import visible
 from .launch import Launch, trusted_file
 
 
@@ -86,6 +87,7 @@ def popen(argv: list[str], launch: Launch, *, env: dict[str, str], compiled: boo
         err = fh.read(4096)
     if err:
         proc.wait()
+        # Paths in it may be an image's (its author's bytes): shown harmlessly.
         raise subprocess.SubprocessError(
-            f"the jail's launch failed: {err.decode(errors='replace')}")
+            f"the jail's launch failed: {visible(err.decode(errors='replace'))}")
     return proc

@@ -59,6 +59,11 @@ def test_a_failed_step_stops_the_launch(sb: Sandbox, tmp_path: Path) -> None:
     with pytest.raises(subprocess.SubprocessError):
         spawn.popen(argv, gone, env={}, compiled=False)
     assert not marker.exists()
+    # The error names paths (an image's own, its author's bytes): shown, not interpreted.
+    gone.join_files = [os.fsencode(tmp_path / "\x1b]0;owned\x07" / "tasks")]
+    with pytest.raises(subprocess.SubprocessError) as err:
+        spawn.popen(argv, gone, env={}, compiled=True)
+    assert "\x1b" not in str(err.value) and "\x07" not in str(err.value), str(err.value)
 
 
 def test_the_agent_environment_never_reaches_a_root_process(sb: Sandbox,
